@@ -1,0 +1,50 @@
+"""Functional API: ``actkit.functional.<name>(x, **params)`` and ``apply(name, x, **params)``.
+
+One function per registered activation (and per alias) is generated from the registry,
+with the activation's parameters as keyword arguments and its formula as the docstring.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from . import registry
+from .backend import backend_for
+
+
+def apply(name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """Apply activation ``name`` to ``x``; parameters by position (registry order) or keyword."""
+    spec = registry.get(name)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{spec.name} expects a torch.Tensor, got {type(x).__name__}")
+    params = spec.bind(args, kwargs)
+    p0, p1 = spec.kernel_args(params)
+    return torch.ops.actkit.activation(x, spec.name, p0, p1, backend_for(x))
+
+
+def _make(spec: registry.ActivationSpec):
+    def fn(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return apply(spec.name, x, *args, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = spec.name
+    fn.__doc__ = f"{spec.formula}\n\nRange {spec.output_range}. {spec.notes}".strip()
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY, annotation=torch.Tensor)]
+        + [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=float)
+           for p in spec.params],
+        return_annotation=torch.Tensor)
+    return fn
+
+
+def _install() -> list[str]:
+    names = []
+    for spec in registry.REGISTRY.values():
+        fn = _make(spec)
+        for label in (spec.name, *spec.aliases):
+            globals()[label] = fn
+            names.append(label)
+    return names
+
+
+__all__ = ["apply", *_install()]

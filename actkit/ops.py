@@ -1,0 +1,85 @@
+"""The autograd-aware custom ops behind every elementwise activation.
+
+Two opaque ``torch.library`` custom ops, generic over the registry:
+
+* ``actkit::activation(x, name, p0, p1, backend) -> y``
+* ``actkit::activation_backward(saved, grad, name, p0, p1, backend) -> dx``
+
+Custom ops (rather than ``triton_op``) because they compile with
+``torch.compile(fullgraph=True)`` on CPU too: Inductor treats them as opaque calls and
+never tries to compile the Triton kernel for the CPU. ``backend`` is decided in Python
+before the call, so it is a constant in a traced graph.
+
+Autograd saves exactly one tensor: x, or y for specs with ``saves="y"``. The backward
+recomputes f'(x) rather than storing intermediates: in the Triton kernel, or on the
+PyTorch path by a vector-Jacobian product of the reference, so the fallback's gradients
+are PyTorch's own, NaN and inf behaviour included.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import registry
+from .backend import TORCH
+
+
+def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, float]:
+    return spec.params_from_kernel_args(p0, p1)
+
+
+@torch.library.custom_op("actkit::activation", mutates_args=())
+def activation(x: torch.Tensor, name: str, p0: float, p1: float, backend: str) -> torch.Tensor:
+    spec = registry.get(name)
+    if backend == TORCH:
+        return spec.reference(x, **_params(spec, p0, p1))
+    from actkit.kernels import elementwise
+
+    fwd, _ = spec.triton_functions
+    return elementwise.forward(x, fwd, p0, p1)
+
+
+@activation.register_fake
+def _activation_fake(x, name, p0, p1, backend):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("actkit::activation_backward", mutates_args=())
+def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: float, p1: float,
+                        backend: str) -> torch.Tensor:
+    spec = registry.get(name)
+    if backend == TORCH:
+        if spec.saves == "y":
+            return spec.grad_from_output(grad, saved)
+        params = _params(spec, p0, p1)
+        _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
+        return vjp(grad)[0]
+    from actkit.kernels import elementwise
+
+    _, dfn = spec.triton_functions
+    return elementwise.backward(saved, grad, dfn, p0, p1)
+
+
+@activation_backward.register_fake
+def _activation_backward_fake(saved, grad, name, p0, p1, backend):
+    return torch.empty_like(saved)
+
+
+def _setup_context(ctx, inputs, output):
+    x, name, p0, p1, backend = inputs
+    spec = registry.get(name)
+    ctx.name, ctx.p0, ctx.p1, ctx.backend = name, p0, p1, backend
+    ctx.differentiable = spec.differentiable
+    if spec.differentiable:
+        ctx.save_for_backward(output if spec.saves == "y" else x)
+
+
+def _backward(ctx, grad):
+    if not ctx.differentiable:
+        dx = torch.zeros_like(grad)
+    else:
+        (saved,) = ctx.saved_tensors
+        dx = activation_backward(saved, grad, ctx.name, ctx.p0, ctx.p1, ctx.backend)
+    return dx, None, None, None, None
+
+
+activation.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,264 @@
+"""The activation registry: one spec per activation, everything else is derived from it.
+
+A spec names the activation, its aliases and parameters, the Triton device functions that
+compute it (by prefix in :mod:`actkit.kernels.activations`, resolved lazily so that the
+registry imports without Triton), the PyTorch reference (the native op where one exists)
+and the properties shown by ``actkit list``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+# Saved-tensor choices: "x" saves the input; "y" saves the output (for sigmoid and tanh,
+# whose derivatives are cheapest in y and whose output the next layer keeps anyway).
+SAVES = ("x", "y")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: float
+    doc: str
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    name: str
+    formula: str
+    reference: Callable[..., torch.Tensor]
+    """PyTorch reference ``reference(x, **params)``: the native op where torch has one."""
+    class_name: str
+    output_range: str
+    monotonic: bool
+    smooth: bool
+    """Continuously differentiable everywhere (C1) at the default parameters."""
+    zero_centred: bool
+    saturating: bool
+    """f'(x) -> 0 as |x| -> inf on both sides."""
+    params: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    native: bool = True
+    """The reference is a single native torch op (False: a composite formula)."""
+    kernel: str | None = None
+    """Prefix of the ``<kernel>_fwd``/``<kernel>_bwd`` device functions; defaults to ``name``."""
+    saves: str = "x"
+    grad_from_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """``(grad, y) -> dx`` in PyTorch, for specs that save the output."""
+    differentiable: bool = True
+    validate: Callable[[Mapping[str, float]], None] | None = None
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.saves not in SAVES:
+            raise ValueError(f"{self.name}: saves must be one of {SAVES}")
+        if self.saves == "y" and self.grad_from_output is None:
+            raise ValueError(f"{self.name}: a spec that saves the output needs grad_from_output")
+        if len(self.params) > 2:
+            raise ValueError(f"{self.name}: the elementwise kernels take at most two scalar parameters")
+
+    # -- parameters -------------------------------------------------------------------
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {p.name: p.default for p in self.params}
+
+    def signature(self) -> str:
+        inner = ", ".join(f"{p.name}={p.default:g}" for p in self.params)
+        return f"{self.name}({inner})"
+
+    def bind(self, args: tuple = (), kwargs: Mapping[str, object] | None = None) -> dict[str, float]:
+        """Resolve positional and keyword parameters against the spec, with clear errors."""
+        kwargs = dict(kwargs or {})
+        if len(args) > len(self.params):
+            raise TypeError(f"{self.signature()} takes {len(self.params)} parameter(s), got {len(args)} positional")
+        values = self.defaults
+        for p, v in zip(self.params, args):
+            if p.name in kwargs:
+                raise TypeError(f"{self.name}: parameter {p.name!r} given both positionally and by keyword")
+            kwargs[p.name] = v
+        for key, value in kwargs.items():
+            if key not in values:
+                allowed = ", ".join(p.name for p in self.params) or "none"
+                raise TypeError(f"{self.name} has no parameter {key!r}; its parameters: {allowed}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"{self.name}: parameter {key!r} must be a real number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"{self.name}: parameter {key!r} must be finite, got {value!r}")
+            values[key] = number
+        if self.validate is not None:
+            self.validate(values)
+        return values
+
+    def kernel_args(self, params: Mapping[str, float]) -> tuple[float, float]:
+        """The (p0, p1) scalars passed to the device functions, in parameter order."""
+        scalars = [float(params[p.name]) for p in self.params]
+        return tuple(scalars + [0.0] * (2 - len(scalars)))  # type: ignore[return-value]
+
+    def params_from_kernel_args(self, p0: float, p1: float) -> dict[str, float]:
+        return {p.name: v for p, v in zip(self.params, (p0, p1))}
+
+    # -- Triton -----------------------------------------------------------------------
+    @property
+    def triton_functions(self):
+        """The (forward, derivative) ``@triton.jit`` device functions. Imports Triton."""
+        from actkit.kernels import activations
+
+        prefix = self.kernel or self.name
+        return getattr(activations, f"{prefix}_fwd"), getattr(activations, f"{prefix}_bwd")
+
+
+# -- parameter checks ---------------------------------------------------------------------
+def _nonzero(param: str) -> Callable[[Mapping[str, float]], None]:
+    def check(values: Mapping[str, float]) -> None:
+        if values[param] == 0:
+            raise ValueError(f"{param} must be non-zero (it divides x)")
+    return check
+
+
+def _ordered(values: Mapping[str, float]) -> None:
+    if not values["min_val"] < values["max_val"]:
+        raise ValueError(f"hardtanh needs min_val < max_val, got min_val={values['min_val']:g}, "
+                         f"max_val={values['max_val']:g}")
+
+
+# -- composite references (torch has no single op) ------------------------------------------
+def _step(x: torch.Tensor) -> torch.Tensor:
+    return torch.heaviside(x, x.new_ones(()))
+
+
+def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _lisht(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.tanh(x)
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def _sigmoid_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.sigmoid_backward(grad, y)
+
+
+def _tanh_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.tanh_backward(grad, y)
+
+
+_SPECS = [
+    ActivationSpec("identity", "f(x) = x", torch.clone, "Identity", "(-inf, inf)",
+                   monotonic=True, smooth=True, zero_centred=True, saturating=False, aliases=("linear",),
+                   notes="The reference is torch.clone: an op may not return its input."),
+    ActivationSpec("step", "f(x) = 1 if x >= 0 else 0 (NaN -> 0)", _step, "Step", "{0, 1}",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=True,
+                   aliases=("binary_step", "heaviside"), native=False, differentiable=False,
+                   notes="Forward only: its gradient is defined as zero everywhere (the true derivative is 0 "
+                         "almost everywhere and undefined at 0)."),
+    ActivationSpec("sigmoid", "f(x) = 1 / (1 + exp(-x))", torch.sigmoid, "Sigmoid", "(0, 1)",
+                   monotonic=True, smooth=True, zero_centred=False, saturating=True, aliases=("logistic",),
+                   saves="y", grad_from_output=_sigmoid_grad),
+    ActivationSpec("tanh", "f(x) = tanh(x)", torch.tanh, "Tanh", "(-1, 1)",
+                   monotonic=True, smooth=True, zero_centred=True, saturating=True,
+                   saves="y", grad_from_output=_tanh_grad),
+    ActivationSpec("relu", "f(x) = max(0, x)", F.relu, "ReLU", "[0, inf)",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=False),
+    ActivationSpec("relu6", "f(x) = min(max(0, x), 6)", F.relu6, "ReLU6", "[0, 6]",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=True),
+    ActivationSpec("leaky_relu", "f(x) = x if x > 0 else negative_slope * x", F.leaky_relu, "LeakyReLU",
+                   "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False, saturating=False,
+                   params=(Param("negative_slope", 0.01, "slope for x < 0"),), aliases=("lrelu", "leakyrelu")),
+    ActivationSpec("elu", "f(x) = x if x > 0 else alpha * (exp(x) - 1)", F.elu, "ELU", "(-alpha, inf)",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=False,
+                   params=(Param("alpha", 1.0, "value approached as x -> -inf is -alpha"),)),
+    ActivationSpec("celu", "f(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))", F.celu, "CELU",
+                   "(-alpha, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
+                   params=(Param("alpha", 1.0, "scale of the negative part (non-zero)"),),
+                   validate=_nonzero("alpha")),
+    ActivationSpec("selu", "f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)), "
+                           "alpha = 1.6733, scale = 1.0507", F.selu, "SELU", "(-1.7581, inf)",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=False),
+    ActivationSpec("gelu", "f(x) = x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))", F.gelu, "GELU",
+                   "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False, saturating=False),
+    ActivationSpec("gelu_tanh", "f(x) = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))", _gelu_tanh,
+                   "GELUTanh", "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False,
+                   saturating=False, aliases=("gelu_approx",)),
+    ActivationSpec("gelu_sigmoid", "f(x) = x * sigmoid(1.702 x)", _gelu_sigmoid, "GELUSigmoid", "[-0.16, inf)",
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False, native=False,
+                   aliases=("quick_gelu",)),
+    ActivationSpec("silu", "f(x) = x * sigmoid(x)", F.silu, "SiLU", "[-0.28, inf)",
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False, aliases=("swish",)),
+    ActivationSpec("mish", "f(x) = x * tanh(softplus(x))", F.mish, "Mish", "[-0.31, inf)",
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False),
+    ActivationSpec("lisht", "f(x) = x * tanh(x)", _lisht, "LiSHT", "[0, inf)",
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False, native=False),
+    ActivationSpec("softplus", "f(x) = log(1 + exp(beta x)) / beta, x where beta x > threshold", F.softplus,
+                   "Softplus", "(0, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
+                   params=(Param("beta", 1.0, "sharpness (non-zero)"),
+                           Param("threshold", 20.0, "above beta * x > threshold the output is x")),
+                   validate=_nonzero("beta")),
+    ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
+                   monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False),
+    ActivationSpec("hardswish", "f(x) = x * relu6(x + 3) / 6", F.hardswish, "Hardswish", "[-0.375, inf)",
+                   monotonic=False, smooth=False, zero_centred=False, saturating=False, aliases=("hard_swish",)),
+    ActivationSpec("hardsigmoid", "f(x) = relu6(x + 3) / 6", F.hardsigmoid, "Hardsigmoid", "[0, 1]",
+                   monotonic=True, smooth=False, zero_centred=False, saturating=True, aliases=("hard_sigmoid",)),
+    ActivationSpec("hardtanh", "f(x) = clamp(x, min_val, max_val)", F.hardtanh, "Hardtanh", "[min_val, max_val]",
+                   monotonic=True, smooth=False, zero_centred=True, saturating=True,
+                   params=(Param("min_val", -1.0, "lower clamp"), Param("max_val", 1.0, "upper clamp")),
+                   validate=_ordered, aliases=("hard_tanh",)),
+    ActivationSpec("logsigmoid", "f(x) = log(sigmoid(x)) = -softplus(-x)", F.logsigmoid, "LogSigmoid",
+                   "(-inf, 0)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
+                   aliases=("log_sigmoid",)),
+    ActivationSpec("tanhshrink", "f(x) = x - tanh(x)", F.tanhshrink, "Tanhshrink", "(-inf, inf)",
+                   monotonic=True, smooth=True, zero_centred=True, saturating=False, native=False),
+]
+
+REGISTRY: dict[str, ActivationSpec] = {}
+_LOOKUP: dict[str, ActivationSpec] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def register(spec: ActivationSpec) -> ActivationSpec:
+    """Add a spec; its name and aliases must be new (case-insensitive, '-' == '_')."""
+    for label in (spec.name, *spec.aliases):
+        if _key(label) in _LOOKUP:
+            raise ValueError(f"activation name {label!r} is already registered")
+    REGISTRY[spec.name] = spec
+    for label in (spec.name, *spec.aliases):
+        _LOOKUP[_key(label)] = spec
+    return spec
+
+
+for _spec in _SPECS:
+    register(_spec)
+
+
+def available() -> list[str]:
+    """Canonical names of every registered activation, in registry order."""
+    return list(REGISTRY)
+
+
+def get(name: str | ActivationSpec) -> ActivationSpec:
+    """The spec for ``name`` (aliases accepted, case-insensitive); ValueError with suggestions otherwise."""
+    if isinstance(name, ActivationSpec):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"activation name must be a string, got {type(name).__name__}")
+    spec = _LOOKUP.get(_key(name))
+    if spec is not None:
+        return spec
+    close = difflib.get_close_matches(_key(name), list(_LOOKUP), n=3, cutoff=0.6)
+    suggestions = list(dict.fromkeys(_LOOKUP[c].name for c in close))
+    hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+    raise ValueError(f"unknown activation {name!r}.{hint} Valid names: {', '.join(available())}")

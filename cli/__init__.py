@@ -1,0 +1,1 @@
+"""actkit.cli: the Typer command-line app (``actkit``)."""

@@ -1,0 +1,75 @@
+"""The ``actkit`` command: thin Typer commands that call the library and render with rich."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import actkit
+from actkit import registry
+from actkit.backend import available_backends
+
+app = typer.Typer(help="Activation functions as fused Triton kernels: list, benchmark, train, compare.",
+                  no_args_is_help=True, rich_markup_mode="rich")
+console = Console()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"actkit {actkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
+                                                help="Show the version and exit.")) -> None:
+    """actkit: which activation, and at what cost?"""
+
+
+def spec_record(spec: registry.ActivationSpec) -> dict:
+    """A JSON-ready description of one registry entry."""
+    return {
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "formula": spec.formula,
+        "params": [{"name": p.name, "default": p.default, "doc": p.doc} for p in spec.params],
+        "output_range": spec.output_range,
+        "monotonic": spec.monotonic,
+        "smooth": spec.smooth,
+        "zero_centred": spec.zero_centred,
+        "saturating": spec.saturating,
+        "differentiable": spec.differentiable,
+        "saves_for_backward": spec.saves,
+        "native_reference": spec.native,
+        "class_name": spec.class_name,
+        "notes": spec.notes,
+    }
+
+
+def _mark(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[dim]no[/]"
+
+
+@app.command("list")
+def list_activations(as_json: bool = typer.Option(False, "--json", help="Print machine-readable specs.")) -> None:
+    """Every activation: formula, range, properties, and the backends this machine can run."""
+    backends = available_backends()
+    if as_json:
+        typer.echo(json.dumps({"backends": backends,
+                               "activations": [spec_record(s) for s in registry.REGISTRY.values()]}, indent=2))
+        return
+    table = Table(title="actkit activations", header_style="bold")
+    for column in ("name", "formula", "range", "params", "mono", "smooth", "zero-c.", "satur.", "saves"):
+        table.add_column(column, overflow="fold")
+    for spec in registry.REGISTRY.values():
+        name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
+        params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"
+        table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),
+                      _mark(spec.zero_centred), _mark(spec.saturating),
+                      spec.saves if spec.differentiable else "[dim]no grad[/]")
+    console.print(table)
+    runnable = ", ".join(f"[green]{b}[/]" if ok else f"[dim]{b} (unavailable)[/]" for b, ok in backends.items())
+    console.print(f"Backends on this machine: {runnable}. Configured: [bold]{actkit.get_backend()}[/].")

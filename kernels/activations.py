@@ -1,0 +1,280 @@
+"""Per-activation Triton device functions: the value f and the derivative f'.
+
+Every function takes ``(v, p0, p1)``: ``v`` is an fp32 block (the input x, or the output
+y for activations whose registry spec saves the output), ``p0``/``p1`` are the
+activation's scalar parameters in registry order (unused ones are 0). The generic kernels
+in :mod:`elementwise` receive these functions as ``tl.constexpr`` arguments.
+
+Comparisons are written so that NaN takes the same branch as in PyTorch's own kernels
+(e.g. ``where(x < 0, 0, x)`` for ReLU keeps NaN, as ``clamp_min`` does), because the
+tests hold the kernels to torch's NaN/inf behaviour, forward and backward.
+"""
+import triton
+import triton.language as tl
+
+from .fp32math import expm1, log1p, softplus as _softplus, tanh as _tanh
+
+SQRT1_2 = 0.7071067811865476        # 1 / sqrt(2)
+INV_SQRT_2PI = 0.3989422804014327    # 1 / sqrt(2 pi)
+SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
+GELU_TANH_K = 0.044715
+GELU_SIGMOID_K = 1.702
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+@triton.jit
+def identity_fwd(x, p0, p1):
+    return x
+
+
+@triton.jit
+def identity_bwd(x, p0, p1):
+    return tl.zeros_like(x) + 1.0
+
+
+@triton.jit
+def step_fwd(x, p0, p1):
+    # Heaviside with H(0) = 1; NaN maps to 0, as torch.heaviside does.
+    return tl.where(x >= 0.0, 1.0, 0.0)
+
+
+@triton.jit
+def step_bwd(x, p0, p1):
+    return tl.zeros_like(x)
+
+
+@triton.jit
+def sigmoid_fwd(x, p0, p1):
+    return tl.sigmoid(x)
+
+
+@triton.jit
+def sigmoid_bwd(y, p0, p1):
+    return y * (1.0 - y)
+
+
+@triton.jit
+def tanh_fwd(x, p0, p1):
+    return _tanh(x)
+
+
+@triton.jit
+def tanh_bwd(y, p0, p1):
+    return 1.0 - y * y
+
+
+@triton.jit
+def relu_fwd(x, p0, p1):
+    return tl.where(x < 0.0, 0.0, x)
+
+
+@triton.jit
+def relu_bwd(x, p0, p1):
+    return tl.where(x <= 0.0, 0.0, 1.0)
+
+
+@triton.jit
+def hardtanh_fwd(x, p0, p1):
+    # p0 = min_val, p1 = max_val
+    return tl.where(x < p0, p0, tl.where(x > p1, p1, x))
+
+
+@triton.jit
+def hardtanh_bwd(x, p0, p1):
+    # Zero at the clamp points themselves and for NaN, as torch's hardtanh_backward.
+    return tl.where((x > p0) & (x < p1), 1.0, 0.0)
+
+
+@triton.jit
+def relu6_fwd(x, p0, p1):
+    return hardtanh_fwd(x, 0.0, 6.0)
+
+
+@triton.jit
+def relu6_bwd(x, p0, p1):
+    return hardtanh_bwd(x, 0.0, 6.0)
+
+
+@triton.jit
+def leaky_relu_fwd(x, p0, p1):
+    # p0 = negative_slope
+    return tl.where(x > 0.0, x, x * p0)
+
+
+@triton.jit
+def leaky_relu_bwd(x, p0, p1):
+    return tl.where(x > 0.0, 1.0, p0)
+
+
+@triton.jit
+def elu_fwd(x, p0, p1):
+    # p0 = alpha
+    return tl.where(x <= 0.0, p0 * expm1(x), x)
+
+
+@triton.jit
+def elu_bwd(x, p0, p1):
+    return tl.where(x <= 0.0, p0 * tl.exp(x), 1.0)
+
+
+@triton.jit
+def celu_fwd(x, p0, p1):
+    # p0 = alpha: alpha * (exp(x / alpha) - 1) below zero
+    return tl.where(x <= 0.0, p0 * expm1(x / p0), x)
+
+
+@triton.jit
+def celu_bwd(x, p0, p1):
+    return tl.where(x <= 0.0, tl.exp(x / p0), 1.0)
+
+
+@triton.jit
+def selu_fwd(x, p0, p1):
+    return SELU_SCALE * tl.where(x <= 0.0, SELU_ALPHA * expm1(x), x)
+
+
+@triton.jit
+def selu_bwd(x, p0, p1):
+    return SELU_SCALE * tl.where(x <= 0.0, SELU_ALPHA * tl.exp(x), 1.0)
+
+
+@triton.jit
+def gelu_fwd(x, p0, p1):
+    return 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
+
+
+@triton.jit
+def gelu_bwd(x, p0, p1):
+    cdf = 0.5 * (1.0 + tl.math.erf(x * SQRT1_2))
+    return cdf + x * INV_SQRT_2PI * tl.exp(-0.5 * x * x)
+
+
+@triton.jit
+def gelu_tanh_fwd(x, p0, p1):
+    t = _tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x))
+    return 0.5 * x * (1.0 + t)
+
+
+@triton.jit
+def gelu_tanh_bwd(x, p0, p1):
+    t = _tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x))
+    inner_grad = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_K * x * x)
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner_grad
+
+
+@triton.jit
+def gelu_sigmoid_fwd(x, p0, p1):
+    return x * tl.sigmoid(GELU_SIGMOID_K * x)
+
+
+@triton.jit
+def gelu_sigmoid_bwd(x, p0, p1):
+    s = tl.sigmoid(GELU_SIGMOID_K * x)
+    return s + GELU_SIGMOID_K * x * s * (1.0 - s)
+
+
+@triton.jit
+def silu_fwd(x, p0, p1):
+    return x * tl.sigmoid(x)
+
+
+@triton.jit
+def silu_bwd(x, p0, p1):
+    s = tl.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+@triton.jit
+def mish_fwd(x, p0, p1):
+    return x * _tanh(_softplus(x))
+
+
+@triton.jit
+def mish_bwd(x, p0, p1):
+    t = _tanh(_softplus(x))
+    return t + x * tl.sigmoid(x) * (1.0 - t * t)
+
+
+@triton.jit
+def lisht_fwd(x, p0, p1):
+    return x * _tanh(x)
+
+
+@triton.jit
+def lisht_bwd(x, p0, p1):
+    t = _tanh(x)
+    return t + x * (1.0 - t * t)
+
+
+@triton.jit
+def softplus_fwd(x, p0, p1):
+    # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
+    bx = x * p0
+    return tl.where(bx > p1, x, _softplus(bx) / p0)
+
+
+@triton.jit
+def softplus_bwd(x, p0, p1):
+    bx = x * p0
+    return tl.where(bx > p1, 1.0, tl.sigmoid(bx))
+
+
+@triton.jit
+def softsign_fwd(x, p0, p1):
+    return x / (1.0 + tl.abs(x))
+
+
+@triton.jit
+def softsign_bwd(x, p0, p1):
+    a = tl.abs(x)
+    d = 1.0 + a
+    # The limit at +-inf is 0, but torch's autograd of x / (1 + |x|) gives inf/inf = NaN
+    # there; the kernel matches torch rather than the limit.
+    return tl.where(a == float("inf"), float("nan"), 1.0 / (d * d))
+
+
+@triton.jit
+def hardswish_fwd(x, p0, p1):
+    return x * hardtanh_fwd(x + 3.0, 0.0, 6.0) / 6.0
+
+
+@triton.jit
+def hardswish_bwd(x, p0, p1):
+    # torch's one-sided choice at the kinks: 0 at x = -3, 1 at x = 3.
+    return tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, x / 3.0 + 0.5, 1.0))
+
+
+@triton.jit
+def hardsigmoid_fwd(x, p0, p1):
+    return hardtanh_fwd(x + 3.0, 0.0, 6.0) / 6.0
+
+
+@triton.jit
+def hardsigmoid_bwd(x, p0, p1):
+    return tl.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0)
+
+
+@triton.jit
+def logsigmoid_fwd(x, p0, p1):
+    # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow.
+    return tl.where(x < 0.0, x, 0.0) - log1p(tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def logsigmoid_bwd(x, p0, p1):
+    return tl.sigmoid(-x)
+
+
+@triton.jit
+def tanhshrink_fwd(x, p0, p1):
+    # x - tanh(x) cancels for small |x|: use its series x^3/3 - 2x^5/15 + 17x^7/315 - 62x^9/2835.
+    x2 = x * x
+    series = x * x2 * (0.3333333333333333 + x2 * (-0.13333333333333333 + x2 * (0.05396825396825397 + x2 * (-0.021869488536155203))))
+    return tl.where(tl.abs(x) < 0.1, series, x - _tanh(x))
+
+
+@triton.jit
+def tanhshrink_bwd(x, p0, p1):
+    t = _tanh(x)
+    return t * t
