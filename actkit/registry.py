@@ -53,6 +53,9 @@ class ActivationSpec:
     differentiable: bool = True
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
+    kind: str = "elementwise"
+    """``elementwise``: the generic kernels and custom op. Other kinds (learnable, row-wise)
+    bring their own kernels and ops."""
 
     def __post_init__(self):
         if self.saves not in SAVES:
