@@ -73,3 +73,7 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
     console.print(table)
     runnable = ", ".join(f"[green]{b}[/]" if ok else f"[dim]{b} (unavailable)[/]" for b, ok in backends.items())
     console.print(f"Backends on this machine: {runnable}. Configured: [bold]{actkit.get_backend()}[/].")
+
+
+# Commands defined in their own modules register themselves here, one import each.
+# (keep this block at the end of the file)
