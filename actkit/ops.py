@@ -23,6 +23,10 @@ from . import registry
 from .backend import TORCH
 
 
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, float]:
     return spec.params_from_kernel_args(p0, p1)
 
@@ -52,7 +56,9 @@ def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: 
             return spec.grad_from_output(grad, saved)
         params = _params(spec, p0, p1)
         _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
-        return vjp(grad)[0]
+        dx = vjp(grad)[0]
+        # A custom op may not return (a view of) its input; identity's vjp hands back grad.
+        return dx.clone() if _shares_storage(dx, grad) else dx
     from actkit.kernels import elementwise
 
     _, dfn = spec.triton_functions

@@ -12,7 +12,7 @@ tests hold the kernels to torch's NaN/inf behaviour, forward and backward.
 import triton
 import triton.language as tl
 
-from .fp32math import expm1, log1p, softplus as _softplus, tanh as _tanh
+from .fp32math import expm1, log1p, sech2, softplus as _softplus, tanh as _tanh
 
 SQRT1_2 = 0.7071067811865476        # 1 / sqrt(2)
 INV_SQRT_2PI = 0.3989422804014327    # 1 / sqrt(2 pi)
@@ -82,8 +82,9 @@ def hardtanh_fwd(x, p0, p1):
 
 @triton.jit
 def hardtanh_bwd(x, p0, p1):
-    # Zero at the clamp points themselves and for NaN, as torch's hardtanh_backward.
-    return tl.where((x > p0) & (x < p1), 1.0, 0.0)
+    # Zero at the clamp points themselves; NaN passes the gradient through, as torch's
+    # CUDA kernel and scalar CPU code do.
+    return tl.where((x <= p0) | (x >= p1), 0.0, 1.0)
 
 
 @triton.jit
@@ -158,9 +159,9 @@ def gelu_tanh_fwd(x, p0, p1):
 
 @triton.jit
 def gelu_tanh_bwd(x, p0, p1):
-    t = _tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x))
+    u = SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)
     inner_grad = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_K * x * x)
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner_grad
+    return 0.5 * (1.0 + _tanh(u)) + 0.5 * x * sech2(u) * inner_grad
 
 
 @triton.jit
@@ -192,8 +193,8 @@ def mish_fwd(x, p0, p1):
 
 @triton.jit
 def mish_bwd(x, p0, p1):
-    t = _tanh(_softplus(x))
-    return t + x * tl.sigmoid(x) * (1.0 - t * t)
+    sp = _softplus(x)
+    return _tanh(sp) + x * tl.sigmoid(x) * sech2(sp)
 
 
 @triton.jit
@@ -203,8 +204,7 @@ def lisht_fwd(x, p0, p1):
 
 @triton.jit
 def lisht_bwd(x, p0, p1):
-    t = _tanh(x)
-    return t + x * (1.0 - t * t)
+    return _tanh(x) + x * sech2(x)
 
 
 @triton.jit

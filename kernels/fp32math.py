@@ -42,3 +42,11 @@ def softplus(x):
     # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): exp never overflows. The
     # max is a `where` so that NaN propagates through log1p(exp(NaN)).
     return tl.where(x > 0.0, x, 0.0) + log1p(tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def sech2(x):
+    # 1 - tanh(x)^2 without the cancellation of that form near |tanh| = 1:
+    # 4t / (1 + t)^2 with t = exp(-2|x|) <= 1.
+    t = tl.exp(-2.0 * tl.abs(x))
+    return 4.0 * t / ((1.0 + t) * (1.0 + t))

@@ -1,0 +1,118 @@
+"""Shared test helpers: devices, the per-dtype tolerance table, reference evaluation."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+import actkit
+
+# Where the Triton kernels run: compiled on a GPU, else through Triton's interpreter on CPU
+# (the root conftest.py sets TRITON_INTERPRET=1 when there is no GPU).
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Tolerance of a result stored in `dtype` against float64 math on the same (rounded) input.
+# KERNEL: actkit's Triton kernels, fp32 math rounded once to the storage dtype: a few fp32
+# ulp (absolute near zero crossings), or half an ulp of fp16 (2^-11) / bf16 (2^-8) plus that.
+KERNEL_TOLERANCE = {
+    torch.float32: dict(rtol=2e-5, atol=2e-6),
+    torch.float16: dict(rtol=1e-3, atol=1e-5),
+    torch.bfloat16: dict(rtol=8e-3, atol=1e-5),
+}
+# TORCH: the PyTorch fallback is torch's own ops, whose composite formulas (x * sigmoid(1.702x),
+# x - tanh(x), autograd of x / (1 + |x|)) round every intermediate in the storage dtype; the
+# fallback is held exactly to torch (below) and only loosely to float64 math.
+TORCH_TOLERANCE = {
+    torch.float32: dict(rtol=1e-4, atol=1e-5),
+    torch.float16: dict(rtol=1e-2, atol=4e-3),
+    torch.bfloat16: dict(rtol=6e-2, atol=3e-2),
+}
+# The fallback against torch itself in the same dtype.
+EXACT = dict(rtol=0, atol=0)
+
+# Points where activations change branch or formula, large magnitudes, and non-finite values.
+SPECIAL_VALUES = [0.0, -0.0, 1e-7, -1e-7, 0.05, -0.05, 0.5, -0.5, 1.0, -1.0, 2.5, -2.5, 3.0, -3.0, 6.0, -6.0,
+                  20.0, -20.0, 20.5, 88.0, -88.0, 1e4, -1e4, float("inf"), float("-inf"), float("nan")]
+
+# Non-default parameters, to check that parameters reach the kernels.
+OTHER_PARAMS = {
+    "leaky_relu": dict(negative_slope=0.2),
+    "elu": dict(alpha=0.5),
+    "celu": dict(alpha=2.0),
+    "softplus": dict(beta=2.0, threshold=5.0),
+    "hardtanh": dict(min_val=-2.0, max_val=0.5),
+}
+
+
+@contextlib.contextmanager
+def backend(name: str):
+    previous = actkit.backend._override
+    actkit.set_backend(name)
+    try:
+        yield
+    finally:
+        actkit.backend._override = previous
+
+
+def elementwise_specs():
+    return [s for s in actkit.registry.REGISTRY.values() if s.kind == "elementwise"]
+
+
+def run_actkit(spec, x: torch.Tensor, dy: torch.Tensor, params: dict):
+    """Forward and (for differentiable specs) input gradient through actkit.functional."""
+    x = x.detach().clone().requires_grad_(True)
+    y = actkit.functional.apply(spec.name, x, **params)
+    dx = torch.autograd.grad(y, x, dy)[0] if spec.differentiable else None
+    return y.detach(), dx
+
+
+def run_reference(spec, x: torch.Tensor, dy: torch.Tensor, params: dict, dtype=None, y_saved=None):
+    """The PyTorch reference and its autograd gradient on CPU, computed in ``dtype``.
+
+    ``x`` and ``dy`` come in their storage dtype; ``dtype`` (default: the same) is the
+    precision of the reference math, float64 for "float64 math". For specs that save the
+    output, the gradient is torch's own formula applied to ``y_saved``, the output actkit
+    stored (checked against the reference separately), so that one rounding step of y in
+    fp16/bf16 is not mistaken for an error of the backward kernel.
+    """
+    dtype = dtype or x.dtype
+    xc = x.detach().cpu().to(dtype).requires_grad_(True)
+    y = spec.reference(xc, **params)
+    if not spec.differentiable:
+        return y.detach(), None
+    dyc = dy.detach().cpu().to(dtype)
+    if spec.saves == "y":
+        return y.detach(), spec.grad_from_output(dyc, y_saved.detach().cpu().to(dtype))
+    return y.detach(), torch.autograd.grad(y, xc, dyc)[0]
+
+
+def assert_matches(ours: torch.Tensor, same_dtype: torch.Tensor, float64: torch.Tensor, x: torch.Tensor,
+                   what: str, tolerance=KERNEL_TOLERANCE):
+    """``ours`` against torch in the same dtype and against float64 math, elementwise over x.
+
+    * Where the float64 result is finite and the input is finite (or torch in the same
+      dtype agrees with float64 anyway), ``ours`` must be within ``tolerance`` of float64 math.
+    * Everywhere else (NaN or +-inf in the input or in the result) ``ours`` must be exactly
+      what torch gives, in the same dtype or in float64: torch's CPU kernels are not always
+      consistent between the two (its vectorised float32 GELU gives NaN at +inf where float64
+      gives inf; its vectorised and scalar hardtanh gradients differ at NaN).
+    """
+    tol = tolerance[ours.dtype]
+    o = ours.detach().cpu().double().flatten()
+    s = same_dtype.detach().cpu().double().flatten()
+    r = float64.detach().cpu().double().flatten()
+    xs = x.detach().cpu().double().flatten()
+    assert o.shape == r.shape, f"{what}: shape {tuple(o.shape)} != {tuple(r.shape)}"
+    regular = torch.isfinite(r) & (torch.isfinite(xs) | torch.isclose(s, r, **tol))
+    if regular.any():
+        torch.testing.assert_close(o[regular], r[regular], **tol,
+                                   msg=lambda m: f"{what}: against float64 math\n{m}")
+
+    def same(a, b):
+        return (a == b) | (torch.isnan(a) & torch.isnan(b))
+
+    bad = ~regular & ~(same(o, s) | same(o, r))
+    assert not bad.any(), f"{what}: non-finite behaviour differs from torch at " + ", ".join(
+        f"x={xs[i].item()}: actkit {o[i].item()}, torch {s[i].item()}, torch float64 {r[i].item()}"
+        for i in bad.nonzero().flatten().tolist()[:8])

@@ -1,0 +1,125 @@
+"""Every elementwise activation, through the Triton kernels and through the CPU fallback,
+forward and backward, against the PyTorch reference and float64 math.
+
+The Triton backend runs compiled on a GPU and through Triton's interpreter on CPU
+(TRITON_INTERPRET=1, set by the root conftest.py). The torch backend is the fallback CPU
+users get.
+"""
+import pytest
+import torch
+
+import actkit
+from helpers import (DTYPES, EXACT, KERNEL_DEVICE, KERNEL_TOLERANCE, OTHER_PARAMS, SPECIAL_VALUES, TORCH_TOLERANCE,
+                     assert_matches, backend, elementwise_specs, run_actkit, run_reference)
+
+SPECS = elementwise_specs()
+IDS = [s.name for s in SPECS]
+BACKENDS = ["triton", "torch"]
+
+
+def _device(backend_name):
+    return KERNEL_DEVICE if backend_name == "triton" else "cpu"
+
+
+def check(spec, x, params, backend_name, dy=None):
+    """Run actkit on x (any shape/layout) and compare forward and backward with the references."""
+    if dy is None:
+        dy = torch.linspace(-1.5, 1.5, x.numel(), dtype=torch.float64).reshape(x.shape).to(x.dtype).to(x.device)
+    with backend(backend_name):
+        assert actkit.backend_for(x) in (("triton", "triton-interpreter") if backend_name == "triton" else ("torch",))
+        y, dx = run_actkit(spec, x, dy, params)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    label = f"{spec.name}{params or ''} {x.dtype} {tuple(x.shape)} [{backend_name}]"
+    y_same, dx_same = run_reference(spec, x, dy, params, y_saved=y)
+    y_64, dx_64 = run_reference(spec, x, dy, params, dtype=torch.float64, y_saved=y)
+    tolerance = KERNEL_TOLERANCE if backend_name == "triton" else TORCH_TOLERANCE
+    assert_matches(y, y_same, y_64, x, label + " forward", tolerance)
+    if backend_name == "torch":  # the fallback is torch itself, to the bit
+        torch.testing.assert_close(y, y_same, **EXACT, equal_nan=True)
+    if spec.differentiable:
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        assert_matches(dx, dx_same, dx_64, x, label + " backward", tolerance)
+        if backend_name == "torch":
+            torch.testing.assert_close(dx, dx_same, **EXACT, equal_nan=True)
+    else:
+        assert dx is None or torch.count_nonzero(dx) == 0
+    return y, dx
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_special_values(spec, dtype, backend_name):
+    """Branch points (0, +-3, +-6, the softplus threshold 20), +-20, +-88, +-1e4, +-inf and NaN."""
+    x = torch.tensor(SPECIAL_VALUES, dtype=dtype, device=_device(backend_name))
+    check(spec, x, spec.defaults, backend_name)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_random_values(spec, dtype, backend_name):
+    """A spread of ordinary values, across several kernel blocks."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(5000, generator=g) * 4).to(dtype).to(_device(backend_name))
+    check(spec, x, spec.defaults, backend_name)
+
+
+SHAPES = {
+    "0-d": lambda: torch.randn(()),
+    "empty": lambda: torch.randn(0),
+    "empty-4d": lambda: torch.randn(2, 0, 3, 3),
+    "one": lambda: torch.randn(1),
+    "odd-2049": lambda: torch.randn(2049),
+    "odd-3d": lambda: torch.randn(7, 11, 13),
+    "cnn-4d": lambda: torch.randn(2, 3, 17, 19),
+    "transposed": lambda: torch.randn(33, 65).t(),
+    "sliced": lambda: torch.randn(40, 50)[3:, ::3],
+    "expanded": lambda: torch.randn(1, 37).expand(5, 37),
+    "channels_last": lambda: torch.randn(2, 5, 9, 7).to(memory_format=torch.channels_last),
+    "permuted-4d": lambda: torch.randn(3, 4, 5, 6).permute(0, 2, 3, 1),
+}
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_shapes_and_layouts(spec, shape, backend_name):
+    x = SHAPES[shape]().mul(3).to(_device(backend_name))
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
+    check(spec, x, spec.defaults, backend_name, dy=dy)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_dense_layouts_keep_their_memory_format(spec, dtype):
+    """channels_last in, channels_last out, with no copy of the input on the Triton path."""
+    x = torch.randn(2, 6, 5, 4, dtype=dtype, device=KERNEL_DEVICE).to(memory_format=torch.channels_last)
+    with backend("triton"):
+        y = actkit.functional.apply(spec.name, x)
+    assert y.stride() == x.stride()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("name", sorted(OTHER_PARAMS))
+def test_parameters_reach_the_kernels(name, dtype, backend_name):
+    spec = actkit.get(name)
+    params = OTHER_PARAMS[name]
+    values = SPECIAL_VALUES + [params.get("max_val", 0.0), params.get("min_val", 0.0), 2.5, 2.6, -0.7]
+    x = torch.tensor(values, dtype=dtype, device=_device(backend_name))
+    check(spec, x, params, backend_name)
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.differentiable], ids=[s.name for s in SPECS if s.differentiable])
+def test_triton_gradient_matches_finite_differences(spec):
+    """The kernels' derivative against numerical differentiation of the kernels' own forward
+    (fp32, so a loose tolerance), away from kinks: a check independent of torch."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, generator=g) * 7 - 3.5
+    x = x[(x - torch.tensor([[0.0], [3.0], [-3.0], [6.0], [1.0], [-1.0]])).abs().min(0).values > 0.05]
+    x = x.to(KERNEL_DEVICE).requires_grad_(True)
+    with backend("triton"):
+        assert torch.autograd.gradcheck(lambda t: actkit.functional.apply(spec.name, t), (x,), eps=1e-3,
+                                        atol=2e-3, rtol=1e-2, fast_mode=True)
