@@ -8,7 +8,6 @@ which is how the tests run the real kernels without a GPU.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -51,9 +50,13 @@ def get_backend() -> str:
     return _validate(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}")
 
 
-@functools.lru_cache(maxsize=None)
+# Looked up once at import (cheap: no Triton import), so that backend_for stays a plain
+# function that torch.compile traces without a cache wrapper.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def interpreter_enabled() -> bool:

@@ -1,0 +1,94 @@
+"""The autograd wiring: gradcheck in float64, one saved tensor, torch.compile without graph breaks."""
+import pytest
+import torch
+
+import actkit
+from helpers import KERNEL_DEVICE, OTHER_PARAMS, backend, elementwise_specs
+
+SPECS = elementwise_specs()
+DIFFERENTIABLE = [s for s in SPECS if s.differentiable]
+KINKS = torch.tensor([0.0, 3.0, -3.0, 6.0, 1.0, -1.0, 2.0, 0.5, -2.0])
+
+
+def smooth_points(n=16, seed=0, dtype=torch.float64):
+    """Random points at least 0.05 away from every kink of the piecewise activations."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(4 * n, generator=g, dtype=dtype) * 12 - 6
+    x = x[(x[None, :] - KINKS[:, None].to(dtype)).abs().min(0).values > 0.05]
+    return x[:n]
+
+
+@pytest.mark.parametrize("spec", DIFFERENTIABLE, ids=[s.name for s in DIFFERENTIABLE])
+def test_gradcheck_float64(spec):
+    x = smooth_points().requires_grad_(True)
+    fn = getattr(actkit.functional, spec.name)
+    assert torch.autograd.gradcheck(fn, (x,))
+    if spec.name in OTHER_PARAMS:
+        params = OTHER_PARAMS[spec.name]
+        assert torch.autograd.gradcheck(lambda t: fn(t, **params), (x,))
+
+
+def test_step_is_forward_only_with_zero_gradient():
+    x = torch.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    y = actkit.functional.step(x)
+    assert y.tolist() == [0.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_saves_exactly_one_tensor(spec, backend_name):
+    """x is saved, or y for specs whose derivative is computed from the output; step saves nothing."""
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    x = torch.randn(64, device=device, requires_grad=True)
+    packed = []
+
+    def pack(t):
+        packed.append(t)
+        return t
+
+    with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = actkit.functional.apply(spec.name, x)
+    if not spec.differentiable:
+        assert packed == []
+        return
+    assert len(packed) == 1
+    expected = y if spec.saves == "y" else x
+    assert packed[0].data_ptr() == expected.data_ptr()
+
+
+def _small_net(act: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), actkit.nn.Activation(act), torch.nn.Linear(16, 4),
+                               actkit.nn.Activation("silu"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["torch", "triton"])
+def test_torch_compile_fullgraph_on_cpu(backend_name):
+    """The custom ops trace into one graph (fullgraph=True raises on a graph break) and match eager,
+    with the PyTorch fallback and with the Triton kernels (interpreter on CPU)."""
+    torch._dynamo.reset()
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    net = _small_net("mish").to(device)
+    x = torch.randn(5, 8, device=device, requires_grad=True)
+    with backend(backend_name):
+        eager_y = net(x)
+        eager_grad = torch.autograd.grad(eager_y.sum(), x)[0]
+        compiled = torch.compile(net, fullgraph=True)
+        y = compiled(x)
+        grad = torch.autograd.grad(y.sum(), x)[0]
+    torch.testing.assert_close(y, eager_y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, eager_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_modules_match_functional_and_keep_parameters():
+    x = torch.randn(4, 5)
+    m = actkit.nn.LeakyReLU(0.2)
+    assert m.params == {"negative_slope": 0.2}
+    torch.testing.assert_close(m(x), torch.nn.functional.leaky_relu(x, 0.2))
+    torch.testing.assert_close(actkit.nn.Activation("softplus", beta=2.0)(x), torch.nn.functional.softplus(x, 2.0))
+    assert isinstance(actkit.nn.Mish(), actkit.nn.Activation)
+    assert actkit.nn.Swish is actkit.nn.SiLU
+    assert "negative_slope=0.2" in repr(m)

@@ -1,0 +1,69 @@
+"""Backend choice: auto, overrides, the interpreter rule, dtypes, and that the choice is what runs."""
+import pytest
+import torch
+
+import actkit
+import actkit.kernels.elementwise as elementwise
+from actkit.backend import BackendError
+from helpers import KERNEL_DEVICE, backend
+
+
+def test_auto_uses_the_pytorch_fallback_for_cpu_tensors(monkeypatch):
+    monkeypatch.delenv("ACTKIT_BACKEND", raising=False)
+    assert actkit.get_backend() == "auto"
+    assert actkit.backend_for(torch.ones(3)) == "torch"
+
+
+def test_float64_and_integer_tensors_always_use_pytorch():
+    with backend("triton"):
+        assert actkit.backend_for(torch.ones(3, dtype=torch.float64, device=KERNEL_DEVICE)) == "torch"
+        assert actkit.backend_for(torch.ones(3, dtype=torch.int32, device=KERNEL_DEVICE)) == "torch"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter rule concerns CPU tensors")
+def test_triton_on_cpu_runs_under_the_interpreter_only(monkeypatch):
+    with backend("triton"):
+        assert actkit.backend_for(torch.ones(3)) == "triton-interpreter"
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(BackendError, match="TRITON_INTERPRET=1"):
+            actkit.backend_for(torch.ones(3))
+
+
+def test_environment_variable_selects_the_backend(monkeypatch):
+    monkeypatch.setenv("ACTKIT_BACKEND", "torch")
+    assert actkit.get_backend() == "torch"
+    assert actkit.backend_for(torch.ones(3, device=KERNEL_DEVICE)) == "torch"
+    monkeypatch.setenv("ACTKIT_BACKEND", "fast")
+    with pytest.raises(BackendError, match="unknown backend 'fast'.*auto, triton, torch"):
+        actkit.get_backend()
+
+
+def test_set_backend_validates_and_resets():
+    with pytest.raises(BackendError, match="choose one of"):
+        actkit.set_backend("cuda")
+    with backend("torch"):
+        assert actkit.get_backend() == "torch"
+    assert actkit.get_backend() in ("auto", "triton", "torch")
+
+
+@pytest.mark.parametrize("choice, launches", [("triton", 2), ("torch", 0)])
+def test_the_chosen_backend_is_what_runs(monkeypatch, choice, launches):
+    calls = []
+    for name in ("forward", "backward"):
+        original = getattr(elementwise, name)
+        monkeypatch.setattr(elementwise, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    x = torch.randn(10, device=KERNEL_DEVICE if choice == "triton" else "cpu", requires_grad=True)
+    with backend(choice):
+        actkit.functional.gelu(x).sum().backward()
+    assert len(calls) == launches
+
+
+def test_kernels_reject_unsupported_dtypes():
+    with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
+        elementwise.forward(torch.ones(3, dtype=torch.float64), None)
+
+
+def test_available_backends_reports_this_machine():
+    found = actkit.available_backends()
+    assert found["torch"] is True
+    assert found["triton"] == torch.cuda.is_available()
