@@ -61,9 +61,15 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
         typer.echo(json.dumps({"backends": backends,
                                "activations": [spec_record(s) for s in registry.REGISTRY.values()]}, indent=2))
         return
-    table = Table(title="actkit activations", header_style="bold")
-    for column in ("name", "formula", "range", "params", "mono", "smooth", "zero-c.", "satur.", "saves"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="actkit activations", header_style="bold",
+                  caption="mono: monotonic; smooth: C1; zero-c.: zero-centred; satur.: f' -> 0 on both sides; "
+                          "saves: the tensor kept for backward")
+    table.add_column("name", no_wrap=True, style="bold cyan")
+    table.add_column("formula", overflow="fold", min_width=24)
+    table.add_column("range", no_wrap=True)
+    table.add_column("params", overflow="fold")
+    for column in ("mono", "smooth", "zero-c.", "satur.", "saves"):
+        table.add_column(column, no_wrap=True, justify="center")
     for spec in registry.REGISTRY.values():
         name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
         params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"

@@ -1,0 +1,164 @@
+"""``actkit plot curves|runs|bench`` and ``actkit boundary``: figures as PNG files.
+
+Every command writes one PNG where ``--out`` says and prints the path it wrote. Errors
+(unknown activation, missing file, bad range) are one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .main import app
+
+plot_app = typer.Typer(help="Draw figures (PNG): activation curves, training runs, benchmarks.",
+                       no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(plot_app, name="plot")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def wrote(path: Path, what: str) -> None:
+    size = path.stat().st_size
+    console.print(f"Wrote {what}: [bold]{path}[/] ({size / 1024:.1f} KiB)", soft_wrap=True, highlight=False)
+
+
+def parse_activations(text: str) -> list[str]:
+    """Comma-separated names -> canonical registry names (aliases accepted), duplicates dropped."""
+    from actkit import registry
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        fail("no activation given; pass names separated by commas, e.g. --act relu,elu,gelu")
+    out = []
+    for name in names:
+        try:
+            spec = registry.get(name)
+        except ValueError as exc:
+            fail(str(exc))
+        if spec.name not in out:
+            out.append(spec.name)
+    return out
+
+
+def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
+    if width is None and height is None:
+        return None
+    if width is None or height is None:
+        fail("give both --width and --height (pixels), or neither")
+    if width < 50 or height < 50 or width > 20000 or height > 20000:
+        fail(f"figure size must be between 50 and 20000 pixels per side, got {width}x{height}")
+    return width, height
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    choice = device.strip().lower()
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice not in ("cpu", "cuda"):
+        fail(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if choice == "cuda" and not torch.cuda.is_available():
+        fail("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+    return choice
+
+
+def png_path(path: Path) -> Path:
+    if path.suffix.lower() != ".png":
+        fail(f"figures are written as PNG; give an --out path ending in .png, got {str(path)!r}")
+    if path.exists() and path.is_dir():
+        fail(f"--out {str(path)!r} is a directory; give a file name ending in .png")
+    return path
+
+
+def existing_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        fail(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+WIDTH = typer.Option(None, "--width", help="Image width in pixels (with --height).", min=1)
+HEIGHT = typer.Option(None, "--height", help="Image height in pixels (with --width).", min=1)
+
+
+@plot_app.command("curves")
+def plot_curves(
+    act: str = typer.Option("relu,elu,gelu,mish", "--act", "-a", help="Activations, comma-separated."),
+    range_: Tuple[float, float] = typer.Option((-5.0, 5.0), "--range", help="x range: LOW HIGH."),
+    out: Path = typer.Option(Path("curves.png"), "--out", "-o", help="PNG file to write."),
+    points: int = typer.Option(1001, "--points", help="Samples along x.", min=2, max=1_000_000),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+) -> None:
+    """Each activation and its derivative side by side (f' from actkit's backward, not a formula)."""
+    from actkit import plots
+
+    names = parse_activations(act)
+    png_path(out)
+    lo, hi = range_
+    if not lo < hi:
+        fail(f"--range needs LOW < HIGH, got {lo:g} {hi:g}")
+    size = parse_size(width, height)
+    try:
+        path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
+    except ValueError as exc:
+        fail(str(exc))
+    wrote(path, f"curves of {', '.join(names)}")
+
+
+@app.command("boundary")
+def boundary(
+    act: str = typer.Option("relu,leaky_relu,elu", "--act", "-a", help="Activations, comma-separated."),
+    dataset: str = typer.Option("moons", "--dataset", "-d", help="moons, circles or spirals (generated, seeded)."),
+    out: Path = typer.Option(Path("boundary.png"), "--out", "-o", help="PNG file to write."),
+    samples: int = typer.Option(400, "--samples", help="Training points (the test set has as many).",
+                                min=8, max=100_000),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise (default per dataset).", min=0.0),
+    hidden: int = typer.Option(32, "--hidden", help="Units per hidden layer.", min=1, max=4096),
+    depth: int = typer.Option(3, "--depth", help="Hidden layers.", min=1, max=64),
+    steps: int = typer.Option(600, "--steps", help="Full-batch Adam steps.", min=1, max=100_000),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate.", min=0.0),
+    seed: int = typer.Option(0, "--seed", help="Seed for the data and the initial weights."),
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+) -> None:
+    """Train a small MLP per activation on a 2-D toy problem and draw the decision regions side by side."""
+    from actkit import plots, toy
+
+    names = parse_activations(act)
+    png_path(out)
+    key = dataset.strip().lower()
+    if key not in toy.DATASETS:
+        fail(f"unknown dataset {dataset!r}; choose one of: {', '.join(toy.DATASETS)}")
+    size = parse_size(width, height)
+    x, y = toy.make_dataset(key, samples, noise=noise, seed=seed)
+    x_test, y_test = toy.make_dataset(key, samples, noise=noise, seed=seed + 10_000)
+    results = []
+    with console.status("training") as status:
+        for name in names:
+            status.update(f"training {name} on {key} ({steps} steps)")
+            results.append(toy.train_toy(name, x, y, x_test, y_test, steps=steps, lr=lr, hidden=hidden,
+                                         depth=depth, seed=seed))
+    table = Table(title=f"{key}: MLP {depth}x{hidden}, {steps} Adam steps, seed {seed}", header_style="bold")
+    for column in ("activation", "train acc", "test acc", "final loss", "seconds"):
+        table.add_column(column, justify="left" if column == "activation" else "right")
+    for r in results:
+        table.add_row(r.activation, f"{100 * r.train_accuracy:.1f}%", f"{100 * r.test_accuracy:.1f}%",
+                      f"{r.final_loss:.4f}", f"{r.seconds:.2f}")
+    console.print(table)
+    try:
+        path = plots.boundaries(results, x, y, out, dataset=key, size=size)
+    except ValueError as exc:
+        fail(str(exc))
+    wrote(path, "decision regions")
