@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import actkit
-from helpers import KERNEL_DEVICE, OTHER_PARAMS, backend, elementwise_specs
+from refcheck import KERNEL_DEVICE, OTHER_PARAMS, backend, elementwise_specs
 
 SPECS = elementwise_specs()
 DIFFERENTIABLE = [s for s in SPECS if s.differentiable]

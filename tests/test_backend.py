@@ -5,7 +5,7 @@ import torch
 import actkit
 import actkit.kernels.elementwise as elementwise
 from actkit.backend import BackendError
-from helpers import KERNEL_DEVICE, backend
+from refcheck import KERNEL_DEVICE, backend
 
 
 def test_auto_uses_the_pytorch_fallback_for_cpu_tensors(monkeypatch):

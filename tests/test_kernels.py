@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import actkit
-from helpers import (DTYPES, EXACT, KERNEL_DEVICE, KERNEL_TOLERANCE, OTHER_PARAMS, SPECIAL_VALUES, TORCH_TOLERANCE,
+from refcheck import (DTYPES, EXACT, KERNEL_DEVICE, KERNEL_TOLERANCE, OTHER_PARAMS, SPECIAL_VALUES, TORCH_TOLERANCE,
                      assert_matches, backend, elementwise_specs, run_actkit, run_reference)
 
 SPECS = elementwise_specs()
