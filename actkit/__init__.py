@@ -3,6 +3,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import ops  # noqa: F401  (registers the torch.library custom ops)
 from . import functional, nn
+from . import learnable, rowwise  # noqa: F401  (custom ops of the learnable and row-wise kinds)
+from .patch import PatchReport, patch, unpatch
 from .backend import BackendError, available_backends, backend_for, get_backend, set_backend
 from .registry import ActivationSpec, Param, available, get, register
 
@@ -11,5 +13,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ActivationSpec", "BackendError", "Param", "available", "available_backends", "backend_for",
+__all__ = ["ActivationSpec", "BackendError", "Param", "PatchReport", "patch", "unpatch", "available", "available_backends", "backend_for",
            "functional", "get", "get_backend", "nn", "register", "set_backend", "__version__"]

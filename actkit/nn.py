@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import registry
+from . import kinds, registry
 from .functional import apply
 
 
@@ -18,6 +18,10 @@ class Activation(nn.Module):
     def __init__(self, name: str, *args, **kwargs):
         super().__init__()
         self.spec = registry.get(name)
+        if self.spec.kind != "elementwise":  # learnable (nn.Parameter) and row-wise (dim) kinds
+            self.params = {}
+            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
+            return
         self.params = self.spec.bind(args, kwargs)
 
     @property
@@ -25,9 +29,13 @@ class Activation(nn.Module):
         return self.spec.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.kind != "elementwise":
+            return kinds.handler(self.spec.kind).module_forward(self, x)
         return apply(self.spec.name, x, **self.params)
 
     def extra_repr(self) -> str:
+        if self.spec.kind != "elementwise":
+            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
         shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
@@ -37,11 +45,14 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         Activation.__init__(self, spec.name, *args, **kwargs)
 
     def extra_repr(self) -> str:
+        if spec.kind != "elementwise":
+            return kinds.handler(spec.kind).module_repr(self)
         return ", ".join(f"{k}={v:g}" for k, v in self.params.items())
 
     return type(spec.class_name, (Activation,), {
         "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,
-        "__doc__": f"{spec.formula}. Parameters: {spec.signature()}.",
+        "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind == "elementwise"
+                                          else spec.notes),
     })
 
 

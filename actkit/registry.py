@@ -18,6 +18,10 @@ import torch.nn.functional as F
 # Saved-tensor choices: "x" saves the input; "y" saves the output (for sigmoid and tanh,
 # whose derivatives are cheapest in y and whose output the next layer keeps anyway).
 SAVES = ("x", "y")
+# "elementwise": f(x) with scalar parameters (the generic kernels and custom op);
+# "learnable": f(x, a) with a learnable parameter a, shared or one per channel (dim 1);
+# "rowwise": a normalisation over one dimension (softmax, log_softmax), with a ``dim`` argument.
+KINDS = ("elementwise", "learnable", "rowwise")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,10 @@ class ActivationSpec:
     def __post_init__(self):
         if self.saves not in SAVES:
             raise ValueError(f"{self.name}: saves must be one of {SAVES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}")
+        if self.kind != "elementwise":
+            return  # learnable and row-wise kinds bring their own ops (actkit.learnable, actkit.rowwise)
         if self.saves == "y" and self.grad_from_output is None:
             raise ValueError(f"{self.name}: a spec that saves the output needs grad_from_output")
         if len(self.params) > 2:
@@ -244,6 +252,46 @@ def register(spec: ActivationSpec) -> ActivationSpec:
 
 
 for _spec in _SPECS:
+    register(_spec)
+
+
+# -- learnable and row-wise kinds (their ops: actkit/learnable.py, actkit/rowwise.py) --------
+def per_channel(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A shared (1 entry) or per-channel (C entries, channel dim 1) parameter, broadcastable to x."""
+    if param.numel() == 1:
+        return param.reshape(())
+    return param.reshape((-1,) + (1,) * (x.dim() - 2))
+
+
+def _swish_beta(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(per_channel(beta, x) * x)
+
+
+_OTHER_KINDS = [
+    ActivationSpec("prelu", "f(x) = x if x > 0 else a_c * x; a learnable: one shared, or one per channel (dim 1)",
+                   F.prelu, "PReLU", "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False,
+                   saturating=False, kind="learnable",
+                   params=(Param("weight", 0.25, "learnable slope for x < 0 (initial value)"),),
+                   notes="Monotonic while the slopes stay >= 0. Module: PReLU(num_parameters=1 or C, init=0.25)."),
+    ActivationSpec("swish_beta", "f(x) = x * sigmoid(beta_c * x); beta learnable: shared, or one per channel (dim 1)",
+                   _swish_beta, "SwishBeta", "[-0.28 / beta, inf)", monotonic=False, smooth=True,
+                   zero_centred=False, saturating=False, native=False, kind="learnable",
+                   params=(Param("beta", 1.0, "learnable sharpness (initial value); beta = 1 is SiLU"),),
+                   aliases=("learnable_swish",),
+                   notes="Module: SwishBeta(num_parameters=1 or C, init=1.0)."),
+    ActivationSpec("softmax", "f(x)_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) over dim",
+                   torch.softmax, "Softmax", "[0, 1], sums to 1 over dim", monotonic=False, smooth=True,
+                   zero_centred=False, saturating=True, kind="rowwise", saves="y",
+                   params=(Param("dim", -1, "dimension normalised over"),),
+                   notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
+    ActivationSpec("log_softmax", "f(x)_i = x_i - max(x) - log(sum_j exp(x_j - max(x))) over dim",
+                   torch.log_softmax, "LogSoftmax", "(-inf, 0]", monotonic=False, smooth=True,
+                   zero_centred=False, saturating=False, kind="rowwise", saves="y",
+                   params=(Param("dim", -1, "dimension normalised over"),), aliases=("logsoftmax",),
+                   notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
+]
+
+for _spec in _OTHER_KINDS:
     register(_spec)
 
 

@@ -1,0 +1,179 @@
+"""Activations with a learnable parameter (kind ``"learnable"``): PReLU and Swish-beta.
+
+``y = f(x, a)`` where ``a`` is one shared parameter or one per channel (dim 1, as
+``torch.nn.PReLU``). Two opaque ``torch.library`` custom ops, as in :mod:`actkit.ops`:
+
+* ``actkit::learnable(x, weight, name, backend) -> y``
+* ``actkit::learnable_backward(x, weight, grad, name, backend) -> (dx, dweight)``
+
+Autograd saves x and the (tiny) parameter and recomputes f' in backward. On the Triton
+backend the parameter gradient is a deterministic two-stage reduction (per-tile partial
+sums, then a fixed-order column sum; see :mod:`actkit.kernels.parametric`). On the
+PyTorch backend both gradients are a vector-Jacobian product of the registry reference,
+so they are PyTorch's own, NaN and inf behaviour included.
+
+The output has the input's dtype; the parameter keeps its own dtype (an fp32 parameter
+with a bf16 input is fine) and its gradient comes back in that dtype.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import torch
+from torch import nn
+
+from . import registry
+from .backend import TORCH, TRITON_DTYPES, backend_for
+
+
+def _device_functions(name: str):
+    from actkit.kernels import parametric
+
+    prefix = registry.get(name).kernel or name
+    return getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
+
+
+def _like(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in the layout of ``torch.empty_like(like)`` (what the fake kernels promise)."""
+    target = torch.empty_like(like)
+    return out if out.stride() == target.stride() else target.copy_(out)
+
+
+def _reference(name: str):
+    spec = registry.get(name)
+    return lambda x, weight: spec.reference(x, weight.to(x.dtype))
+
+
+@torch.library.custom_op("actkit::learnable", mutates_args=())
+def learnable(x: torch.Tensor, weight: torch.Tensor, name: str, backend: str) -> torch.Tensor:
+    if backend == TORCH:
+        return _like(_reference(name)(x, weight), x)
+    from actkit.kernels import parametric
+
+    fwd, _ = _device_functions(name)
+    return parametric.forward(x, weight, fwd)
+
+
+@learnable.register_fake
+def _learnable_fake(x, weight, name, backend):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("actkit::learnable_backward", mutates_args=())
+def learnable_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, name: str,
+                       backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == TORCH:
+        _, vjp = torch.func.vjp(_reference(name), x, weight)
+        dx, dweight = vjp(grad)
+        return _like(dx, x), dweight.contiguous()
+    from actkit.kernels import parametric
+
+    _, bwd = _device_functions(name)
+    return parametric.backward(x, weight, grad, bwd)
+
+
+@learnable_backward.register_fake
+def _learnable_backward_fake(x, weight, grad, name, backend):
+    return torch.empty_like(x), torch.empty_like(weight, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, name, backend = inputs
+    ctx.name, ctx.backend = name, backend
+    ctx.save_for_backward(x, weight)
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    dx, dweight = learnable_backward(x, weight, grad, ctx.name, ctx.backend)
+    return dx, dweight, None, None
+
+
+learnable.register_autograd(_backward, setup_context=_setup_context)
+
+
+# -- argument checks ---------------------------------------------------------------------------
+def channels(x: torch.Tensor) -> int:
+    """Channels of x as torch.nn.PReLU counts them: size of dim 1, or 1 below two dims."""
+    return x.shape[1] if x.dim() >= 2 else 1
+
+
+def check_parameter(spec: registry.ActivationSpec, x: torch.Tensor, weight: torch.Tensor) -> None:
+    pname = spec.params[0].name
+    if not weight.is_floating_point():
+        raise TypeError(f"{spec.name}: {pname} must be a floating-point tensor, got {weight.dtype}")
+    if weight.dim() > 1:
+        raise ValueError(f"{spec.name}: {pname} must be a scalar or a 1-D tensor (one entry per channel), "
+                         f"got shape {tuple(weight.shape)}")
+    if weight.device != x.device:
+        raise ValueError(f"{spec.name}: {pname} is on {weight.device} but the input is on {x.device}; "
+                         f"move the module or tensor to one device")
+    n = weight.numel()
+    if n == 1:
+        return
+    if x.dim() == 0:
+        raise ValueError(f"{spec.name}: a 0-d input has no channel dimension; {pname} has {n} entries, "
+                         f"only a single shared {pname} (num_parameters=1) is allowed")
+    c = channels(x)
+    if n != c:
+        where = (f"dim 1 of shape {tuple(x.shape)}" if x.dim() >= 2
+                 else f"a {x.dim()}-d input of shape {tuple(x.shape)} has no channel dim, so 1")
+        raise ValueError(f"{spec.name}: {pname} has {n} entries but the input has {c} channel(s) ({where}); "
+                         f"use num_parameters=1 (one shared {pname}) or num_parameters={c}")
+
+
+def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``f(x, a)``; ``a`` is a tensor (1 or C entries, gradients flow) or a number (shared, constant)."""
+    pname, default = spec.params[0].name, spec.params[0].default
+    if len(args) > 1:
+        raise TypeError(f"{spec.name}(x, {pname}) takes one parameter, got {len(args)} positional")
+    unknown = set(kwargs) - {pname}
+    if unknown:
+        raise TypeError(f"{spec.name} has no parameter {sorted(unknown)[0]!r}; its parameters: {pname}")
+    if args and pname in kwargs:
+        raise TypeError(f"{spec.name}: parameter {pname!r} given both positionally and by keyword")
+    weight = args[0] if args else kwargs.get(pname, default)
+    if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
+        weight = torch.full((), float(weight), dtype=x.dtype if x.is_floating_point() else torch.float32,
+                            device=x.device)
+    elif not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{spec.name}: {pname} must be a tensor or a real number, got {type(weight).__name__}")
+    check_parameter(spec, x, weight)
+    backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
+    return torch.ops.actkit.learnable(x, weight, spec.name, backend)
+
+
+def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
+    p = spec.params[0]
+    return [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default,
+                              annotation="torch.Tensor | float")]
+
+
+# -- module support (actkit.nn.PReLU, actkit.nn.SwishBeta, actkit.nn.Activation("prelu")) ----------
+def init_module(module: nn.Module, num_parameters: int = 1, init: float | None = None,
+                device=None, dtype=None) -> None:
+    spec = module.spec
+    pname = spec.params[0].name
+    if isinstance(num_parameters, bool) or not isinstance(num_parameters, int) or num_parameters < 1:
+        raise ValueError(f"{spec.name}: num_parameters must be a positive integer (1 for one shared {pname}, "
+                         f"or the number of channels, dim 1 of the input), got {num_parameters!r}")
+    init = spec.params[0].default if init is None else init
+    if not isinstance(init, numbers.Real) or isinstance(init, bool):
+        raise TypeError(f"{spec.name}: init must be a real number, got {init!r}")
+    module.num_parameters = num_parameters
+    module.init = float(init)
+    setattr(module, pname, nn.Parameter(torch.full((num_parameters,), float(init), device=device, dtype=dtype)))
+
+
+def parameter(module: nn.Module) -> torch.Tensor:
+    return getattr(module, module.spec.params[0].name)
+
+
+def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return apply(module.spec, x, parameter(module))
+
+
+def module_repr(module: nn.Module) -> str:
+    return f"num_parameters={module.num_parameters}"
+

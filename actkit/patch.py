@@ -1,0 +1,319 @@
+"""Drop actkit into an existing model: swap its activation modules, and back.
+
+``patch(model)`` replaces every activation module that actkit implements (``nn.ReLU``,
+``nn.GELU``, ``nn.SiLU``, ``nn.PReLU``, ``nn.Softmax``, ...) with the actkit module for the
+same function and parameters, so the model runs actkit's kernels (Triton on CUDA, the
+PyTorch fallback on CPU). ``patch(model, "mish")`` instead puts Mish in place of every
+pointwise activation; row-wise normalisers (softmax, log_softmax) keep their function and
+only change implementation, since swapping them for a pointwise function would change
+what the model computes (attention weights, output distributions).
+
+Replacement is by exact module type: a subclass of ``nn.ReLU`` may change its forward, so
+it is reported and left alone. Parameters are kept: the actkit PReLU holds the very same
+``nn.Parameter`` as the module it replaces (state_dict keys and optimiser state stay
+valid). Modules shared between several parents stay shared. ``unpatch(model)`` puts the
+original modules back. Activations called as functions inside a ``forward``
+(``F.relu(x)``, the softmax inside ``nn.MultiheadAttention``) are not modules and cannot be
+swapped; the report lists the ones it can see.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import kinds, registry
+from .nn import CLASSES, Activation
+
+IMPLS = ("actkit", "torch")
+
+
+# -- torch module -> (actkit name, constructor arguments) ---------------------------------------
+def _gelu(m: nn.GELU):
+    return ("gelu" if m.approximate == "none" else "gelu_tanh"), {}
+
+
+_TORCH_MODULES = {
+    nn.ReLU: lambda m: ("relu", {}),
+    nn.ReLU6: lambda m: ("relu6", {}),
+    nn.LeakyReLU: lambda m: ("leaky_relu", {"negative_slope": m.negative_slope}),
+    nn.ELU: lambda m: ("elu", {"alpha": m.alpha}),
+    nn.CELU: lambda m: ("celu", {"alpha": m.alpha}),
+    nn.SELU: lambda m: ("selu", {}),
+    nn.GELU: _gelu,
+    nn.SiLU: lambda m: ("silu", {}),
+    nn.Mish: lambda m: ("mish", {}),
+    nn.Sigmoid: lambda m: ("sigmoid", {}),
+    nn.Tanh: lambda m: ("tanh", {}),
+    nn.Softplus: lambda m: ("softplus", {"beta": m.beta, "threshold": m.threshold}),
+    nn.Softsign: lambda m: ("softsign", {}),
+    nn.Hardswish: lambda m: ("hardswish", {}),
+    nn.Hardsigmoid: lambda m: ("hardsigmoid", {}),
+    nn.Hardtanh: lambda m: ("hardtanh", {"min_val": m.min_val, "max_val": m.max_val}),
+    nn.LogSigmoid: lambda m: ("logsigmoid", {}),
+    nn.Tanhshrink: lambda m: ("tanhshrink", {}),
+    nn.PReLU: lambda m: ("prelu", {"num_parameters": m.num_parameters}),
+    nn.Softmax: lambda m: ("softmax", {"dim": m.dim}),
+    nn.Softmax2d: lambda m: ("softmax", {"dim": -3}),
+    nn.LogSoftmax: lambda m: ("log_softmax", {"dim": m.dim}),
+}
+TORCH_MODULES = tuple(_TORCH_MODULES)
+"""The torch.nn activation classes that ``patch`` replaces."""
+
+_FUNCTIONAL_ACTIVATIONS = {F.relu: "relu", F.gelu: "gelu", F.silu: "silu", torch.relu: "relu"}
+_POINTWISE = ("elementwise", "learnable")
+
+
+@dataclass(frozen=True)
+class Replacement:
+    path: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    what: str
+    reason: str
+
+
+@dataclass
+class PatchReport:
+    """What ``patch`` replaced (and what it saw but left alone)."""
+
+    act: str | None
+    impl: str
+    replaced: list[Replacement] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.replaced)
+
+    def counts(self) -> dict[str, int]:
+        """``{"ReLU -> ReLU": 17, ...}``: replacements per (old, new) module type."""
+        out: dict[str, int] = {}
+        for r in self.replaced:
+            key = f"{r.before.split('(')[0]} -> {r.after.split('(')[0]}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def as_dict(self) -> dict:
+        return {"act": self.act, "impl": self.impl,
+                "replaced": [vars(r) for r in self.replaced], "skipped": [vars(s) for s in self.skipped]}
+
+    def __str__(self) -> str:
+        target = self.act or "same activation"
+        lines = [f"actkit.patch ({target}, impl={self.impl}): {len(self.replaced)} module(s) replaced"]
+        lines += [f"  {r.path}: {r.before} -> {r.after}" for r in self.replaced]
+        if self.skipped:
+            lines.append(f"left as is: {len(self.skipped)}")
+            lines += [f"  {s.path}: {s.what} ({s.reason})" for s in self.skipped]
+        return "\n".join(lines)
+
+
+# -- the PyTorch-reference modules (impl="torch") -----------------------------------------------
+class ReferenceActivation(nn.Module):
+    """An activation computed by its registry reference in plain eager PyTorch (no custom op).
+
+    What ``patch(model, act, impl="torch")`` installs: the same function and parameters as
+    the actkit module, the implementation PyTorch itself offers (a baseline to compare with).
+    """
+
+    def __init__(self, name: str, *args, **kwargs):
+        super().__init__()
+        self.spec = registry.get(name)
+        if self.spec.kind == "elementwise":
+            self.params = self.spec.bind(args, kwargs)
+        else:
+            self.params = {}
+            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        if spec.kind == "learnable":
+            from . import learnable
+
+            weight = learnable.parameter(self)
+            learnable.check_parameter(spec, x, weight)
+            return spec.reference(x, weight.to(x.dtype))
+        if spec.kind == "rowwise":
+            from . import rowwise
+
+            dim = rowwise.implicit_dim(x.dim()) if self.dim is None else self.dim
+            return spec.reference(x, dim=rowwise.wrap_dim(spec.name, dim, x.dim()))
+        return spec.reference(x, **self.params)
+
+    def extra_repr(self) -> str:
+        if self.spec.kind != "elementwise":
+            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
+        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
+
+
+# -- bookkeeping for unpatch ---------------------------------------------------------------------
+# model -> {path: original module}, {(path, attribute): original value}; weak, so a patched
+# model that is dropped is not kept alive.
+_ORIGINALS: "weakref.WeakKeyDictionary[nn.Module, tuple[dict, dict]]" = weakref.WeakKeyDictionary()
+
+
+def _describe(m: nn.Module) -> str:
+    module = type(m).__module__
+    prefix = "nn." if module.startswith("torch.nn") else "actkit.nn." if module == "actkit.nn" else ""
+    return f"{prefix}{type(m).__name__}({m.extra_repr()})"
+
+
+def _class_for(name: str, impl: str) -> type[nn.Module]:
+    return CLASSES[registry.get(name).name] if impl == "actkit" else ReferenceActivation
+
+
+def _is_actkit(m: nn.Module) -> bool:
+    return isinstance(m, (Activation, ReferenceActivation))
+
+
+def _placement(model: nn.Module, old: nn.Module) -> dict:
+    """Device and dtype for new parameters: those of the replaced module, else of the model."""
+    for source in (old, model):
+        for p in source.parameters():
+            return {"device": p.device, "dtype": p.dtype}
+        for b in source.buffers():
+            if b.is_floating_point():
+                return {"device": b.device, "dtype": b.dtype}
+    return {}
+
+
+def _same(m: nn.Module) -> tuple[str, dict] | None:
+    """(actkit name, constructor kwargs) for the function ``m`` computes, or None."""
+    if _is_actkit(m):
+        spec = m.spec
+        if spec.kind == "elementwise":
+            return spec.name, dict(m.params)
+        if spec.kind == "learnable":
+            return spec.name, {"num_parameters": m.num_parameters}
+        return spec.name, {"dim": m.dim}
+    convert = _TORCH_MODULES.get(type(m))
+    return None if convert is None else convert(m)
+
+
+def _build(model, old, name, kwargs, impl, reuse_parameter):
+    spec = registry.get(name)
+    if spec.kind == "learnable":
+        kwargs = {**kwargs, **_placement(model, old)}
+    new = CLASSES[name](**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
+    if spec.kind == "learnable" and reuse_parameter is not None:
+        setattr(new, spec.params[0].name, reuse_parameter)
+        new.num_parameters = reuse_parameter.numel()
+    new.train(old.training)
+    return new
+
+
+def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
+    """The learnable parameter to carry over when ``old`` computes activation ``name``."""
+    if type(old) is nn.PReLU and name == "prelu":
+        return old.weight
+    if _is_actkit(old) and old.spec.name == name and old.spec.kind == "learnable":
+        return getattr(old, old.spec.params[0].name)
+    return None
+
+
+def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_params) -> PatchReport:
+    """Replace the activation modules of ``model`` in place; returns a :class:`PatchReport`.
+
+    act: ``None`` keeps every activation's function and parameters and swaps in actkit's
+        implementation; a name (``"mish"``, ``"leaky_relu"``, ``"prelu"``, ...) puts that
+        activation, with ``act_params``, in place of every pointwise activation (row-wise
+        softmax/log_softmax keep their function). New learnable activations get fresh
+        parameters on the model's device and dtype.
+    impl: ``"actkit"`` (actkit's custom ops: Triton on CUDA, PyTorch on CPU) or ``"torch"``
+        (the registry's PyTorch reference in plain eager ops, a baseline).
+
+    Patch before ``torch.compile`` and before building the optimiser when ``act`` adds
+    parameters. ``unpatch(model)`` restores the original modules.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch expects a torch.nn.Module, got {type(model).__name__}")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
+    target = None
+    if act is not None:
+        target = registry.get(act)
+        if target.kind not in _POINTWISE:
+            raise ValueError(f"patch(act={act!r}): {target.name} normalises over a dimension and cannot stand in "
+                             f"for pointwise activations; choose a pointwise one (e.g. 'mish', 'gelu', 'prelu'). "
+                             f"Softmax modules are converted to actkit's softmax with act=None or any act")
+        if target.kind == "elementwise":
+            target.bind((), act_params)  # clear errors for bad parameters before touching the model
+        act = target.name
+    elif act_params:
+        raise TypeError(f"activation parameters {sorted(act_params)} need act=<name>; with act=None each "
+                        f"module keeps its own parameters")
+
+    report = PatchReport(act=act, impl=impl)
+    if _same(model) is not None:
+        report.skipped.append(Skipped("", _describe(model), "the model itself is an activation and has no parent to "
+                                      "swap it in; use actkit.nn." + registry.get(_same(model)[0]).class_name))
+    originals, attributes = _ORIGINALS.setdefault(model, ({}, {}))
+    built: dict[int, nn.Module] = {}  # id(old) -> new, so shared modules stay shared
+    plan = []
+    for path, module in model.named_modules(remove_duplicate=False):
+        for child_name, child in module.named_children():
+            child_path = f"{path}.{child_name}" if path else child_name
+            plan.append((module, path, child_name, child_path, child))
+        fn = getattr(module, "activation", None)
+        if any(fn is f for f in _FUNCTIONAL_ACTIVATIONS):
+            report.skipped.append(Skipped(f"{path}.activation" if path else "activation", f"{fn.__name__} function",
+                                          "a function, not a module: build the layer with an activation module "
+                                          "(e.g. activation=nn.GELU()) to patch it"))
+        if isinstance(module, nn.MultiheadAttention):
+            report.skipped.append(Skipped(path, "MultiheadAttention softmax",
+                                          "computed inside F.multi_head_attention_forward, not a module"))
+
+    for parent, parent_path, child_name, child_path, old in plan:
+        same = _same(old)
+        if same is None:
+            if type(old).__module__ == "torch.nn.modules.activation" and not isinstance(old, nn.MultiheadAttention):
+                report.skipped.append(Skipped(child_path, _describe(old), "no actkit equivalent"))
+            elif isinstance(old, TORCH_MODULES):
+                report.skipped.append(Skipped(child_path, _describe(old),
+                                              f"subclass {type(old).__qualname__} of a torch activation: its "
+                                              "forward may differ"))
+            continue
+        name, kwargs = same
+        if target is not None and registry.get(name).kind in _POINTWISE:
+            name, kwargs = target.name, dict(act_params)
+        if type(old) is _class_for(name, impl) and _same(old) == (name, kwargs):
+            continue  # already what was asked for
+        if id(old) not in built:
+            built[id(old)] = _build(model, old, name, kwargs, impl, _parameter_of(old, name))
+        new = built[id(old)]
+        setattr(parent, child_name, new)
+        originals.setdefault(child_path, old)
+        report.replaced.append(Replacement(child_path, _describe(old), _describe(new)))
+        # nn.TransformerEncoderLayer's inference fast path calls a fused native kernel with
+        # relu/gelu whenever this flag is set, ignoring self.activation: switch it off.
+        if child_name == "activation" and getattr(parent, "activation_relu_or_gelu", None):
+            key = (parent_path, "activation_relu_or_gelu")
+            attributes.setdefault(key, parent.activation_relu_or_gelu)
+            parent.activation_relu_or_gelu = 0
+    if not originals and not attributes:
+        _ORIGINALS.pop(model, None)
+    return report
+
+
+def unpatch(model: nn.Module) -> list[str]:
+    """Put back every module ``patch`` replaced in ``model``; returns the restored paths."""
+    originals, attributes = _ORIGINALS.pop(model, ({}, {}))
+    for path, original in originals.items():
+        parent_path, _, child_name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), child_name, original)
+    for (path, attribute), value in attributes.items():
+        setattr(model.get_submodule(path), attribute, value)
+    return list(originals)
+
+
+def patched(model: nn.Module) -> bool:
+    """Whether ``model`` has modules replaced by :func:`patch` (and not yet restored)."""
+    return model in _ORIGINALS
