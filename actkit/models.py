@@ -1,0 +1,159 @@
+"""Reference CNNs whose every activation slot takes any registry activation.
+
+* ``simple``: the seed tutorials' CNN: conv 32 3x3 -> act -> max-pool 2x2 -> conv 64 3x3 -> act ->
+  max-pool 2x2 -> dense 128 -> act -> dense 10 (unpadded convolutions, as in the tutorials).
+* ``convnet`` (default): three blocks ``conv 3x3 (32/64/128, padded) -> BatchNorm -> max-pool 2x2 ->
+  act -> dropout 0.15``, then dense 128 -> act -> dense 10.
+
+Both adapt the input channels and the flatten size to the dataset's image shape. ``depth``
+adds that many extra blocks ``conv 3x3 -> BatchNorm -> act`` (``simple``: no BatchNorm) at
+constant resolution and width after the last pooling block, to study gradient flow in deeper
+stacks.
+
+Three implementations of the activation slots (``impl``):
+
+* ``actkit``: :class:`actkit.nn.Activation` (Triton kernels on CUDA, the PyTorch fallback on CPU);
+* ``torch``: :class:`ReferenceActivation`, the registry's eager PyTorch reference;
+* ``compile``: the ``torch`` model, to be wrapped in ``torch.compile`` by the caller
+  (:func:`maybe_compile`), so the eager model stays available for hooks and checkpoints.
+
+The models list their activation modules in forward order with :meth:`activation_layers`, so
+diagnostics can attach forward hooks to them.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from . import registry
+from .nn import Activation
+
+MODELS = ("convnet", "simple")
+IMPLS = ("actkit", "torch", "compile")
+
+
+class ReferenceActivation(nn.Module):
+    """The eager PyTorch reference of a registry activation (``spec.reference(x, **params)``)."""
+
+    def __init__(self, name: str, **params):
+        super().__init__()
+        self.spec = registry.get(name)
+        self.params = self.spec.bind((), params)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spec.reference(x, **self.params)
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
+
+
+def check_impl(impl: str) -> str:
+    key = impl.strip().lower()
+    if key not in IMPLS:
+        raise ValueError(f"unknown implementation {impl!r}; choose one of: {', '.join(IMPLS)}")
+    return key
+
+
+def check_model(name: str) -> str:
+    key = name.strip().lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return key
+
+
+def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float] | None = None) -> nn.Module:
+    """One activation slot: actkit's module (``impl="actkit"``) or the eager reference (``torch``/``compile``)."""
+    impl = check_impl(impl)
+    spec = registry.get(name)
+    if getattr(spec, "kind", "elementwise") != "elementwise":
+        raise ValueError(f"activation {spec.name!r} is a {spec.kind} activation; the training models take "
+                         "elementwise activations only")
+    if not spec.differentiable:
+        raise ValueError(f"activation {spec.name!r} has no gradient, so a network using it cannot be trained")
+    params = dict(params or {})
+    return Activation(spec.name, **params) if impl == "actkit" else ReferenceActivation(spec.name, **params)
+
+
+class _ActivationModel(nn.Module):
+    def activation_layers(self) -> list[tuple[str, nn.Module]]:
+        """The activation modules in forward order, as ``(qualified name, module)``."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, (Activation, ReferenceActivation))]
+
+    @staticmethod
+    def _flat_size(features: nn.Module, shape: tuple[int, int, int]) -> int:
+        with torch.no_grad():
+            was_training = features.training
+            features.eval()
+            out = features(torch.zeros(1, *shape))
+            features.train(was_training)
+        if out.shape[-1] < 1 or out.shape[-2] < 1:
+            raise ValueError(f"input of shape {shape} is too small for this model")
+        return int(out.numel())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SimpleCNN(_ActivationModel):
+    """conv32 -> act -> pool -> conv64 -> act -> pool -> [depth x (conv64 -> act)] -> dense128 -> act -> dense."""
+
+    def __init__(self, act: str = "relu", impl: str = "actkit", params: Mapping[str, float] | None = None,
+                 in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, depth: int = 0):
+        super().__init__()
+        _check_depth(depth)
+        act_ = lambda: make_activation(act, impl, params)  # noqa: E731
+        layers: list[nn.Module] = [nn.Conv2d(in_shape[0], 32, 3), act_(), nn.MaxPool2d(2),
+                                   nn.Conv2d(32, 64, 3), act_(), nn.MaxPool2d(2)]
+        for _ in range(depth):
+            layers += [nn.Conv2d(64, 64, 3, padding=1), act_()]
+        self.features = nn.Sequential(*layers)
+        flat = self._flat_size(self.features, in_shape)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(), nn.Linear(128, num_classes))
+
+
+class ConvNet(_ActivationModel):
+    """3 x (conv 3x3 -> BatchNorm -> max-pool 2x2 -> act -> dropout) -> dense 128 -> act -> dense."""
+
+    widths = (32, 64, 128)
+
+    def __init__(self, act: str = "relu", impl: str = "actkit", params: Mapping[str, float] | None = None,
+                 in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, depth: int = 0,
+                 dropout: float = 0.15):
+        super().__init__()
+        _check_depth(depth)
+        act_ = lambda: make_activation(act, impl, params)  # noqa: E731
+        layers: list[nn.Module] = []
+        channels = in_shape[0]
+        for width in self.widths:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2), act_(),
+                       nn.Dropout(dropout)]
+            channels = width
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), act_()]
+        self.features = nn.Sequential(*layers)
+        flat = self._flat_size(self.features, in_shape)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(), nn.Linear(128, num_classes))
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or depth < 0:
+        raise ValueError(f"depth must be a non-negative integer (extra conv blocks), got {depth!r}")
+
+
+def build_model(model: str, act: str, impl: str = "actkit", params: Mapping[str, float] | None = None,
+                in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, depth: int = 0) -> nn.Module:
+    """The eager model for ``model`` with ``act`` in every activation slot (see the module docstring)."""
+    cls = {"convnet": ConvNet, "simple": SimpleCNN}[check_model(model)]
+    return cls(act, impl, params, tuple(in_shape), num_classes, depth)
+
+
+def maybe_compile(model: nn.Module, impl: str) -> nn.Module:
+    """``torch.compile(model)`` for ``impl="compile"``, the model itself otherwise."""
+    return torch.compile(model) if check_impl(impl) == "compile" else model

@@ -1,0 +1,212 @@
+"""``actkit train``: train the reference CNN with each activation and seed; compare with statistics."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from actkit import data as data_mod
+from actkit import train as tr
+from actkit.backend import BackendError
+from actkit.models import IMPLS, MODELS
+
+from .main import app
+
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _pct(value: Optional[float], digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.{digits}f}"
+
+
+def _bytes(value: Optional[int]) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 2**20:.0f} MiB" if value < 2**30 else f"{value / 2**30:.2f} GiB"
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _p(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return "<0.001" if value < 1e-3 else f"{value:.3f}"
+
+
+class RichReporter(tr.Reporter):
+    """One progress bar per run (loss and accuracy so far); per-run epoch tables when verbose."""
+
+    def __init__(self, progress: Progress, console: Console, verbose: bool):
+        self.progress, self.console, self.verbose = progress, console, verbose
+        self.task = None
+        self.steps_per_epoch = 1
+
+    def sweep_start(self, runs, skipped, out, data) -> None:
+        sizes = data.sizes
+        self.console.print(
+            f"[bold]{data.name}[/] from {data.source}: {sizes['train']} train / {sizes['val']} val / "
+            f"{sizes['test']} test images. {len(runs)} run(s) to do"
+            + (f", {len(skipped)} already finished (skipped)" if skipped else "") + f". Results: {out}",
+            highlight=False)
+
+    def run_start(self, config, steps_per_epoch, start_epoch) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        resumed = f" (resumed after epoch {start_epoch})" if start_epoch else ""
+        self.task = self.progress.add_task(f"{config.act_label}/{config.impl} seed {config.seed}{resumed}",
+                                           total=config.epochs * steps_per_epoch,
+                                           completed=start_epoch * steps_per_epoch, stats="")
+        self.epochs = config.epochs
+
+    def step(self, config, epoch, step_in_epoch, loss, acc) -> None:
+        if loss is None:
+            self.progress.advance(self.task)
+        else:
+            self.progress.update(self.task, advance=1,
+                                 stats=f"epoch {epoch}/{config.epochs} loss {loss:.4f} acc {100 * acc:.2f}%")
+
+    def epoch_end(self, config, entry) -> None:
+        self.progress.update(self.task, stats=f"epoch {entry['epoch']}/{config.epochs} "
+                                              f"loss {entry['train_loss']:.4f} val acc {100 * entry['val_acc']:.2f}%")
+
+    def run_end(self, config, record) -> None:
+        f, t = record["final"], record["timing"]
+        self.progress.update(self.task, stats=f"test acc {100 * f['test_acc']:.2f}% "
+                                              f"({_num(t['train_images_per_s'], ',.0f')} img/s)")
+        if self.verbose:
+            h = record["history"]
+            table = Table(title=f"{record['id']} ({record['status']})", header_style="bold")
+            for column in ("epoch", "train loss", "train acc %", "val loss", "val acc %", "train s", "eval s"):
+                table.add_column(column, justify="right")
+            for i in range(len(h["epoch"])):
+                table.add_row(str(h["epoch"][i]), f"{h['train_loss'][i]:.4f}", _pct(h["train_acc"][i]),
+                              f"{h['val_loss'][i]:.4f}", _pct(h["val_acc"][i]), f"{h['train_time_s'][i]:.1f}",
+                              f"{h['eval_time_s'][i]:.1f}")
+            table.caption = (f"test acc {_pct(f['test_acc'])}%, test loss {f['test_loss']:.4f}, "
+                             f"macro-F1 {f['f1_macro']:.4f}")
+            self.console.print(table)
+
+
+def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
+    impls = {r["impl"] for r in summary}
+    table = Table(title=f"Test accuracy over seeds (mean ± 95% CI), {device}", header_style="bold")
+    table.add_column("activation")
+    if len(impls) > 1:
+        table.add_column("impl")
+    for column in ("seeds", "test acc %", "best / worst (seed)", "test loss", "train img/s", "step ms",
+                   "peak mem", f"Δ vs {baseline} (pp)", "p (paired t)", "signif."):
+        table.add_column(column, justify="right", no_wrap=column != "p (paired t)")
+    for r in summary:
+        ci = f" ± {_pct(r['test_acc_ci'])}" if r["test_acc_ci"] is not None else " ± n/a"
+        if r["act_label"] == baseline:
+            diff, p, sig = "baseline", "-", "-"
+        elif r["diff"] is None:
+            diff, p, sig = "-", "-", "-"
+        else:
+            diff = f"{100 * r['diff']:+.2f}" + (f" ± {_pct(r['diff_ci'])}" if r["diff_ci"] is not None else "")
+            p = _p(r["p_value"]) + (f" (Holm {_p(r['p_holm'])})" if r["p_holm"] is not None
+                                    and r["p_holm"] != r["p_value"] else "")
+            sig = ("n/a (1 seed)" if r["significant"] is None
+                   else "[bold green]yes[/]" if r["significant"] else "no")
+        name = r["act_label"] + (f" [red]({r['diverged']} diverged)[/]" if r["diverged"] else "")
+        cells = [name] + ([r["impl"]] if len(impls) > 1 else []) + [
+            str(r["n"]), _pct(r["test_acc_mean"]) + ci,
+            f"{_pct(r['best_acc'])} ({r['best_seed']}) / {_pct(r['worst_acc'])} ({r['worst_seed']})",
+            _num(r["test_loss_mean"], ".4f"), _num(r["train_images_per_s"], ",.0f"),
+            _num(r["step_time_ms"], ".1f"), _bytes(r["peak_bytes"]), diff, p, sig]
+        table.add_row(*cells)
+    table.caption = ("Paired t-test on per-seed test accuracy against the baseline with the same impl; "
+                     "significant: Holm-adjusted p < 0.05. Precision, recall, macro-F1: summary.json / runs/*.json.")
+    return table
+
+
+@app.command("train")
+def train_command(
+    dataset: str = typer.Option("fashion-mnist", "--dataset", "-d",
+                                help=f"One of: {', '.join(data_mod.DATASETS)}."),
+    act: str = typer.Option("relu", "--act", "-a",
+                            help="Activations, comma-separated; parameters as name:param=value "
+                                 "(leaky_relu:negative_slope=0.1); 'all' for every trainable one."),
+    model: str = typer.Option("convnet", "--model", "-m", help=f"One of: {', '.join(MODELS)}."),
+    impl: str = typer.Option("actkit", "--impl",
+                             help=f"Activation implementation(s), comma-separated: {', '.join(IMPLS)} "
+                                  "(actkit kernels, eager PyTorch reference, torch.compile of the eager model)."),
+    seeds: int = typer.Option(3, "--seeds", "-s", help="Number of seeds (paired across activations)."),
+    first_seed: int = typer.Option(0, "--first-seed", help="Seeds are first-seed .. first-seed + seeds - 1."),
+    epochs: int = typer.Option(10, "--epochs", "-e"),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay"),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd (momentum 0.9)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size",
+                                           help="Validation images split from the training set "
+                                                "\\[default: min(5000, 10% of the training set)]."),
+    subset: Optional[int] = typer.Option(None, "--subset", help="Train on N images only (the test set stays full)."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
+                                           help="Random crop + flip \\[default: on for cifar10 only]."),
+    depth: int = typer.Option(0, "--depth", help="Extra conv blocks at constant resolution."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch \\[default: torch's]."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir",
+                                            help=f"Dataset directory \\[default: ${data_mod.DATA_DIR_ENV} or "
+                                                 f"{data_mod.default_data_dir()}]."),
+    download: bool = typer.Option(False, "--download", help="Download the dataset with torchvision (needs internet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory \\[default: runs/<timestamp>]."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue a sweep: skip finished runs, restart unfinished ones from their "
+                                     "last epoch. Without --out: the newest matching directory under runs/."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Activation to compare against \\[default: relu]."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a per-epoch table for every run."),
+) -> None:
+    """Train the reference CNN with each activation x implementation x seed; report accuracy ± 95% CI,
+    paired significance against the baseline, and training throughput. Results go to --out as JSON/CSV."""
+    console = Console()
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    if seeds < 1:
+        _fail(f"--seeds must be at least 1, got {seeds}")
+    if first_seed < 0:
+        _fail(f"--first-seed must be >= 0, got {first_seed}")
+    try:
+        sweep = tr.Sweep(dataset=dataset, model=model, activations=tr.parse_activations(act),
+                         impls=[i for i in impl.split(",") if i.strip()], seeds=list(range(first_seed, first_seed + seeds)),
+                         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         optimizer=optimizer.strip().lower(), val_size=val_size, subset=subset, augment=augment,
+                         depth=depth, device=device, baseline=baseline)
+    except (ValueError, TypeError, BackendError) as exc:
+        _fail(str(exc))
+    if out is None:
+        out = (tr.find_resumable(sweep) if resume else None) or tr.default_out()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                        console=console)
+    try:
+        with progress:
+            result = tr.run_sweep(sweep, out, resume=resume, data_dir=data_dir, download=download,
+                                  reporter=RichReporter(progress, console, verbose))
+    except data_mod.DatasetNotFoundError as exc:
+        _fail(str(exc), code=1)
+    except (tr.TrainError, data_mod.DatasetError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err_console.print(f"Interrupted. Finished runs and the last epoch of the current one are saved in {out}; "
+                          f"continue with the same command plus --resume --out {out}", highlight=False)
+        raise typer.Exit(130)
+    # Piped output (files, CI logs) has no terminal width: give the table room instead of folding it.
+    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    wide.print(summary_table(result.summary, sweep.baseline, sweep.device))
+    console.print(f"Results: {result.out}/ (runs/*.json, runs.csv, summary.csv, summary.json)", highlight=False)
