@@ -65,8 +65,10 @@ def swish_beta_fwd(x, b):
 def swish_beta_bwd(x, b):
     # y = x s(bx): dy/dx = s + b x s (1 - s), dy/db = x^2 s (1 - s), written in the same
     # order as autograd of the formula so +-inf gives NaN exactly where torch does.
-    s = tl.sigmoid(b * x)
-    ds = s * (1.0 - s)
+    # 1 - s is computed as s(-bx): for large |bx| the subtraction would cancel to a few bits.
+    bx = b * x
+    s = tl.sigmoid(bx)
+    ds = s * tl.sigmoid(-bx)
     return s + (x * ds) * b, (x * ds) * x
 
 
@@ -136,7 +138,8 @@ def channel_layout(t: torch.Tensor, n_params: int) -> tuple[int, int]:
 
 def _tiles(C: int, inner: int) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_Q): wide in the channel axis when channels are the contiguous axis."""
-    block_c = min(triton.next_power_of_2(C), max(1, 128 // inner))
+    wide = max(1, 128 // inner)
+    block_c = min(triton.next_power_of_2(C), 1 << (wide.bit_length() - 1))  # powers of two
     block_c = max(block_c, triton.next_power_of_2(triton.cdiv(C, MAX_GRID_Y)))
     return block_c, max(BLOCK_SIZE // block_c, 16)
 
