@@ -177,11 +177,16 @@ def parameterised_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name or type(module).__name__, module
 
 
+def _layer_params(model: nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:
+    return [(name, [p for p in module.parameters(recurse=False) if p.requires_grad])
+            for name, module in parameterised_layers(model)]
+
+
 def gradient_norms(model: nn.Module) -> dict[str, float]:
     """Per parameterised layer, the L2 norm of the gradient of its own parameters (now)."""
     norms = {}
-    for name, module in parameterised_layers(model):
-        grads = [p.grad.detach() for p in module.parameters(recurse=False) if p.grad is not None]
+    for name, params in _layer_params(model):
+        grads = [p.grad.detach() for p in params if p.grad is not None]
         if grads:
             norms[name] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
     return norms
@@ -194,27 +199,135 @@ class GradientFlow:
     >>> for batch in loader:
     ...     loss.backward(); flow.update(model); opt.step(); opt.zero_grad()
     >>> flow.summary()   # {"features.0": 0.12, ..., "classifier": 0.5}; resets the running mean
+
+    :meth:`update` stays on the device (one fused ``_foreach_norm`` over all gradients and an
+    ``index_add`` per step, no host synchronisation), so it costs little in a training loop;
+    :meth:`summary` brings the means to the host.
     """
 
     def __init__(self) -> None:
-        self._sums: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+        self._model_id: int | None = None
+        self._names: list[str] = []
+        self._params: list[torch.nn.Parameter] = []
+        self._index: list[int] = []  # layer index of each parameter
+        self._sums: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+        self._index_tensors: dict[tuple, torch.Tensor] = {}
 
-    def update(self, model: nn.Module) -> dict[str, float]:
-        norms = gradient_norms(model)
-        for name, value in norms.items():
-            if math.isfinite(value):
-                self._sums[name] = self._sums.get(name, 0.0) + value
-                self._counts[name] = self._counts.get(name, 0) + 1
-        return norms
+    def _bind(self, model: nn.Module) -> None:
+        self._model_id = id(model)
+        self._names, self._params, self._index = [], [], []
+        for i, (name, params) in enumerate(_layer_params(model)):
+            self._names.append(name)
+            self._params += params
+            self._index += [i] * len(params)
+        self._sums = self._counts = None
+        self._index_tensors.clear()
+
+    def update(self, model: nn.Module) -> None:
+        if self._model_id != id(model):
+            if self._sums is not None:
+                raise ValueError("GradientFlow is accumulating for another model; call summary() first")
+            self._bind(model)
+        present = [(p.grad, i) for p, i in zip(self._params, self._index) if p.grad is not None]
+        if not present:
+            return
+        grads = [g.detach() for g, _ in present]
+        device = grads[0].device
+        key = (device, tuple(i for _, i in present))
+        index = self._index_tensors.get(key)
+        if index is None:
+            index = self._index_tensors[key] = torch.tensor(key[1], device=device)
+        try:
+            norms = torch._foreach_norm(grads)
+        except (AttributeError, RuntimeError):  # private API moved or mixed devices: one norm per tensor
+            norms = [torch.linalg.vector_norm(g) for g in grads]
+        squares = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms]).square()
+        layers = len(self._names)
+        per_layer = torch.zeros(layers, device=device).index_add_(0, index, squares)
+        had_grad = torch.zeros(layers, device=device).index_add_(0, index, torch.ones_like(squares)) > 0
+        if self._sums is None:
+            self._sums = torch.zeros(layers, dtype=torch.float64, device=device)
+            self._counts = torch.zeros(layers, dtype=torch.float64, device=device)
+        finite = had_grad & torch.isfinite(per_layer)
+        self._sums += torch.where(finite, per_layer.sqrt(), 0.0).double()
+        self._counts += finite.double()
 
     @property
     def steps(self) -> int:
-        return max(self._counts.values(), default=0)
+        return 0 if self._counts is None else int(self._counts.max())
 
     def summary(self, reset: bool = True) -> dict[str, float]:
-        means = {name: self._sums[name] / self._counts[name] for name in self._sums}
+        """``{layer: mean gradient L2 norm}`` over the steps since the last summary."""
+        if self._sums is None:
+            return {}
+        sums, counts = self._sums.cpu().tolist(), self._counts.cpu().tolist()
+        means = {name: s / c for name, s, c in zip(self._names, sums, counts) if c > 0}
         if reset:
-            self._sums.clear()
-            self._counts.clear()
+            self._sums = self._counts = None
         return means
+
+
+# -- training callbacks ---------------------------------------------------------------------------
+from .train import Callback, RunContext  # noqa: E402  (after the helpers: train does not import this module)
+
+
+class DeadUnitsCallback(Callback):
+    """Dead units on the run's fixed probe batch at the start, middle and end of training.
+
+    Events (under ``diagnostics["dead_units"]`` in the run record): ``phase`` (``start``,
+    ``middle``, ``end``), ``fraction`` (all layers together), ``threshold`` and ``layers``
+    (per activation layer: ``units``, ``dead``, ``fraction``, ``unit``, ``criterion``).
+    ``every_epoch=True`` measures after every epoch instead of only the middle one.
+    """
+
+    name = "dead_units"
+
+    def __init__(self, epochs: int, *, threshold: float = DERIVATIVE_THRESHOLD, every_epoch: bool = False):
+        self.epochs = int(epochs)
+        self.threshold = threshold
+        self.every_epoch = every_epoch
+        self.middle = self.epochs // 2 if self.epochs >= 2 else None
+
+    def _measure(self, ctx: RunContext, phase: str) -> dict:
+        result = dead_units(ctx.model, ctx.probe[0], threshold=self.threshold)
+        return {"phase": phase, "fraction": dead_fraction(result), "threshold": self.threshold,
+                "probe_size": int(ctx.probe[0].shape[0]), "layers": result}
+
+    def on_train_start(self, ctx: RunContext) -> dict | None:
+        return self._measure(ctx, "start")
+
+    def on_epoch_end(self, ctx: RunContext) -> dict | None:
+        if ctx.epoch >= self.epochs:
+            return None  # the end measurement follows
+        if self.every_epoch or ctx.epoch == self.middle:
+            return self._measure(ctx, "middle" if ctx.epoch == self.middle else "epoch")
+        return None
+
+    def on_train_end(self, ctx: RunContext) -> dict | None:
+        return self._measure(ctx, "end")
+
+
+class GradientFlowCallback(Callback):
+    """Per-layer gradient L2 norm, mean over each epoch's steps.
+
+    Events (under ``diagnostics["gradient_flow"]``): one per epoch with ``steps`` and
+    ``layers`` (``{layer: mean norm}``, layers in definition order: input side first).
+    """
+
+    name = "gradient_flow"
+
+    def __init__(self) -> None:
+        self.flow = GradientFlow()
+
+    def on_step(self, ctx: RunContext) -> None:
+        self.flow.update(ctx.model)
+
+    def on_epoch_end(self, ctx: RunContext) -> dict | None:
+        steps = self.flow.steps
+        return {"steps": steps, "layers": self.flow.summary()} if steps else None
+
+
+def training_callbacks(config) -> list[Callback]:
+    """Fresh diagnostics callbacks for one run (the factory :func:`actkit.train.run_sweep` takes)."""
+    return [DeadUnitsCallback(config.epochs), GradientFlowCallback()]

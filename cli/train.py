@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actkit import data as data_mod
+from actkit import diagnostics as diag_mod
 from actkit import train as tr
 from actkit.backend import BackendError
 from actkit.models import IMPLS, MODELS
@@ -169,6 +170,9 @@ def train_command(
                                      "last epoch. Without --out: the newest matching directory under runs/."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Activation to compare against \\[default: relu]."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a per-epoch table for every run."),
+    diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics",
+                                     help="Record dead units (start, middle, end) and per-layer gradient norms "
+                                          "(per epoch) in each run's JSON (actkit.diagnostics)."),
 ) -> None:
     """Train the reference CNN with each activation x implementation x seed; report accuracy ± 95% CI,
     paired significance against the baseline, and training throughput. Results go to --out as JSON/CSV."""
@@ -197,7 +201,8 @@ def train_command(
     try:
         with progress:
             result = tr.run_sweep(sweep, out, resume=resume, data_dir=data_dir, download=download,
-                                  reporter=RichReporter(progress, console, verbose))
+                                  reporter=RichReporter(progress, console, verbose),
+                                  callbacks=diag_mod.training_callbacks if diagnostics else None)
     except data_mod.DatasetNotFoundError as exc:
         _fail(str(exc), code=1)
     except (tr.TrainError, data_mod.DatasetError) as exc:

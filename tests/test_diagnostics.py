@@ -130,3 +130,36 @@ def test_gradient_flow_skips_frozen_and_gradless_layers():
     model[0].bias.requires_grad_(False)
     assert [n for n, _ in diagnostics.parameterised_layers(model)] == ["2"]
     assert diagnostics.gradient_norms(model) == {}  # no backward yet
+
+
+def _tiny_data(n_train=96, n_val=64, n_test=32):
+    from actkit import data as data_mod
+
+    train, test = data_mod.synthetic(n_train + n_val, n_test, seed=0)
+    val = train.take(torch.arange(n_val))
+    train = train.take(torch.arange(n_val, n_train + n_val))
+    sizes = {"train": n_train, "val": n_val, "test": n_test, "train_full": n_train + n_val}
+    return data_mod.Dataset(data_mod.dataset_info("synthetic"), train, val, test, "generated", sizes)
+
+
+@pytest.mark.parametrize("epochs, phases", [(3, ["start", "middle", "end"]), (1, ["start", "end"])])
+def test_training_callbacks_record_diagnostics(epochs, phases):
+    from actkit import train as tr
+
+    config = tr.Sweep(dataset="synthetic", model="simple", activations=tr.parse_activations("relu"), epochs=epochs,
+                      batch_size=32, device="cpu").runs()[0]
+    record = tr.train_run(config, _tiny_data(), callbacks=diagnostics.training_callbacks(config))
+    dead = record["diagnostics"]["dead_units"]
+    assert [e["phase"] for e in dead] == phases
+    assert [e["epoch"] for e in dead][0] == 0 and dead[-1]["epoch"] == epochs
+    assert list(dead[0]["layers"]) == record["model"]["activation_layers"]
+    assert dead[0]["probe_size"] == 64
+    for event in dead:
+        assert 0.0 <= event["fraction"] <= 1.0
+        assert event["layers"]["features.1"]["unit"] == "channel"
+        assert event["layers"]["head.2"]["unit"] == "feature"
+    flow = record["diagnostics"]["gradient_flow"]
+    assert [e["epoch"] for e in flow] == list(range(1, epochs + 1))
+    assert all(e["steps"] == 3 for e in flow)  # 96 images / batch 32
+    assert list(flow[0]["layers"]) == ["features.0", "features.3", "head.1", "head.3"]
+    assert all(v > 0 and math.isfinite(v) for e in flow for v in e["layers"].values())
