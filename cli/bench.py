@@ -1,0 +1,177 @@
+"""``actkit bench`` and ``actkit bench-table``: thin commands over :mod:`actkit.bench`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from actkit import bench
+
+from .main import app, console
+
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, exit code 2 (bad usage), no traceback."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _check_output(path: Optional[Path], option: str) -> None:
+    if path is not None and path.is_dir():
+        _fail(f"{option} {path} is a directory; give a file path such as results/bench.json")
+
+
+def _size_of(nbytes: Optional[float]) -> str:
+    if nbytes is None:
+        return "[dim]n/m[/]"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def _ratio(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    colour = "green" if value >= 1.0 else "red"
+    return f"[{colour}]{value:.2f}x[/]"
+
+
+def _time_with_spread(r: Mapping[str, Any]) -> tuple[str, str]:
+    """Median and p20-p80 in the median's unit: ("142 µs", "140-155")."""
+    scale, unit = (1e3, "µs") if r["median_ms"] < 1 else (1.0, "ms")
+    digits = lambda v: f"{v * scale:.3g}" if v * scale < 100 else f"{v * scale:.0f}"  # noqa: E731
+    return f"{digits(r['median_ms'])} {unit}", f"{digits(r['p20_ms'])}-{digits(r['p80_ms'])}"
+
+
+def activation_table(activation: str, records: Sequence[Mapping[str, Any]]) -> Table:
+    """One table per activation; the fastest provider of each dtype x size x mode is highlighted."""
+    rows = [r for r in records if r["activation"] == activation]
+    on_cuda = any(str(r["device"]).startswith("cuda") for r in rows)
+    reference = "ATen" if rows and rows[0]["reference"] == "native" else "eager composite"
+    backends = ", ".join(dict.fromkeys(r["backend"] for r in rows if r["provider"] == "actkit")) or "-"
+    table = Table(title=f"[bold]{activation}[/]  actkit backend: {backends}; eager = {reference}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, header_style="bold")
+    columns = [("case", "left"), ("provider", "left"), ("median", "right"), ("p20-p80", "right"),
+               ("GB/s", "right"), ("%copy", "right"), ("speedup", "right"), ("saved B", "right")]
+    if on_cuda:
+        columns.append(("peak mem", "right"))
+    columns.append(("1st call", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["dtype"], r["size"], r["mode"]), []).append(r)
+    for key, group in groups.items():
+        best = min(group, key=lambda r: r["median_ms"])
+        for i, r in enumerate(group):
+            hi = (lambda s: f"[bold green]{s}[/]") if r is best and len(group) > 1 else (lambda s: s)
+            median, spread = _time_with_spread(r)
+            cells = [" ".join(key) if i == 0 else "", r["provider"], hi(median), spread, hi(f"{r['gbps']:.1f}"),
+                     hi(f"{r['pct_of_copy']:.0f}%"),
+                     "[dim]1.00x[/]" if r["provider"] == "actkit" else _ratio(r["actkit_speedup"]),
+                     "-" if r["saved_bytes_per_element"] is None else f"{r['saved_bytes_per_element']:g}"]
+            if on_cuda:
+                cells.append(_size_of(r["peak_mem_bytes"]) if r["mode"] == "fwd+bwd" else "")
+            cells.append(f"{r['first_call_s']:.2f} s")
+            table.add_row(*cells, end_section=i == len(group) - 1)
+    copies = {(r["dtype"], r["size"]): r["copy_gbps"] for r in rows}
+    table.caption = ("speedup = provider time / actkit time; saved B = bytes kept for backward per element; "
+                     "copy roofline: "
+                     + ", ".join(f"{d} {s} {bench.format_bandwidth(g)}" for (d, s), g in copies.items()))
+    table.caption_justify = "left"
+    return table
+
+
+def render(payload: Mapping[str, Any]) -> None:
+    # Tables are wider than 80 columns; when writing to a file or pipe there is no terminal to wrap.
+    out = console if console.is_terminal else Console(width=max(console.width, 110))
+    records = payload["records"]
+    env = payload["environment"]
+    for activation in dict.fromkeys(r["activation"] for r in records):
+        out.print(activation_table(activation, records))
+        out.print(f"[bold]{bench.summary_line(records, activation)}[/]\n")
+    notes = dict.fromkeys(
+        f"{s['activation']}" + (f" {s['provider']}" if s["provider"] else "") + (f" {s['mode']}" if s["mode"] else "")
+        + f": {s['reason']}" for s in payload["skipped"])
+    for note in notes:
+        out.print(f"[yellow]skipped[/] {note}")
+    warning = bench.busy_host(payload)
+    if warning:
+        out.print(f"[yellow]note[/]: {warning}")
+    backends = ", ".join(sorted({r["backend"] for r in records if r["provider"] == "actkit"})) or "-"
+    threads = f", {env['cpu_threads']} threads" if env["device"].startswith("cpu") else ""
+    out.print(f"[dim]{env['device_name']} ({env['device']}{threads}); torch {env['torch']}, triton "
+                  f"{env['triton']}; actkit backend: {backends}. First calls (compile, JIT, autotune) are "
+                  "timed apart and excluded from the timings"
+                  + ("; peak memory is measured on CUDA only" if threads else "") + ".[/]")
+
+
+@app.command("bench")
+def bench_command(
+    act: str = typer.Option("all", "--act", help="Activation name, comma list, or 'all'."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu [default: cuda if available]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Comma list of fp32, bf16, fp16 "
+                                        "[default: all three; --quick: fp32 (cpu), fp32,bf16 (cuda)]."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Element counts, e.g. 65536,2^20 [default: "
+                                        "2^16..2^26 on cuda, 2^12,2^16,2^20 on cpu]."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Comma list of fwd, bwd, fwd+bwd [default: all]."),
+    providers: Optional[str] = typer.Option(None, "--providers", help="Comma list of actkit, eager, compile "
+                                            "[default: all]."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure and the environment "
+                                             "as JSON."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per record."),
+    quick: bool = typer.Option(False, "--quick", help="Short run: fewer sizes and dtypes, shorter timing."),
+    markdown: bool = typer.Option(False, "--markdown", help="Also print actkit's figures as a markdown table."),
+) -> None:
+    """Time actkit against eager PyTorch and torch.compile: forward, backward, fwd+bwd.
+
+    Reports median time with p20/p80, effective GB/s, % of a copy kernel's bandwidth in the same run,
+    actkit's speedup, bytes saved for backward and peak memory of a fwd+bwd step.
+    """
+    _check_output(json_path, "--json")
+    _check_output(csv_path, "--csv")
+    try:
+        config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick)
+    except bench.BenchError as exc:
+        _fail(str(exc))
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("benchmarking", total=None)
+
+        def report(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        payload = bench.run(config, progress=report)
+    render(payload)
+    if markdown:
+        typer.echo(bench.markdown_table(payload))
+    try:
+        for path in bench.write(payload, json_path, csv_path):
+            console.print(f"wrote {path}")
+    except OSError as exc:
+        _fail(f"cannot write results: {exc}")
+
+
+@app.command("bench-table")
+def bench_table_command(
+    path: Path = typer.Argument(..., help="A JSON file written by actkit bench --json."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes (comma list)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes (comma list)."),
+) -> None:
+    """Print a bench results file as the README's markdown table."""
+    try:
+        payload = bench.load(path)
+        modes = bench.parse_modes(mode) if mode is not None else None
+        dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
+        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes)
+    except bench.BenchError as exc:
+        _fail(str(exc))
+    typer.echo(text, nl=False)
