@@ -85,3 +85,4 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
 # (keep this block at the end of the file)
 from . import plot as _plot  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
+from . import bench as _bench  # noqa: E402,F401
