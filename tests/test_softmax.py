@@ -1,0 +1,236 @@
+"""softmax / log_softmax over any dim: values and gradients against torch.softmax /
+torch.log_softmax in float64, through the Triton kernels (the interpreter on CPU) and the
+PyTorch fallback; long rows, non-finite rows, layouts, errors."""
+import pytest
+import torch
+
+import actkit
+from actkit.kernels import softmax as kernels
+from refcheck import DTYPES, KERNEL_DEVICE, TORCH_TOLERANCE, backend
+
+NAMES = ["softmax", "log_softmax"]
+BACKENDS = ["triton", "torch"]
+TORCH_FN = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
+
+# fp32 math inside, one rounding to the storage dtype. Gradients involve a row sum, so their
+# error scales with the row's magnitude: atol covers rounding of sum(dy * y) (or sum(dy)).
+TOLERANCE = {
+    torch.float32: dict(rtol=1e-5, atol=2e-6),
+    torch.float16: dict(rtol=1e-3, atol=1e-4),
+    torch.bfloat16: dict(rtol=8e-3, atol=1e-3),
+}
+
+
+def device_for(be):
+    return KERNEL_DEVICE if be == "triton" else "cpu"
+
+
+def inputs(shape, dtype, device, seed=0, scale=4.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * scale).to(dtype).to(device)
+    dy = torch.randn(shape, generator=g).to(dtype).to(device)
+    return x, dy
+
+
+def run(name, x, dy, dim):
+    x = x.detach().clone().requires_grad_(True) if x.is_contiguous() else x.detach().requires_grad_(True)
+    y = actkit.functional.apply(name, x, dim)
+    y.backward(dy)
+    return y.detach(), x.grad
+
+
+def reference(name, x, dy, dim):
+    x64 = x.detach().double().requires_grad_(True)
+    y = TORCH_FN[name](x64, dim)
+    y.backward(dy.double())
+    return y.detach(), x64.grad
+
+
+def grad_from_output(name, y, dy, dim):
+    """The backward formula in float64 on the saved (rounded) output."""
+    y, dy = y.double(), dy.double()
+    if name == "softmax":
+        return y * (dy - (dy * y).sum(dim, keepdim=True))
+    return dy - y.exp() * dy.sum(dim, keepdim=True)
+
+
+def check(name, x, dy, dim, be, tol=None):
+    with backend(be):
+        y, dx = run(name, x, dy, dim)
+    y_ref, dx_ref = reference(name, x, dy, dim)
+    tol = tol or (TOLERANCE if be == "triton" else TORCH_TOLERANCE)[x.dtype]
+    assert y.dtype == x.dtype and dx.dtype == x.dtype and y.shape == x.shape
+    torch.testing.assert_close(y.double(), y_ref, **tol)
+    if x.dtype == torch.float32:
+        torch.testing.assert_close(dx.double(), dx_ref, **tol)
+    else:
+        # Backward sees y rounded to fp16/bf16 (as torch's does): hold it to the exact formula
+        # on that y, and to float64 autograd only within the rounding of y.
+        torch.testing.assert_close(dx.double(), grad_from_output(name, y, dy, dim), **tol)
+        eps = torch.finfo(x.dtype).eps
+        bound = 4 * eps * dy.double().abs().amax() + tol["atol"]
+        assert (dx.double() - dx_ref).abs().max() <= bound
+    return y, dx
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dim", [0, 1, 2, 3, -1, -3])
+def test_every_dim_of_a_4d_tensor(name, dim, dtype, be):
+    x, dy = inputs((3, 5, 6, 7), dtype, device_for(be))
+    check(name, x, dy, dim, be)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced", "expanded_grad"])
+def test_layouts(name, layout, be):
+    x, dy = inputs((2, 6, 5, 4), torch.float32, device_for(be))
+    if layout == "channels_last":
+        x, dy = x.to(memory_format=torch.channels_last), dy.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x, dy = x.transpose(1, 3), dy.transpose(1, 3)
+    elif layout == "sliced":
+        x, dy = x[:, 1:5, :, ::2], dy[:, 1:5, :, ::2]
+    else:
+        dy = torch.ones(1, 1, 1, 4, device=x.device).expand_as(x)
+    for dim in range(4):
+        check(name, x, dy, dim, be)
+    with backend(be):
+        y = actkit.functional.apply(name, x, 1)
+    if layout in ("channels_last", "transposed"):
+        assert y.stride() == x.stride()  # the reduced dim is read in place, never moved
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_long_rows_beyond_one_block(name, be):
+    """Rows of 70 000 (> 64k) elements: the looped online-softmax path."""
+    x, dy = inputs((2, 70_000), torch.float32, device_for(be), seed=1)
+    assert not kernels.config(70_000, 2)["SINGLE"]
+    # The row sum behind the gradient has 70k terms: allow fp32 accumulation error.
+    check(name, x, dy, 1, be, tol=dict(rtol=1e-5, atol=2e-5))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_long_reduced_dim_that_is_not_innermost(name):
+    x, dy = inputs((9_000, 3), torch.float32, KERNEL_DEVICE, seed=2, scale=2.0)
+    assert not kernels.config(9_000, 3, 3)["SINGLE"]
+    check(name, x, dy, 0, "triton", tol=dict(rtol=1e-5, atol=2e-5))
+
+
+def test_rows_that_fit_are_normalised_in_one_pass():
+    assert kernels.config(8192, 4)["SINGLE"] and kernels.config(1000, 100)["SINGLE"]
+    assert kernels.config(1000, 4, inner=49)["SINGLE"]
+    assert not kernels.config(8193, 4)["SINGLE"]
+
+
+def nonfinite_rows(n):
+    """Rows with NaN, +inf, -inf, only -inf, and -inf before any finite value (long rows: a
+    whole chunk of -inf first, which the online maximum must not turn into NaN)."""
+    rows = torch.randn(8, n, generator=torch.Generator().manual_seed(0)) * 3
+    rows[0, n // 3] = float("nan")
+    rows[1, n // 2] = float("inf")
+    rows[2, : n // 2] = float("-inf")
+    rows[3, :] = float("-inf")
+    rows[4, 1] = float("-inf")
+    rows[5, -1] = float("inf")
+    rows[5, 0] = float("-inf")
+    rows[6, :] = -1e4
+    rows[7, n - 1] = 1e4
+    return rows
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n", [7, 20_000], ids=["short", "long"])
+def test_nonfinite_rows_match_torch(name, n, be):
+    x = nonfinite_rows(n).to(device_for(be))
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
+    with backend(be):
+        y, dx = run(name, x, dy, 1)
+    xr = x.clone().requires_grad_(True)
+    yr = TORCH_FN[name](xr, 1)
+    yr.backward(dy)
+    torch.testing.assert_close(y, yr.detach(), equal_nan=True, rtol=1e-5, atol=1e-6)
+    # Row sums of 20k terms, added in a different order than torch: allow their fp32 rounding.
+    torch.testing.assert_close(dx, xr.grad, equal_nan=True, rtol=1e-5 if n < 100 else 1e-4, atol=1e-5)
+    # and the same along a dim that is not innermost
+    with backend(be):
+        yt, _ = run(name, x.t().contiguous(), dy.t().contiguous(), 0)
+    # (torch itself sums a 20k-element row in a different order along dim 0: ~1e-5 apart)
+    torch.testing.assert_close(yt.t(), yr.detach(), equal_nan=True, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_gradcheck_float64(name, dim):
+    x = torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: actkit.functional.apply(name, t, dim), (x,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fallback_is_torch_exactly(name):
+    x, dy = inputs((4, 9, 3), torch.bfloat16, "cpu")
+    with backend("torch"):
+        y, dx = run(name, x, dy, 1)
+    xr = x.clone().requires_grad_(True)
+    yr = TORCH_FN[name](xr, 1)
+    yr.backward(dy)
+    torch.testing.assert_close(y, yr.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(dx, xr.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_zero_dim_and_empty(be):
+    device = device_for(be)
+    with backend(be):
+        for name in NAMES:
+            s = torch.tensor(3.0, device=device, requires_grad=True)
+            out = actkit.functional.apply(name, s, 0)
+            out.backward()
+            assert out.shape == () and out.item() == (1.0 if name == "softmax" else 0.0) and s.grad.item() == 0.0
+            e = torch.empty(0, 5, device=device, requires_grad=True)
+            assert actkit.functional.apply(name, e, 1).shape == (0, 5)
+
+
+def test_modules_and_defaults():
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(actkit.functional.softmax(x), torch.softmax(x, -1))
+    torch.testing.assert_close(actkit.nn.Softmax(dim=1)(x), torch.nn.Softmax(dim=1)(x))
+    torch.testing.assert_close(actkit.nn.LogSoftmax(0)(x), torch.log_softmax(x, 0))
+    torch.testing.assert_close(actkit.functional.log_softmax(x, dim=1, dtype=torch.float64),
+                               torch.log_softmax(x, 1, dtype=torch.float64))
+    # No dim: torch.nn.Softmax's (deprecated) implicit rule, 0 for 3-d input and 1 for 4-d.
+    with pytest.warns(UserWarning):
+        expected3 = torch.nn.Softmax()(x)
+    torch.testing.assert_close(actkit.nn.Softmax()(x), expected3)
+    x4 = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(actkit.nn.Softmax()(x4), torch.softmax(x4, 1))
+    assert repr(actkit.nn.Softmax(dim=-1)) == "Softmax(dim=-1)"
+    assert isinstance(actkit.nn.Activation("log_softmax", 1), actkit.nn.Activation)
+    assert actkit.get("logsoftmax") is actkit.get("log_softmax")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: actkit.functional.softmax(torch.randn(2, 3, 4, 5), 4), IndexError,
+     r"softmax: dim 4 is out of range for a 4-d tensor; valid dims are -4 to 3"),
+    (lambda: actkit.functional.log_softmax(torch.randn(2, 3), dim=-3), IndexError, "valid dims are -2 to 1"),
+    (lambda: actkit.nn.Softmax(dim=2)(torch.randn(4, 5)), IndexError, "dim 2 is out of range for a 2-d"),
+    (lambda: actkit.functional.softmax(torch.randn(3), 1.0), TypeError, "dim must be an integer"),
+    (lambda: actkit.nn.Softmax(dim="last"), TypeError, "dim must be an integer"),
+    (lambda: actkit.functional.softmax(torch.ones(3, dtype=torch.int64)), TypeError, "floating-point"),
+    (lambda: actkit.functional.softmax(torch.ones(3), 0, axis=1), TypeError, "no parameter 'axis'"),
+])
+def test_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_saves_only_the_output():
+    x = torch.randn(4, 6, device=KERNEL_DEVICE, requires_grad=True)
+    packed = []
+    with backend("triton"), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        y = actkit.functional.softmax(x, 1)
+    assert [t.data_ptr() for t in packed] == [y.data_ptr()]
