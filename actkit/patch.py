@@ -259,7 +259,9 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_
     built: dict[int, nn.Module] = {}  # id(old) -> new, so shared modules stay shared
     plan = []
     for path, module in model.named_modules(remove_duplicate=False):
-        for child_name, child in module.named_children():
+        for child_name, child in module._modules.items():  # (named_children() hides repeats)
+            if child is None:
+                continue
             child_path = f"{path}.{child_name}" if path else child_name
             plan.append((module, path, child_name, child_path, child))
         fn = getattr(module, "activation", None)
