@@ -162,3 +162,72 @@ def boundary(
     except ValueError as exc:
         fail(str(exc))
     wrote(path, "decision regions")
+
+
+@plot_app.command("runs")
+def plot_runs(
+    run_dir: Path = typer.Argument(..., help="The directory actkit train wrote (--out), or one run JSON file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the PNGs [default: RUN_DIR/figures]."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation [default: the sweep's]."),
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+) -> None:
+    """Learning curves (mean ± 95% CI band over seeds), accuracy and throughput bars, gradient flow, dead units."""
+    from actkit import plots, runs
+
+    size = parse_size(width, height)
+    try:
+        rs = runs.load(run_dir, baseline)
+    except runs.RunsError as exc:
+        fail(str(exc))
+    if out is None:
+        out = (run_dir if run_dir.is_dir() else run_dir.parent) / "figures"
+    if out.exists() and not out.is_dir():
+        fail(f"--out {str(out)!r} is a file; give a directory for the figures")
+    try:
+        made = plots.run_figures(rs, out, size=size)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"{len(rs.records)} run(s): {', '.join(rs.labels)} x {', '.join(rs.impls)}, "
+                  f"seeds {', '.join(map(str, rs.seeds))}", highlight=False)
+    for name, path in made.items():
+        wrote(path, name.replace("_", " "))
+    missing = [n for n in plots.RUN_FIGURES if n not in made]
+    if missing:
+        console.print(f"[dim]Not drawn (not in the records): {', '.join(missing)}[/]")
+
+
+def _csv_option(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+@plot_app.command("bench")
+def plot_bench(
+    bench_json: Path = typer.Argument(..., help="A result file of actkit bench (--json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file [default: next to BENCH.json, .png]."),
+    act: Optional[str] = typer.Option(None, "--act", "-a", help="Only these activations (comma-separated)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes: fwd, bwd, fwd+bwd."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes: fp32, bf16, fp16."),
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+) -> None:
+    """GB/s against tensor size per provider, with the copy roofline measured in the same run."""
+    from actkit import bench, plots
+
+    existing_file(bench_json, "benchmark file")
+    out = png_path(out if out is not None else bench_json.with_suffix(".png"))
+    size = parse_size(width, height)
+    try:
+        payload = bench.load(bench_json)
+    except bench.BenchError as exc:
+        fail(str(exc))
+    acts = parse_activations(act) if act else None
+    try:
+        path = plots.bench(payload, out, activations=acts, modes=_csv_option(mode), dtypes=_csv_option(dtype),
+                           size=size)
+    except ValueError as exc:
+        fail(str(exc))
+    wrote(path, "benchmark figure")
