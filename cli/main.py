@@ -46,6 +46,7 @@ def spec_record(spec: registry.ActivationSpec) -> dict:
         "native_reference": spec.native,
         "class_name": spec.class_name,
         "notes": spec.notes,
+        "kind": spec.kind,
     }
 
 
@@ -73,9 +74,12 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
     for spec in registry.REGISTRY.values():
         name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
         params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"
+        saves = spec.saves
+        if spec.kind == "learnable":  # a learnable parameter (initial value shown), saved with x
+            params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
         table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),
                       _mark(spec.zero_centred), _mark(spec.saturating),
-                      spec.saves if spec.differentiable else "[dim]no grad[/]")
+                      saves if spec.differentiable else "[dim]no grad[/]")
     console.print(table)
     runnable = ", ".join(f"[green]{b}[/]" if ok else f"[dim]{b} (unavailable)[/]" for b, ok in backends.items())
     console.print(f"Backends on this machine: {runnable}. Configured: [bold]{actkit.get_backend()}[/].")
