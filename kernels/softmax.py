@@ -12,8 +12,8 @@ Tiles. A program owns BLOCK_R rows and walks their elements BLOCK_N at a time, i
 many rows per program; rows of a reduced dim that is not innermost (``inner > 1``) are
 read side by side, so neighbouring rows are neighbouring addresses.
 
-Forward. When a row fits in one tile (N <= MAX_FUSED), the kernel reads x once and
-writes y once: max, exp, sum, normalise in registers. Longer rows (the vocabulary of a
+Forward. When a row fits in one tile (N <= MAX_FUSED for the innermost dim, N * 8 <=
+MAX_FUSED otherwise, see :func:`config`), the kernel reads x once and writes y once: max, exp, sum, normalise in registers. Longer rows (the vocabulary of a
 language model, > 64k) take two sweeps: the first keeps an online running maximum m and
 sum s (s is rescaled by exp(m_old - m_new) whenever the maximum grows), the second
 writes exp(x - m) / s, or x - m - log(s) for log_softmax. Math is fp32; numerically stable
