@@ -90,3 +90,4 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
 from . import plot as _plot  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 from . import bench as _bench  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401

@@ -1,0 +1,58 @@
+"""``actkit report``: tables, figures and findings from training runs and benchmark files, as Markdown/HTML."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .main import app
+from .plot import console, fail, wrote
+
+
+def _kind(path: Path) -> str:
+    """``runs`` (a sweep directory or a run record) or ``bench`` (an actkit bench result file)."""
+    if not path.exists():
+        fail(f"{str(path)!r} does not exist")
+    if path.is_dir():
+        return "runs"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            schema = json.load(fh).get("schema", "")
+    except (OSError, ValueError, AttributeError):
+        fail(f"{str(path)!r} is not a JSON result file of actkit train or actkit bench")
+    if str(schema).startswith("actkit.bench/"):
+        return "bench"
+    if str(schema).startswith("actkit.train.run/"):
+        return "runs"
+    fail(f"{str(path)!r} is not a result file of actkit train or actkit bench (schema {schema!r})")
+    return ""
+
+
+@app.command("report")
+def report_command(
+    inputs: List[Path] = typer.Argument(..., help="RUN_DIR (what actkit train wrote) and/or BENCH.json files."),
+    out: Path = typer.Option(Path("report.md"), "--out", "-o", help="Markdown file to write (.md)."),
+    as_html: bool = typer.Option(False, "--html", help="Also write a standalone HTML file (figures embedded)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation [default: the sweep's]."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG) and link them."),
+) -> None:
+    """One document: tables, figures and plain-language findings computed from the results."""
+    from actkit import bench, report, runs
+
+    if out.suffix.lower() not in (".md", ".markdown"):
+        fail(f"--out must end in .md (the HTML version is written next to it with --html), got {str(out)!r}")
+    run_paths = [p for p in inputs if _kind(p) == "runs"]
+    bench_paths = [p for p in inputs if p not in run_paths]
+    if len(run_paths) > 1:
+        fail("give one training run directory per report (got " + ", ".join(map(str, run_paths)) + ")")
+    try:
+        rs = runs.load(run_paths[0], baseline) if run_paths else None
+        benches = [(p.name, bench.load(p)) for p in bench_paths]
+        written = report.write(rs, benches, out, as_html=as_html, figures=figures)
+    except (runs.RunsError, bench.BenchError, ValueError) as exc:
+        fail(str(exc))
+    for name, path in written.items():
+        if path is not None:
+            wrote(path, name.replace("_", " "))
