@@ -4,11 +4,12 @@
 ``torch.nn.PReLU``). Two opaque ``torch.library`` custom ops, as in :mod:`actkit.ops`:
 
 * ``actkit::learnable(x, weight, name, backend) -> y``
-* ``actkit::learnable_backward(x, weight, grad, name, backend) -> (dx, dweight)``
+* ``actkit::learnable_backward(x, weight, grad, name, backend, weight_grad) -> (dx, dweight)``
 
 Autograd saves x and the (tiny) parameter and recomputes f' in backward. On the Triton
 backend the parameter gradient is a deterministic two-stage reduction (per-tile partial
-sums, then a fixed-order column sum; see :mod:`actkit.kernels.parametric`). On the
+sums, then a fixed-order column sum; see :mod:`actkit.kernels.parametric`), skipped when
+the parameter needs no gradient (a number, a frozen parameter). On the
 PyTorch backend both gradients are a vector-Jacobian product of the registry reference,
 so they are PyTorch's own, NaN and inf behaviour included.
 
@@ -62,19 +63,22 @@ def _learnable_fake(x, weight, name, backend):
 
 @torch.library.custom_op("actkit::learnable_backward", mutates_args=())
 def learnable_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, name: str,
-                       backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                       backend: str, weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == TORCH:
+        if not weight_grad:
+            _, vjp = torch.func.vjp(lambda t: _reference(name)(t, weight), x)
+            return _like(vjp(grad)[0], x), torch.zeros_like(weight, memory_format=torch.contiguous_format)
         _, vjp = torch.func.vjp(_reference(name), x, weight)
         dx, dweight = vjp(grad)
         return _like(dx, x), dweight.contiguous()
     from actkit.kernels import parametric
 
     _, bwd = _device_functions(name)
-    return parametric.backward(x, weight, grad, bwd)
+    return parametric.backward(x, weight, grad, bwd, weight_grad)
 
 
 @learnable_backward.register_fake
-def _learnable_backward_fake(x, weight, grad, name, backend):
+def _learnable_backward_fake(x, weight, grad, name, backend, weight_grad):
     return torch.empty_like(x), torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
@@ -86,8 +90,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
-    dx, dweight = learnable_backward(x, weight, grad, ctx.name, ctx.backend)
-    return dx, dweight, None, None
+    weight_grad = bool(ctx.needs_input_grad[1])
+    dx, dweight = learnable_backward(x, weight, grad, ctx.name, ctx.backend, weight_grad)
+    return dx, dweight if weight_grad else None, None, None
 
 
 learnable.register_autograd(_backward, setup_context=_setup_context)

@@ -86,7 +86,8 @@ def learnable_fwd_kernel(x_ptr, a_ptr, y_ptr, n_elements, C, inner,
 
 @triton.jit
 def learnable_bwd_kernel(x_ptr, dy_ptr, a_ptr, dx_ptr, partial_ptr, C, inner, per_channel,
-                         DF: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr):
+                         DF: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr,
+                         WEIGHT_GRAD: tl.constexpr):
     # per_channel = outer * inner: elements in each channel, indexed q = o * inner + i.
     pid_q = tl.program_id(0)
     c = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -101,8 +102,9 @@ def learnable_bwd_kernel(x_ptr, dy_ptr, a_ptr, dx_ptr, partial_ptr, C, inner, pe
     a = tl.load(a_ptr + c, mask=c_mask).to(tl.float32)
     dfdx, dfda = DF(x, a[:, None])
     tl.store(dx_ptr + offsets, (dy * dfdx).to(dx_ptr.dtype.element_ty), mask=mask)
-    partial = tl.sum(tl.where(mask, dy * dfda, 0.0), axis=1)
-    tl.store(partial_ptr + pid_q.to(tl.int64) * C + c, partial, mask=c_mask)
+    if WEIGHT_GRAD:
+        partial = tl.sum(tl.where(mask, dy * dfda, 0.0), axis=1)
+        tl.store(partial_ptr + pid_q.to(tl.int64) * C + c, partial, mask=c_mask)
 
 
 @triton.jit
@@ -157,23 +159,31 @@ def forward(x: torch.Tensor, a: torch.Tensor, fn) -> torch.Tensor:
     return y
 
 
-def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dx, da): dx laid out like x, da shaped and typed like a (summed in fp32, no atomics)."""
+def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
+             weight_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, da): dx laid out like x, da shaped and typed like a (summed in fp32, no atomics).
+
+    With ``weight_grad=False`` (a constant or frozen parameter) the reduction is skipped and da
+    is zeros.
+    """
     _check(x, "x")
     _check(a, "the parameter")
     dx = torch.empty_like(x)
     n = x.numel()
     da = torch.empty_like(a, memory_format=torch.contiguous_format)
+    if n == 0 or not weight_grad:
+        da.zero_()
     if n == 0:
-        return dx, da.zero_()
+        return dx, da
     C, inner = channel_layout(dx, a.numel())
     per_channel = n // C
     block_c, block_q = _tiles(C, inner)
     n_q = triton.cdiv(per_channel, block_q)
-    partials = torch.empty((n_q, C), device=x.device, dtype=torch.float32)
+    partials = torch.empty((n_q if weight_grad else 1, C), device=x.device, dtype=torch.float32)
     learnable_bwd_kernel[(n_q, triton.cdiv(C, block_c))](
         _in_layout(x, dx), _in_layout(grad.to(x.dtype), dx), a.contiguous(), dx, partials, C, inner, per_channel,
-        DF=dfn, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=NUM_WARPS)
-    column_sum_kernel[(triton.cdiv(C, SUM_COLS),)](partials, da, n_q, C, ROWS=SUM_ROWS, COLS=SUM_COLS,
+        DF=dfn, BLOCK_C=block_c, BLOCK_Q=block_q, WEIGHT_GRAD=weight_grad, num_warps=NUM_WARPS)
+    if weight_grad:
+        column_sum_kernel[(triton.cdiv(C, SUM_COLS),)](partials, da, n_q, C, ROWS=SUM_ROWS, COLS=SUM_COLS,
                                                    num_warps=NUM_WARPS)
     return dx, da

@@ -292,3 +292,15 @@ def test_saves_x_and_the_parameter_only():
     with backend("triton"), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
         actkit.functional.prelu(x, w)
     assert sorted(t.data_ptr() for t in packed) == sorted([x.data_ptr(), w.data_ptr()])
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_constant_or_frozen_parameter_skips_the_reduction_and_keeps_dx(be):
+    device = KERNEL_DEVICE if be == "triton" else "cpu"
+    x, weight, dy = inputs((2, 3, 5, 7), 3, torch.float32, device=device)
+    with backend(be):
+        _, dx_full, _ = run("swish_beta", x, weight, dy)
+        xg = x.clone().requires_grad_(True)
+        actkit.functional.swish_beta(xg, weight).backward(dy)  # weight does not require grad
+    torch.testing.assert_close(xg.grad, dx_full, rtol=0, atol=0)
+    assert weight.grad is None
