@@ -12,7 +12,7 @@ stacks.
 
 Three implementations of the activation slots (``impl``):
 
-* ``actkit``: :class:`actkit.nn.Activation` (Triton kernels on CUDA, the PyTorch fallback on CPU);
+* ``actkit``: :class:`actkit.nn.Activation` (its named subclass, e.g. ``actkit.nn.GELU``; Triton kernels on CUDA, the PyTorch fallback on CPU);
 * ``torch``: :class:`ReferenceActivation`, the registry's eager PyTorch reference;
 * ``compile``: the ``torch`` model, to be wrapped in ``torch.compile`` by the caller
   (:func:`maybe_compile`), so the eager model stays available for hooks and checkpoints.
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import registry
-from .nn import Activation
+from .nn import CLASSES, Activation
 
 MODELS = ("convnet", "simple")
 IMPLS = ("actkit", "torch", "compile")
@@ -78,7 +78,10 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     if not spec.differentiable:
         raise ValueError(f"activation {spec.name!r} has no gradient, so a network using it cannot be trained")
     params = dict(params or {})
-    return Activation(spec.name, **params) if impl == "actkit" else ReferenceActivation(spec.name, **params)
+    if impl == "actkit":  # the named class (actkit.nn.ReLU, ...) where there is one: clearer model printouts
+        cls = CLASSES.get(spec.name)
+        return cls(**params) if cls is not None else Activation(spec.name, **params)
+    return ReferenceActivation(spec.name, **params)
 
 
 class _ActivationModel(nn.Module):
