@@ -1,0 +1,95 @@
+"""``actkit train`` through Typer's CliRunner: tables, result files, resume, clear errors."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from actkit import data as D
+from actkit.cli.main import app
+
+runner = CliRunner()
+FAST = ["--dataset", "synthetic", "--model", "simple", "--epochs", "1", "--subset", "256", "--val-size", "200",
+        "--batch-size", "64"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_two_activations_two_seeds_prints_the_comparison_table(tmp_path):
+    out = tmp_path / "out"
+    result = invoke("train", *FAST, "--act", "relu,elu", "--seeds", "2", "--out", out, "--verbose")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "Test accuracy over seeds (mean ± 95% CI), cpu" in text
+    assert "Δ vs relu" in text and "p (paired t)" in text and "baseline" in text
+    assert "relu-actkit-seed1 (finished)" in text  # --verbose epoch tables
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["act_label"]: r for r in summary["rows"]}
+    assert rows["elu"]["n"] == 2 and rows["elu"]["paired_n"] == 2
+    acc = f"{100 * rows['elu']['test_acc_mean']:.2f} ± {100 * rows['elu']['test_acc_ci']:.2f}"
+    assert acc in text
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "elu-actkit-seed0.json", "elu-actkit-seed1.json", "relu-actkit-seed0.json", "relu-actkit-seed1.json"]
+
+
+def test_rerun_refuses_then_resume_skips(tmp_path):
+    out = tmp_path / "out"
+    assert invoke("train", *FAST, "--seeds", "1", "--out", out).exit_code == 0
+    before = (out / "runs" / "relu-actkit-seed0.json").read_bytes()
+    refused = invoke("train", *FAST, "--seeds", "1", "--out", out)
+    assert refused.exit_code == 2
+    assert "already holds results" in refused.output and "--resume" in refused.output
+    resumed = invoke("train", *FAST, "--seeds", "1", "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "0 run(s) to do, 1 already finished (skipped)" in " ".join(resumed.output.split())
+    assert (out / "runs" / "relu-actkit-seed0.json").read_bytes() == before
+
+
+def test_resume_without_out_continues_the_newest_matching_sweep(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", *FAST, "--seeds", "1").exit_code == 0
+    (first,) = (tmp_path / "runs").iterdir()
+    result = invoke("train", *FAST, "--seeds", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "runs").iterdir()) == [first]
+    assert sorted(p.name for p in (first / "runs").iterdir()) == ["relu-actkit-seed0.json", "relu-actkit-seed1.json"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--act", "rleu"], "unknown activation 'rleu'. Did you mean 'relu'"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of: mnist, fashion-mnist, cifar10, synthetic"),
+    (["--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
+    (["--model", "resnet"], "unknown model 'resnet'; choose one of: convnet, simple"),
+    (["--impl", "actkit,jit"], "unknown implementation 'jit'"),
+    (["--act", "leaky_relu:slope=0.1"], "leaky_relu has no parameter 'slope'"),
+    (["--baseline", "gelu"], "baseline 'gelu' is not one of the activations run"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--subset", "999999"], "--subset must be between 1 and"),
+])
+def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path, args, message):
+    result = invoke("train", "--dataset", "synthetic", "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu(tmp_path):
+    result = invoke("train", "--dataset", "synthetic", "--device", "cuda", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_missing_dataset_names_the_places_and_the_command(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setitem(D.DATASETS, "fashion-mnist",
+                        dataclasses.replace(D.DATASETS["fashion-mnist"], system_dirs=(str(tmp_path / "nowhere"),)))
+    empty = tmp_path / "empty"
+    result = invoke("train", "--dataset", "fashion-mnist", "--data-dir", empty, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert str(empty / "FashionMNIST" / "raw") in result.output and str(tmp_path / "nowhere") in result.output
+    assert "sudo apt-get install dataset-fashion-mnist" in result.output
+    assert f"actkit train --dataset fashion-mnist --download --data-dir {empty}" in result.output
+    assert not (tmp_path / "out").exists()
