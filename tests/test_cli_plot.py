@@ -56,3 +56,34 @@ def test_boundary_errors(tmp_path):
     assert result.exit_code == 2 and "moons, circles, spirals" in result.output
     result = run("boundary", "--act", "reluu", "--out", tmp_path / "b.png")
     assert result.exit_code == 2 and "Did you mean 'relu'" in result.output
+
+
+def test_plot_runs_and_bench(tmp_path):
+    import plotdata
+
+    run_dir = plotdata.make_runs(tmp_path / "sweep", acts="relu,tanh", seeds=(0,), epochs=1)
+    result = run("plot", "runs", run_dir, "--width", "500", "--height", "400")
+    assert result.exit_code == 0, result.output
+    flat = result.output.replace("\n", "")
+    for name in ("learning_curves", "accuracy", "throughput", "gradient_flow", "dead_units"):
+        assert f"{name}.png" in flat
+        assert_png(run_dir / "figures" / f"{name}.png", (500, 400))
+    bench_json = plotdata.make_bench(tmp_path / "bench.json")
+    result = run("plot", "bench", bench_json, "--mode", "fwd")
+    assert result.exit_code == 0, result.output
+    assert_png(tmp_path / "bench.png")
+    result = run("plot", "bench", bench_json, "--act", "gelu", "--out", tmp_path / "g.png")
+    assert result.exit_code == 2 and "no records" in result.output
+
+
+def test_plot_runs_and_bench_errors(tmp_path):
+    result = run("plot", "runs", tmp_path / "missing")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = run("plot", "runs", tmp_path)
+    assert result.exit_code == 2 and "no training run records" in result.output
+    result = run("plot", "bench", tmp_path / "missing.json")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "something/1"}')
+    result = run("plot", "bench", bad)
+    assert result.exit_code == 2 and "not an actkit bench result" in result.output

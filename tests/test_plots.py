@@ -76,3 +76,54 @@ def test_toy_training_learns_and_boundary_png(tmp_path):
 def test_unknown_toy_dataset():
     with pytest.raises(ValueError, match="moons, circles, spirals"):
         toy.make_dataset("swirls")
+
+
+# -- runs and bench figures, from real (tiny) result files ----------------------------------------------
+import plotdata  # noqa: E402
+
+from actkit import bench, runs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_set(tmp_path_factory):
+    return runs.load(plotdata.make_runs(tmp_path_factory.mktemp("sweep") / "sweep", seeds=(0, 1)))
+
+
+def test_runset_aggregates(run_set):
+    assert run_set.labels == ["relu", "sigmoid"] and run_set.impls == ["actkit"] and run_set.seeds == [0, 1]
+    assert run_set.baseline == "relu"
+    c = run_set.curves("relu", "actkit", "val_acc")
+    values = [[r["history"]["val_acc"][i] for r in run_set.select("relu", "actkit")] for i in range(2)]
+    assert c["epoch"] == [1, 2] and c["n"] == [2, 2]
+    assert c["mean"] == pytest.approx([sum(v) / 2 for v in values])
+    assert all(lo <= m <= hi for lo, m, hi in zip(c["low"], c["mean"], c["high"]))
+    flow = run_set.gradient_flow("sigmoid", epoch="last")
+    assert list(flow) == ["features.0", "features.3", "head.1", "head.3"]
+    assert set(run_set.dead_units("relu")) == {"start", "middle", "end"}
+
+
+def test_run_figures(run_set, tmp_path):
+    made = plots.run_figures(run_set, tmp_path / "figs")
+    assert set(made) == set(plots.RUN_FIGURES)
+    for path in made.values():
+        plotdata.assert_png(path)
+    plotdata.assert_png(plots.learning_curves(run_set, tmp_path / "lc.png", size=(640, 480)), (640, 480))
+    plotdata.assert_png(plots.accuracy_bars(run_set, tmp_path / "acc.png", size=(400, 300)), (400, 300))
+
+
+def test_run_figures_without_diagnostics(run_set, tmp_path):
+    stripped = runs.RunSet(run_set.source, [{**r, "diagnostics": {}} for r in run_set.records], "relu")
+    made = plots.run_figures(stripped, tmp_path)
+    assert set(made) == {"learning_curves", "accuracy", "throughput"}
+    with pytest.raises(ValueError, match="--diagnostics"):
+        plots.gradient_flow(stripped, tmp_path / "g.png")
+
+
+def test_bench_figure(tmp_path):
+    payload = bench.load(plotdata.make_bench(tmp_path / "bench.json"))
+    assert plots.bench_panels(payload) == [("relu", "fp32", "fwd"), ("relu", "fp32", "fwd+bwd"),
+                                           ("tanh", "fp32", "fwd"), ("tanh", "fp32", "fwd+bwd")]
+    plotdata.assert_png(plots.bench(payload, tmp_path / "b.png", size=(900, 700)), (900, 700))
+    plotdata.assert_png(plots.bench(payload, tmp_path / "b1.png", activations=["tanh"], modes=["fwd"]))
+    with pytest.raises(ValueError, match="no records"):
+        plots.bench(payload, tmp_path / "none.png", dtypes=["bf16"])
