@@ -11,7 +11,7 @@ For each activation x dtype x size, and for each provider
 it times three modes (``fwd``, ``bwd``, ``fwd+bwd``) and derives
 
 * median time with p20/p80 spread,
-* effective bandwidth: the bytes that *must* move (see :data:`TRAFFIC`) over the median time,
+* effective bandwidth: the bytes that *must* move (see :data:`KINDS`) over the median time,
 * % of a copy kernel's bandwidth measured in the same case (the roofline),
 * the speedup of actkit over each other provider,
 * bytes saved for backward per element (measured with ``saved_tensors_hooks``),
@@ -66,16 +66,44 @@ DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
 QUICK_DTYPES = {"cuda": ("fp32", "bf16"), "cpu": ("fp32",)}
 
 
-# -- byte accounting ------------------------------------------------------------------------
-# Bytes that must move per element, by kind and mode, counted in tensors of the input's dtype:
-# (tensors read, tensors written). Elementwise forward reads x and writes y; backward reads the
-# one saved tensor (x or y) and dy and writes dx. fwd+bwd is the sum of both.
-# A new kind (row-wise softmax, learnable activations) is benchmarked once it has an entry here
-# and :func:`_provider_fn` knows how to call it; until then the harness skips it with a note.
-TRAFFIC: dict[str, dict[str, tuple[int, int]]] = {
-    "elementwise": {"fwd": (1, 1), "bwd": (2, 1)},
+# -- kinds: shapes, arguments and byte accounting ---------------------------------------------
+# Everything the harness needs to know about a kind of activation lives here: the input shape
+# for a given element count, the extra arguments, and the bytes that must move per element by
+# mode, counted in tensors of the input's dtype as (tensors read, tensors written). Forward reads
+# x and writes y; backward reads the one saved tensor (x, or y) and dy and writes dx; fwd+bwd is
+# the sum. A new kind is benchmarked once it has an entry in KINDS; until then it is skipped with
+# a note.
+ROW_LENGTH = 1024
+"""Row-wise kinds (softmax) run on rows of this many elements (fewer if the size is smaller)."""
+CHANNELS = 64
+"""Learnable kinds run on (N, 64) inputs with one parameter per channel (dim 1), as nn.PReLU(64)."""
+
+
+def _rows(numel: int) -> tuple[int, ...]:
+    row = min(ROW_LENGTH, numel)
+    return (numel // row, row) if numel % row == 0 else (1, numel)
+
+
+def _channels(numel: int) -> tuple[int, ...]:
+    return (numel // CHANNELS, CHANNELS) if numel % CHANNELS == 0 and numel >= CHANNELS else (numel,)
+
+
+@dataclass(frozen=True)
+class KindModel:
+    traffic: Mapping[str, tuple[int, int]]
+    shape: Callable[[int], tuple[int, ...]]
+    note: str
+
+
+_ELEMENTWISE_TRAFFIC = {"fwd": (1, 1), "bwd": (2, 1)}
+KINDS: dict[str, KindModel] = {
+    "elementwise": KindModel(_ELEMENTWISE_TRAFFIC, lambda n: (n,), "1-D input"),
+    "rowwise": KindModel(_ELEMENTWISE_TRAFFIC, _rows,
+                         f"rows of {ROW_LENGTH} elements, normalised over the last dim; backward reads y and dy"),
+    "learnable": KindModel(_ELEMENTWISE_TRAFFIC, _channels,
+                           f"(N, {CHANNELS}) input, one learnable parameter per channel; backward also "
+                           f"computes the parameter's gradient (its {CHANNELS} values are not counted in bytes)"),
 }
-SUPPORTED_KINDS = tuple(TRAFFIC)
 
 
 class BenchError(ValueError):
@@ -84,13 +112,13 @@ class BenchError(ValueError):
 
 def bytes_moved(kind: str, mode: str, numel: int, itemsize: int) -> int:
     """The bytes an ideal kernel must read plus write for ``mode`` on ``numel`` elements."""
-    if kind not in TRAFFIC:
-        raise BenchError(f"no byte accounting for kind {kind!r}; known kinds: {', '.join(TRAFFIC)}")
+    if kind not in KINDS:
+        raise BenchError(f"no byte accounting for kind {kind!r}; known kinds: {', '.join(KINDS)}")
     if mode == "fwd+bwd":
         return bytes_moved(kind, "fwd", numel, itemsize) + bytes_moved(kind, "bwd", numel, itemsize)
-    if mode not in TRAFFIC[kind]:
+    if mode not in KINDS[kind].traffic:
         raise BenchError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    reads, writes = TRAFFIC[kind][mode]
+    reads, writes = KINDS[kind].traffic[mode]
     return (reads + writes) * numel * itemsize
 
 
@@ -264,16 +292,51 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
         size_list = QUICK_SIZES[kind] if quick else DEFAULT_SIZES[kind]
     timing = {}
     if quick:
-        timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.001, warmup_calls=2)
+        timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
     return BenchConfig(activations=activations, device=device, dtypes=tuple(dtype_names), sizes=tuple(size_list),
                        modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, **timing)
 
 
-# -- providers and modes ----------------------------------------------------------------------
+# -- inputs, providers and modes ----------------------------------------------------------------
+@dataclass
+class CaseInputs:
+    """One case's tensors: x, the upstream gradient dy, extra tensor arguments (a learnable
+    parameter) and keyword parameters (the spec's defaults)."""
+    x: torch.Tensor
+    dy: torch.Tensor
+    args: tuple[torch.Tensor, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wrt(self) -> tuple[torch.Tensor, ...]:
+        """What backward differentiates: x and any learnable parameter."""
+        return tuple(t for t in (self.x, *self.args) if t.requires_grad)
+
+
+def make_inputs(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype, device: str,
+                seed: int = 0) -> CaseInputs:
+    """x (standard normal, in the kind's shape; a leaf requiring grad when the activation has a
+    backward), dy, and the learnable parameter (initial value, one per channel) where there is one."""
+    if spec.kind not in KINDS:
+        raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
+                         f"(supported: {', '.join(KINDS)})")
+    shape = KINDS[spec.kind].shape(numel)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    dy = torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    x.requires_grad_(spec.differentiable)
+    if spec.kind == "learnable":
+        channels = shape[1] if len(shape) >= 2 else 1
+        weight = torch.full((channels,), float(spec.params[0].default), dtype=dtype, device=device,
+                            requires_grad=spec.differentiable)
+        return CaseInputs(x, dy, (weight,))
+    return CaseInputs(x, dy, kwargs=dict(spec.defaults))
+
+
 _compiled: dict[str, Any] = {"key": None, "fn": None}
 
 
-def compiled_reference(spec: registry.ActivationSpec, params: Mapping[str, float], key: Any) -> Callable:
+def compiled_reference(spec: registry.ActivationSpec, kwargs: Mapping[str, Any], key: Any) -> Callable:
     """``torch.compile`` of the eager reference, fresh for each ``key`` (activation, dtype, size).
 
     Dynamo caches compiled graphs per code object and gives up after a few recompiles, which a
@@ -283,28 +346,29 @@ def compiled_reference(spec: registry.ActivationSpec, params: Mapping[str, float
     """
     if _compiled["key"] != key:
         torch.compiler.reset()
-        bound = dict(params)
+        bound = dict(kwargs)
 
-        def reference(x):
-            return spec.reference(x, **bound)
+        def reference(x, *args):
+            return spec.reference(x, *args, **bound)
 
         _compiled["key"], _compiled["fn"] = key, torch.compile(reference, dynamic=False)
     return _compiled["fn"]
 
 
-def provider_fn(provider: str, spec: registry.ActivationSpec, params: Mapping[str, float] | None = None,
-                key: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f(x)`` for one provider; ``key`` identifies the case for ``compile`` (see :func:`compiled_reference`)."""
-    if spec.kind not in SUPPORTED_KINDS:
+def provider_fn(provider: str, spec: registry.ActivationSpec, kwargs: Mapping[str, Any] | None = None,
+                key: Any = None) -> Callable[..., torch.Tensor]:
+    """``f(x, *args)`` for one provider; ``key`` identifies the case for ``compile`` (see
+    :func:`compiled_reference`). ``kwargs`` default to the spec's parameter defaults."""
+    if spec.kind not in KINDS:
         raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
-                         f"(supported: {', '.join(SUPPORTED_KINDS)})")
-    params = dict(spec.defaults if params is None else params)
+                         f"(supported: {', '.join(KINDS)})")
+    kwargs = dict((spec.defaults if spec.kind != "learnable" else {}) if kwargs is None else kwargs)
     if provider == "actkit":
-        return lambda x: functional.apply(spec.name, x, **params)
+        return lambda x, *args: functional.apply(spec.name, x, *args, **kwargs)
     if provider == "eager":
-        return lambda x: spec.reference(x, **params)
+        return lambda x, *args: spec.reference(x, *args, **kwargs)
     if provider == "compile":
-        return compiled_reference(spec, params, (spec.name, tuple(sorted(params.items())), key))
+        return compiled_reference(spec, kwargs, (spec.name, tuple(sorted(kwargs.items())), key))
     raise BenchError(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
 
 
@@ -313,32 +377,25 @@ def backend_label(provider: str, x: torch.Tensor) -> str:
     return {"actkit": None, "eager": "aten", "compile": "inductor"}.get(provider) or backend_for(x)
 
 
-def mode_runner(fn: Callable, mode: str, x: torch.Tensor, dy: torch.Tensor) -> Callable[[], Any]:
+def mode_runner(fn: Callable, mode: str, inputs: CaseInputs) -> Callable[[], Any]:
     """A no-argument callable that runs ``mode`` once.
 
     ``bwd`` builds the graph once here and replays its backward (``retain_graph=True``);
-    ``torch.autograd.grad`` returns dx instead of accumulating into ``x.grad``.
+    ``torch.autograd.grad`` returns the gradients instead of accumulating them into ``.grad``.
     """
+    x, dy, args, wrt = inputs.x, inputs.dy, inputs.args, inputs.wrt
     if mode == "fwd":
-        return lambda: fn(x)
+        return lambda: fn(x, *args)
     if mode == "bwd":
-        y = fn(x)
-        return lambda: torch.autograd.grad(y, x, dy, retain_graph=True)
+        y = fn(x, *args)
+        return lambda: torch.autograd.grad(y, wrt, dy, retain_graph=True)
     if mode == "fwd+bwd":
-        return lambda: torch.autograd.grad(fn(x), x, dy)
+        return lambda: torch.autograd.grad(fn(x, *args), wrt, dy)
     raise BenchError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
 
 
-def make_inputs(numel: int, dtype: torch.dtype, device: str, requires_grad: bool, seed: int = 0):
-    """x (standard normal, a leaf that requires grad when backward is measured) and dy."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    x = torch.randn(numel, generator=gen, device=device, dtype=torch.float32).to(dtype)
-    dy = torch.randn(numel, generator=gen, device=device, dtype=torch.float32).to(dtype)
-    return x.requires_grad_(requires_grad), dy
-
-
-def saved_bytes_per_element(fn: Callable, x: torch.Tensor) -> float:
-    """Bytes autograd keeps for backward after ``fn(x)``, per element of x (distinct storages counted once)."""
+def saved_bytes_per_element(fn: Callable, inputs: CaseInputs) -> float:
+    """Bytes autograd keeps for backward after one forward, per element of x (each storage once)."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
@@ -347,9 +404,9 @@ def saved_bytes_per_element(fn: Callable, x: torch.Tensor) -> float:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn(x)
+        y = fn(inputs.x, *inputs.args)
     del y
-    return sum(storages.values()) / max(x.numel(), 1)
+    return sum(storages.values()) / max(inputs.x.numel(), 1)
 
 
 def _sync(device: str) -> None:
@@ -396,12 +453,26 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def _calls_per_block(timer, block_s: float) -> int:
+    """How many calls fill about ``block_s``: grow a batch until it takes a quarter of that, then
+    scale by the fastest of three such batches (a burst of load elsewhere shrinks blocks rather
+    than inflating them; a per-call estimate from single calls would count the timer's overhead)."""
+    number = 1
+    while number < 2 ** 20:
+        if timer.timeit(number).median * number >= block_s / 4:
+            break
+        number *= 4
+    per_call = min(timer.timeit(number).median for _ in range(3))
+    return max(1, round(block_s / max(per_call, 1e-12)))
+
+
 def time_cpu(fns: Mapping[Any, Callable[[], Any]], *, min_run_time: float, min_blocks: int, block_s: float,
              warmup_calls: int) -> dict[Any, Timing]:
     """Time several callables with ``torch.utils.benchmark.Timer``, interleaved.
 
     Each callable runs in blocks of about ``block_s``; the blocks go round-robin over the
-    callables (at least ``min_blocks`` rounds, at least ``min_run_time`` seconds per callable),
+    callables (at least ``min_blocks`` rounds, and ``min_run_time`` seconds per callable unless
+    contention has stretched the rounds past four times the planned time),
     so a burst of load from elsewhere on the machine slows every provider alike instead of
     falling on one of them. Median and p20/p80 are over the per-call times of the blocks.
     """
@@ -413,14 +484,13 @@ def time_cpu(fns: Mapping[Any, Callable[[], Any]], *, min_run_time: float, min_b
         for _ in range(warmup_calls):
             fn()
         timers[key] = tbench.Timer("fn()", globals={"fn": fn}, num_threads=threads)
-        # Calls per block from the fastest of a few single calls, so that a burst of load during
-        # this estimate shrinks the blocks rather than inflating every one of them.
-        per_call = min(timers[key].timeit(1).median for _ in range(5))
-        numbers[key] = max(1, int(block_s / max(per_call, 1e-9)))
+        numbers[key] = _calls_per_block(timers[key], block_s)
         samples[key] = []
     spent = dict.fromkeys(fns, 0.0)
     rounds = 0
-    while rounds < min_blocks or min(spent.values()) < min_run_time:
+    # On a loaded machine blocks stretch; past this wall-clock budget, min_blocks rounds suffice.
+    deadline = time.perf_counter() + 4 * min_run_time * len(fns)
+    while rounds < min_blocks or (min(spent.values()) < min_run_time and time.perf_counter() < deadline):
         for key, timer in timers.items():
             per_call = timer.timeit(numbers[key]).median
             samples[key].append(per_call)
@@ -443,7 +513,7 @@ def time_all(fns: Mapping[Any, Callable[[], Any]], config: BenchConfig) -> dict[
 
 # -- the sweep --------------------------------------------------------------------------------
 RECORD_FIELDS = (
-    "activation", "kind", "params", "provider", "backend", "reference", "mode", "dtype", "numel", "size",
+    "activation", "kind", "params", "provider", "backend", "reference", "mode", "dtype", "numel", "size", "shape",
     "median_ms", "p20_ms", "p80_ms", "reps", "timer", "cache_flushed",
     "bytes_moved", "gbps", "copy_median_ms", "copy_gbps", "pct_of_copy",
     "actkit_speedup", "speedup_vs_eager", "speedup_vs_compile",
@@ -474,9 +544,9 @@ def plan(config: BenchConfig) -> _Plan:
     out = _Plan()
     for name in config.activations:
         spec = registry.get(name)
-        if spec.kind not in SUPPORTED_KINDS:
+        if spec.kind not in KINDS:
             out.skipped.append(_skip(spec.name, reason=f"kind {spec.kind!r} is not benchmarked yet "
-                                                       f"(actkit.bench supports: {', '.join(SUPPORTED_KINDS)})"))
+                                                       f"(actkit.bench supports: {', '.join(KINDS)})"))
             continue
         if not spec.differentiable and not any(m == "fwd" for m in config.modes):
             out.skipped.append(_skip(spec.name, reason="forward-only activation and no fwd mode requested"))
@@ -555,8 +625,9 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
     modes = [m for m in config.modes if spec.differentiable or m == "fwd"]
     skipped = [_skip(spec.name, "forward-only activation: no backward to time", dtype_name, numel, mode=m)
                for m in config.modes if m not in modes]
-    x, dy = make_inputs(numel, dtype, device, requires_grad=spec.differentiable, seed=config.seed)
-    params = spec.defaults
+    inputs = make_inputs(spec, numel, dtype, device, seed=config.seed)
+    x = inputs.x
+    params = spec.defaults  # learnable kinds: the parameter's initial value (one per channel, see shape)
     itemsize = x.element_size()
 
     # The roofline: a plain copy of the same size and dtype, timed with the providers.
@@ -566,7 +637,7 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
     for provider in config.providers:
         tick(f"{label}: {provider} (first call)")
         try:
-            facts[provider], provider_runners = _prepare_provider(spec, provider, modes, x, dy, device,
+            facts[provider], provider_runners = _prepare_provider(spec, provider, modes, inputs, device,
                                                                   (dtype_name, numel))
             runners.update(provider_runners)
         except Exception as exc:  # a provider that cannot run this case is reported, not fatal
@@ -588,7 +659,7 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
         record = {
             "activation": spec.name, "kind": spec.kind, "params": dict(params), "provider": provider,
             "backend": fact["backend"], "reference": "native" if spec.native else "composite", "mode": mode,
-            "dtype": dtype_name, "numel": numel, "size": size_label(numel),
+            "dtype": dtype_name, "numel": numel, "size": size_label(numel), "shape": list(x.shape),
             "median_ms": timing.median_s * 1e3, "p20_ms": timing.p20_s * 1e3, "p80_ms": timing.p80_s * 1e3,
             "reps": timing.reps, "timer": timing.timer, "cache_flushed": timing.cache_flushed,
             "bytes_moved": nbytes, "gbps": bw, "copy_median_ms": copy_timing.median_s * 1e3, "copy_gbps": copy_bw,
@@ -609,25 +680,25 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
     return records, skipped
 
 
-def _prepare_provider(spec, provider: str, modes: Sequence[str], x: torch.Tensor, dy: torch.Tensor, device: str,
+def _prepare_provider(spec, provider: str, modes: Sequence[str], inputs: CaseInputs, device: str,
                       key) -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[], Any]]]:
     """First call, saved bytes and peak memory of one provider, and its runner per mode."""
-    fn = provider_fn(provider, spec, spec.defaults, key=key)
+    fn = provider_fn(provider, spec, inputs.kwargs, key=key)
 
     # First call: compile (torch.compile), Triton JIT (actkit on CUDA), lazy initialisation.
     # Timed on its own and excluded from every timing.
     _sync(device)
     start = time.perf_counter()
     if spec.differentiable:
-        mode_runner(fn, "fwd+bwd", x, dy)()
+        mode_runner(fn, "fwd+bwd", inputs)()
     else:
-        fn(x)
+        mode_runner(fn, "fwd", inputs)()
     _sync(device)
-    facts = {"backend": backend_label(provider, x), "first_call_s": time.perf_counter() - start,
-             "saved": saved_bytes_per_element(fn, x) if spec.differentiable else None, "peak": None}
+    facts = {"backend": backend_label(provider, inputs.x), "first_call_s": time.perf_counter() - start,
+             "saved": saved_bytes_per_element(fn, inputs) if spec.differentiable else None, "peak": None}
     if spec.differentiable and "fwd+bwd" in modes:
-        facts["peak"] = peak_memory_bytes(mode_runner(fn, "fwd+bwd", x, dy), device)
-    return facts, {(provider, mode): mode_runner(fn, mode, x, dy) for mode in modes}
+        facts["peak"] = peak_memory_bytes(mode_runner(fn, "fwd+bwd", inputs), device)
+    return facts, {(provider, mode): mode_runner(fn, mode, inputs) for mode in modes}
 
 
 # -- summaries and tables -----------------------------------------------------------------------

@@ -54,9 +54,24 @@ def test_gbps_arithmetic():
     assert bench.format_bandwidth(812.34) == "812.3 GB/s"
 
 
+@pytest.mark.parametrize("kind", ["rowwise", "learnable"])
+def test_other_kinds_move_the_same_tensors(kind):
+    # softmax: read x, write y; backward reads y and dy, writes dx. PReLU/Swish-beta: as elementwise,
+    # plus a per-channel parameter whose few bytes are not counted.
+    for mode, per_elem in (("fwd", 2), ("bwd", 3), ("fwd+bwd", 5)):
+        assert bench.bytes_moved(kind, mode, 4096, 2) == per_elem * 4096 * 2
+
+
+def test_kind_shapes():
+    assert bench.KINDS["elementwise"].shape(2 ** 16) == (2 ** 16,)
+    assert bench.KINDS["rowwise"].shape(2 ** 16) == (64, 1024)
+    assert bench.KINDS["rowwise"].shape(256) == (1, 256) and bench.KINDS["rowwise"].shape(1000) == (1, 1000)
+    assert bench.KINDS["learnable"].shape(2 ** 16) == (1024, 64) and bench.KINDS["learnable"].shape(10) == (10,)
+
+
 def test_unknown_kind_and_mode_have_no_byte_accounting():
-    with pytest.raises(bench.BenchError, match="kind 'rowwise'"):
-        bench.bytes_moved("rowwise", "fwd", 10, 4)
+    with pytest.raises(bench.BenchError, match="kind 'exotic'"):
+        bench.bytes_moved("exotic", "fwd", 10, 4)
     with pytest.raises(bench.BenchError, match="unknown mode 'sideways'"):
         bench.bytes_moved("elementwise", "sideways", 10, 4)
 
@@ -120,29 +135,37 @@ def test_quick_defaults_are_small_on_cpu():
     ("mish", "actkit", torch.bfloat16, 2),
     ("mish", "eager", torch.float32, 4),       # ATen's mish saves its input
     ("lisht", "eager", torch.float32, 8),      # x * tanh(x): autograd keeps x and tanh(x)
+    ("softmax", "actkit", torch.float32, 4),   # y
+    ("prelu", "actkit", torch.float32, 4 + 64 * 4 / 4096),  # x and the 64 slopes
 ])
 def test_saved_bytes_per_element(name, provider, dtype, expected):
     spec = registry.get(name)
-    x, _ = bench.make_inputs(4096, dtype, "cpu", requires_grad=True)
+    inputs = bench.make_inputs(spec, 4096, dtype, "cpu")
     fn = bench.provider_fn(provider, spec)
-    assert bench.saved_bytes_per_element(fn, x) == expected
+    assert bench.saved_bytes_per_element(fn, inputs) == expected
 
 
 def test_peak_memory_is_not_faked_on_cpu():
     assert bench.peak_memory_bytes(lambda: None, "cpu") is None
 
 
-def test_mode_runners_compute_the_gradient():
-    spec = registry.get("mish")
-    x, dy = bench.make_inputs(256, torch.float32, "cpu", requires_grad=True)
-    expected, = torch.autograd.grad(spec.reference(x), x, dy)
+@pytest.mark.parametrize("name", ["mish", "softmax", "prelu"])
+def test_mode_runners_compute_the_gradients(name):
+    spec = registry.get(name)
+    inputs = bench.make_inputs(spec, 256, torch.float32, "cpu")
+    x, dy, args = inputs.x, inputs.dy, inputs.args
+    assert inputs.wrt == (x, *args)  # prelu: the slopes get a gradient too
+    y_ref = spec.reference(x, *args, **inputs.kwargs)
+    expected = torch.autograd.grad(y_ref, inputs.wrt, dy)
     for provider in ("actkit", "eager"):
         fn = bench.provider_fn(provider, spec)
-        assert torch.allclose(bench.mode_runner(fn, "fwd", x, dy)(), spec.reference(x).detach())
-        bwd = bench.mode_runner(fn, "bwd", x, dy)
+        assert torch.allclose(bench.mode_runner(fn, "fwd", inputs)(), y_ref.detach(), atol=1e-6)
+        bwd = bench.mode_runner(fn, "bwd", inputs)
         for _ in range(2):  # the retained graph replays
-            assert torch.allclose(bwd()[0], expected, atol=1e-6)
-        assert torch.allclose(bench.mode_runner(fn, "fwd+bwd", x, dy)()[0], expected, atol=1e-6)
+            for got, want in zip(bwd(), expected):
+                assert torch.allclose(got, want, atol=1e-5)
+        for got, want in zip(bench.mode_runner(fn, "fwd+bwd", inputs)(), expected):
+            assert torch.allclose(got, want, atol=1e-5)
     assert x.grad is None  # autograd.grad never accumulates
 
 
@@ -162,16 +185,16 @@ def test_time_cpu_structure():
         assert calls[key] >= t.reps + 2  # warm-up and calibration calls come on top of the timed ones
 
 
-def test_unsupported_kind_is_skipped_with_a_note(monkeypatch):
-    fake = dataclasses.replace(registry.get("relu"), name="fake_softmax", kind="rowwise", aliases=())
-    real_get = registry.get
-    monkeypatch.setattr(registry, "get", lambda name: fake if name == "fake_softmax" else real_get(name))
-    config = dataclasses.replace(tiny_config("relu"), activations=("fake_softmax", "relu"))
-    planned = bench.plan(config)
+def test_kind_without_a_model_is_skipped_with_a_note(monkeypatch):
+    """A kind the harness has no KINDS entry for (as a newly added kind would be) is noted, not run."""
+    monkeypatch.delitem(bench.KINDS, "rowwise")
+    planned = bench.plan(tiny_config("softmax,relu"))
     assert [spec.name for spec, _, _ in planned.cases] == ["relu"]
-    assert planned.skipped[0]["activation"] == "fake_softmax" and "rowwise" in planned.skipped[0]["reason"]
+    assert planned.skipped[0]["activation"] == "softmax" and "'rowwise'" in planned.skipped[0]["reason"]
     with pytest.raises(bench.BenchError, match="not benchmarked yet"):
-        bench.provider_fn("actkit", fake)
+        bench.provider_fn("actkit", registry.get("softmax"))
+    with pytest.raises(bench.BenchError, match="no byte accounting for kind 'rowwise'"):
+        bench.bytes_moved("rowwise", "fwd", 10, 4)
 
 
 # -- records ----------------------------------------------------------------------------------------
@@ -291,6 +314,16 @@ def test_busy_host_note():
                                                         "load_average_end": 0.2}}
     assert "load average up to 1.6 on 2 CPUs" in bench.busy_host(busy)
     assert bench.busy_host({"environment": {"device": "cuda"}, "host": busy["host"]}) is None
+
+
+def test_rowwise_and_learnable_kinds_run():
+    result = bench.run(tiny_config("softmax,prelu", sizes=(4096,), modes=("fwd+bwd",)))
+    shapes = {(r["activation"], r["provider"]): r["shape"] for r in result["records"]}
+    assert shapes == {("softmax", "actkit"): [4, 1024], ("softmax", "eager"): [4, 1024],
+                      ("prelu", "actkit"): [64, 64], ("prelu", "eager"): [64, 64]}
+    for r in result["records"]:
+        assert r["bytes_moved"] == 5 * 4096 * 4 and r["kind"] in ("rowwise", "learnable")
+    assert not result["skipped"]
 
 
 def test_compile_provider_runs_one_case():

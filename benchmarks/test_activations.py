@@ -1,0 +1,129 @@
+"""pytest-benchmark suite over the registry: activation x dtype x size x mode x provider.
+
+Providers, modes, inputs and byte accounting come from :mod:`actkit.bench`, so these numbers
+mean what ``actkit bench`` reports. Each benchmark group is one activation x mode x dtype x
+size, with the providers side by side; ``extra_info`` carries GB/s, bytes moved, device and
+backend. The timed function synchronises the device; on CUDA the L2 cache is flushed before
+every round (in pedantic ``setup``, not timed). First calls (torch.compile, Triton JIT) run
+before timing starts.
+
+    pytest --benchmark-only -q --benchmark-json out.json      # CPU: small sizes; CUDA: large ones
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from actkit import bench, registry, results
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_CUDA = DEVICE == "cuda"
+DEFAULTS = {
+    "cuda": dict(sizes="2^20,2^24", dtypes="fp32,bf16", rounds=100, warmup_rounds=10),
+    "cpu": dict(sizes="2^16", dtypes="fp32", rounds=20, warmup_rounds=3),
+}[DEVICE]
+
+ACTS = bench.parse_activations(os.environ.get("ACTKIT_BENCH_ACTS", "all"))
+DTYPES = bench.parse_dtypes(os.environ.get("ACTKIT_BENCH_DTYPES", DEFAULTS["dtypes"]))
+SIZES = bench.parse_sizes(os.environ.get("ACTKIT_BENCH_SIZES", DEFAULTS["sizes"]))
+PROVIDERS = bench.parse_providers(os.environ.get("ACTKIT_BENCH_PROVIDERS", "all"))
+MODES = bench.parse_modes(os.environ.get("ACTKIT_BENCH_MODES", "all"))
+
+
+def _cases():
+    """Ordered so that each activation x dtype x size is contiguous: torch.compile compiles once per case."""
+    cases = []
+    for name in ACTS:
+        spec = registry.get(name)
+        if spec.kind not in bench.KINDS:
+            cases.append(pytest.param(name, None, None, None, None, id=f"{name}-unsupported", marks=pytest.mark.skip(
+                reason=f"kind {spec.kind!r} is not benchmarked yet (supported: {', '.join(bench.KINDS)})")))
+            continue
+        for dtype in DTYPES:
+            for size in SIZES:
+                for mode in MODES:
+                    if mode != "fwd" and not spec.differentiable:
+                        continue
+                    for provider in PROVIDERS:
+                        cases.append(pytest.param(name, dtype, size, mode, provider,
+                                                  id=f"{name}-{dtype}-{bench.size_label(size)}-{mode}-{provider}"))
+    return cases
+
+
+CASES = _cases()
+_inputs: dict = {}
+
+
+def _inputs_for(spec, dtype: str, numel: int) -> bench.CaseInputs:
+    """The case's tensors, kept while consecutive benchmarks (providers x modes) share them."""
+    key = (spec.name, dtype, numel)
+    if key not in _inputs:
+        _inputs.clear()
+        _inputs[key] = bench.make_inputs(spec, numel, bench.DTYPES[dtype], DEVICE)
+    return _inputs[key]
+
+
+def _sync() -> None:
+    if ON_CUDA:
+        torch.cuda.synchronize()
+
+
+_l2 = {}
+
+
+def _flush_l2():
+    """pytest-benchmark setup: overwrite a buffer larger than L2, then wait for it (untimed)."""
+    if "buffer" not in _l2:
+        _l2["buffer"] = torch.empty(256 * 2 ** 20, dtype=torch.int8, device=DEVICE)
+    _l2["buffer"].zero_()
+    torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("name,dtype,numel,mode,provider", CASES)
+def test_activation(benchmark, name, dtype, numel, mode, provider):
+    spec = registry.get(name)
+    inputs = _inputs_for(spec, dtype, numel)
+    x = inputs.x
+    fn = bench.provider_fn(provider, spec, inputs.kwargs, key=(dtype, numel))
+    run = bench.mode_runner(fn, mode, inputs)
+    run()  # first call: compile / JIT / lazy init, not timed
+    _sync()
+
+    def timed():
+        run()
+        _sync()
+
+    env = results.environment(DEVICE)
+    benchmark.group = f"{name} {mode} {dtype} {bench.size_label(numel)}"
+    nbytes = bench.bytes_moved(spec.kind, mode, numel, x.element_size())
+    benchmark.extra_info.update({
+        "activation": name, "kind": spec.kind, "provider": provider, "mode": mode, "dtype": dtype,
+        "numel": numel, "shape": list(x.shape),
+        "backend": bench.backend_label(provider, x), "bytes_moved": nbytes, "device": DEVICE,
+        "device_name": env["device_name"], "torch": env["torch"], "triton": env["triton"],
+        "cache_flushed": ON_CUDA,
+    })
+    benchmark.pedantic(timed, setup=_flush_l2 if ON_CUDA else None, rounds=DEFAULTS["rounds"],
+                       warmup_rounds=DEFAULTS["warmup_rounds"], iterations=1)
+    if benchmark.stats is not None:  # None when benchmarks are disabled (run once, untimed)
+        median = benchmark.stats.stats.median
+        benchmark.extra_info["median_s"] = median
+        benchmark.extra_info["gbps"] = bench.gbps(nbytes, median)
+
+
+def test_suite_covers_the_registry():
+    """Every activation is either benchmarked in every supported mode or skipped with its reason."""
+    ids = {p.id for p in CASES}
+    for name in ACTS:
+        spec = registry.get(name)
+        if spec.kind not in bench.KINDS:
+            assert f"{name}-unsupported" in ids
+            continue
+        modes = MODES if spec.differentiable else [m for m in MODES if m == "fwd"]
+        for dtype in DTYPES:
+            for size in SIZES:
+                for mode in modes:
+                    for provider in PROVIDERS:
+                        assert f"{name}-{dtype}-{bench.size_label(size)}-{mode}-{provider}" in ids

@@ -1,0 +1,102 @@
+"""`actkit bench` and `actkit bench-table` through Typer's CliRunner."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from actkit import bench
+from actkit.cli.main import app
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200"}
+
+
+def assert_usage_error(result, *fragments):
+    """Exit code 2, one line on stderr naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--act", "mishh"], ["unknown activation 'mishh'", "Did you mean 'mish'"]),
+    (["--act", "relu,nosuch"], ["unknown activation 'nosuch'", "Valid names:"]),
+    (["--dtype", "fp64"], ["unsupported dtype 'fp64'", "fp32, bf16, fp16"]),
+    (["--dtype", "int8"], ["unsupported dtype 'int8'"]),
+    (["--sizes", "abc"], ["bad size 'abc'", "2^20"]),
+    (["--sizes", "0"], ["bad size '0'"]),
+    (["--sizes", "2^99"], ["larger than 2^34"]),
+    (["--mode", "sideways"], ["unsupported mode 'sideways'", "fwd, bwd, fwd+bwd"]),
+    (["--providers", "jax"], ["unsupported provider 'jax'", "actkit, eager, compile"]),
+    (["--device", "tpu"], ["unsupported device 'tpu'"]),
+])
+def test_bad_options_are_one_line_exit_2(args, fragments):
+    result = runner.invoke(app, ["bench", "--quick", "--device", "cpu", *args])
+    assert_usage_error(result, *fragments)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_gpu():
+    result = runner.invoke(app, ["bench", "--act", "mish", "--device", "cuda", "--quick"])
+    assert_usage_error(result, "'cuda'", "no CUDA GPU", "--device cpu")
+
+
+def test_json_path_that_is_a_directory(tmp_path):
+    result = runner.invoke(app, ["bench", "--act", "relu", "--device", "cpu", "--json", str(tmp_path)])
+    assert_usage_error(result, "is a directory")
+
+
+def test_mish_quick_shows_all_three_providers(tmp_path):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    result = runner.invoke(app, ["bench", "--act", "mish", "--device", "cpu", "--quick", "--sizes", "4096",
+                                 "--json", str(out_json), "--csv", str(out_csv), "--markdown"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "mish" in text and "actkit backend: torch" in text and "eager = ATen" in text
+    for provider in ("actkit", "eager", "compile"):
+        assert provider in text
+    for mode in ("fwd", "bwd", "fwd+bwd"):
+        assert f"fp32 2^12 {mode}" in text
+    summary = [line for line in text.splitlines() if line.startswith("mish fwd fp32 2^12: ")]
+    assert len(summary) == 1 and "of copy" in summary[0] and "x ATen" in summary[0] and "x compile" in summary[0]
+    assert "| activation | mode |" in text  # --markdown
+    assert f"wrote {out_json}" in text and f"wrote {out_csv}" in text
+
+    data = json.loads(out_json.read_text())
+    assert {(r["provider"], r["mode"]) for r in data["records"]} == \
+        {(p, m) for p in bench.PROVIDERS for m in bench.MODES}
+    with open(out_csv, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 9
+
+    table = runner.invoke(app, ["bench-table", str(out_json), "--mode", "fwd"])
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| mish |")]
+    assert len(rows) == 1 and "| fwd | fp32 | 2^12 |" in rows[0]
+    assert data["environment"]["device_name"] in table.stdout
+
+
+def test_forward_only_activation_is_noted(tmp_path):
+    result = runner.invoke(app, ["bench", "--act", "step", "--device", "cpu", "--quick", "--sizes", "1024",
+                                 "--providers", "actkit,eager"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "skipped step bwd: forward-only activation" in result.stdout
+    assert "step fwd fp32 2^10:" in result.stdout
+
+
+def test_bench_table_errors(tmp_path):
+    assert_usage_error(runner.invoke(app, ["bench-table", str(tmp_path / "missing.json")]), "no such file")
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    assert_usage_error(runner.invoke(app, ["bench-table", str(other)]), "not an actkit bench result")
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("not json")
+    assert_usage_error(runner.invoke(app, ["bench-table", str(garbage)]), "is not JSON")
