@@ -55,8 +55,11 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
                      ``eval_s``, ``steps``, ``images``, ``warmup_steps`` and ``warmup_s`` (the first
                      steps of a process, incl. any compilation: excluded from the rates),
                      ``train_images_per_s`` and ``step_time_ms`` (steady-state mean)
-``memory``           ``peak_bytes``: ``torch.cuda.max_memory_allocated`` during the run (``null`` on
-                     CPU); ``peak_rss_bytes``: the process's peak resident memory so far (process-wide)
+``memory``           ``peak_bytes``: ``torch.cuda.max_memory_allocated`` during the run minus what was
+                     allocated when it started (the device-resident dataset, ``resident_bytes``): the
+                     memory the run itself needed (weights, optimizer state, activations, workspace);
+                     ``null`` on CPU. ``peak_rss_bytes``: the process's peak resident memory so far
+                     (process-wide, so it only grows over a sweep)
 ``diagnostics``      ``{callback name: [event, ...]}``; each event is the dict a :class:`Callback`
                      returned plus ``event`` (``start``/``epoch``/``end``) and ``epoch``
 ``resumed_from_epoch``  0, or the checkpointed epoch this run continued from
@@ -400,6 +403,10 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
     device = torch.device(config.device)
     info = data.info
     started, t_run = results.timestamp(), time.perf_counter()
+    resident, on_cuda = 0, device.type == "cuda"
+    if on_cuda:  # what is allocated before the run (the dataset) is not the run's memory
+        torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device)
 
     torch.manual_seed(config.seed)  # model init (and then dropout) stream: the same for every activation
     model = build_model(config.model, config.activation, config.impl, config.act_params, info.shape,
@@ -427,7 +434,8 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
             diagnostics[cb.name].append({"event": event, "epoch": epoch, **value})
 
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        # RNG states must stay CPU tensors; load_state_dict moves weights and optimizer state to the device
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state.get("config") != config.as_dict():
             raise TrainError(f"checkpoint {checkpoint} was made with a different configuration; "
                              "remove it or use another --out")
@@ -444,8 +452,6 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         for cb in callbacks:
             record_event(cb, "start", 0, cb.on_train_start(ctx))
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     steps_per_epoch = len(train_batches)
     reporter.run_start(config, steps_per_epoch, start_epoch)
     warm_left = WARMUP_STEPS
@@ -553,7 +559,8 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         "history": history,
         "final": final,
         "timing": timing,
-        "memory": {"peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "memory": {"peak_bytes": torch.cuda.max_memory_allocated(device) - resident if on_cuda else None,
+                   "resident_bytes": resident if on_cuda else None,
                    "peak_rss_bytes": _peak_rss_bytes()},
         "diagnostics": diagnostics,
         "resumed_from_epoch": start_epoch,
