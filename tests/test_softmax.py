@@ -234,3 +234,13 @@ def test_saves_only_the_output():
     with backend("triton"), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
         y = actkit.functional.softmax(x, 1)
     assert [t.data_ptr() for t in packed] == [y.data_ptr()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_size_one_dims_and_odd_strides(name):
+    """Size-1 dims (whose strides are arbitrary) and a dim of size 1 (every element its own row)."""
+    x, dy = inputs((2, 1, 3, 1), torch.float32, KERNEL_DEVICE)
+    odd = torch.randn(3, 2, device=KERNEL_DEVICE).t().unsqueeze(1)  # (2, 1, 3), dense but transposed
+    for t, g in ((x, dy), (x.to(memory_format=torch.channels_last), dy), (odd, torch.ones_like(odd))):
+        for dim in range(t.dim()):
+            check(name, t, g, dim, "triton")
