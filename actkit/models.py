@@ -10,7 +10,8 @@ adds that many extra blocks ``conv 3x3 -> BatchNorm -> act`` (``simple``: no Bat
 constant resolution and width after the last pooling block, to study gradient flow in deeper
 stacks.
 
-Three implementations of the activation slots (``impl``):
+Every slot takes any elementwise registry activation, and the learnable ones (``prelu``,
+``swish_beta``, with one parameter per channel). Three implementations of the slots (``impl``):
 
 * ``actkit``: :class:`actkit.nn.Activation` (its named subclass, e.g. ``actkit.nn.GELU``; Triton kernels on CUDA, the PyTorch fallback on CPU);
 * ``torch``: :class:`ReferenceActivation`, the registry's eager PyTorch reference;
@@ -35,18 +36,25 @@ IMPLS = ("actkit", "torch", "compile")
 
 
 class ReferenceActivation(nn.Module):
-    """The eager PyTorch reference of a registry activation (``spec.reference(x, **params)``)."""
+    """The eager PyTorch reference of a registry activation: ``spec.reference(x, **params)``, or for a
+    learnable activation ``spec.reference(x, parameter)`` with its own ``nn.Parameter`` (``channels``
+    entries, initialised to the given value), like actkit's module."""
 
-    def __init__(self, name: str, **params):
+    def __init__(self, name: str, channels: int = 1, **params):
         super().__init__()
         self.spec = registry.get(name)
         self.params = self.spec.bind((), params)
+        if self.spec.kind == "learnable":
+            pname = self.spec.params[0].name
+            setattr(self, pname, nn.Parameter(torch.full((int(channels),), self.params[pname])))
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.kind == "learnable":
+            return self.spec.reference(x, getattr(self, self.spec.params[0].name))
         return self.spec.reference(x, **self.params)
 
     def extra_repr(self) -> str:
@@ -68,20 +76,31 @@ def check_model(name: str) -> str:
     return key
 
 
-def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float] | None = None) -> nn.Module:
-    """One activation slot: actkit's module (``impl="actkit"``) or the eager reference (``torch``/``compile``)."""
+def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float] | None = None,
+                    channels: int = 1) -> nn.Module:
+    """One activation slot: actkit's module (``impl="actkit"``) or the eager reference (``torch``/``compile``).
+
+    Learnable activations (``prelu``, ``swish_beta``) get one parameter per channel (``channels``: the
+    conv width, or the features of a dense layer), initialised to their parameter's value (default or
+    given, e.g. ``prelu:weight=0.1``); the initial value is a constant, so adding them does not shift the
+    random initialisation of the other layers.
+    """
     impl = check_impl(impl)
     spec = registry.get(name)
-    if getattr(spec, "kind", "elementwise") != "elementwise":
-        raise ValueError(f"activation {spec.name!r} is a {spec.kind} activation; the training models take "
-                         "elementwise activations only")
+    kind = getattr(spec, "kind", "elementwise")
+    if kind not in ("elementwise", "learnable"):
+        raise ValueError(f"activation {spec.name!r} is a {kind} function, not a pointwise activation; the "
+                         "training models take elementwise and learnable activations")
     if not spec.differentiable:
         raise ValueError(f"activation {spec.name!r} has no gradient, so a network using it cannot be trained")
-    params = dict(params or {})
-    if impl == "actkit":  # the named class (actkit.nn.ReLU, ...) where there is one: clearer model printouts
-        cls = CLASSES.get(spec.name)
-        return cls(**params) if cls is not None else Activation(spec.name, **params)
-    return ReferenceActivation(spec.name, **params)
+    params = spec.bind((), dict(params or {}))
+    if impl != "actkit":
+        return ReferenceActivation(spec.name, channels, **params)
+    cls = CLASSES.get(spec.name)  # the named class (actkit.nn.ReLU, ...): clearer model printouts
+    if kind == "learnable":
+        init = params[spec.params[0].name]
+        return cls(num_parameters=int(channels), init=init) if cls else Activation(spec.name, int(channels), init)
+    return cls(**params) if cls is not None else Activation(spec.name, **params)
 
 
 class _ActivationModel(nn.Module):
@@ -111,14 +130,14 @@ class SimpleCNN(_ActivationModel):
                  in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, depth: int = 0):
         super().__init__()
         _check_depth(depth)
-        act_ = lambda: make_activation(act, impl, params)  # noqa: E731
-        layers: list[nn.Module] = [nn.Conv2d(in_shape[0], 32, 3), act_(), nn.MaxPool2d(2),
-                                   nn.Conv2d(32, 64, 3), act_(), nn.MaxPool2d(2)]
+        act_ = lambda channels: make_activation(act, impl, params, channels)  # noqa: E731
+        layers: list[nn.Module] = [nn.Conv2d(in_shape[0], 32, 3), act_(32), nn.MaxPool2d(2),
+                                   nn.Conv2d(32, 64, 3), act_(64), nn.MaxPool2d(2)]
         for _ in range(depth):
-            layers += [nn.Conv2d(64, 64, 3, padding=1), act_()]
+            layers += [nn.Conv2d(64, 64, 3, padding=1), act_(64)]
         self.features = nn.Sequential(*layers)
         flat = self._flat_size(self.features, in_shape)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(), nn.Linear(128, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(128), nn.Linear(128, num_classes))
 
 
 class ConvNet(_ActivationModel):
@@ -131,18 +150,18 @@ class ConvNet(_ActivationModel):
                  dropout: float = 0.15):
         super().__init__()
         _check_depth(depth)
-        act_ = lambda: make_activation(act, impl, params)  # noqa: E731
+        act_ = lambda channels: make_activation(act, impl, params, channels)  # noqa: E731
         layers: list[nn.Module] = []
         channels = in_shape[0]
         for width in self.widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2), act_(),
-                       nn.Dropout(dropout)]
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2),
+                       act_(width), nn.Dropout(dropout)]
             channels = width
         for _ in range(depth):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), act_()]
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), act_(channels)]
         self.features = nn.Sequential(*layers)
         flat = self._flat_size(self.features, in_shape)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(), nn.Linear(128, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), act_(128), nn.Linear(128, num_classes))
 
 
 def _check_depth(depth: int) -> None:

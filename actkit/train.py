@@ -121,7 +121,7 @@ class ActChoice:
 
 
 def parse_activations(text: str | Sequence[str]) -> list[ActChoice]:
-    """``"relu,leaky_relu:negative_slope=0.1"`` -> choices; ``all`` means every trainable elementwise one."""
+    """``"relu,leaky_relu:negative_slope=0.1"`` -> choices; ``all``: every trainable elementwise or learnable one."""
     items = [t for part in ([text] if isinstance(text, str) else text) for t in part.split(",")]
     items = [t.strip() for t in items if t.strip()]
     if not items:
@@ -130,7 +130,7 @@ def parse_activations(text: str | Sequence[str]) -> list[ActChoice]:
     for item in items:
         if item.lower() == "all":
             out += [ActChoice(s.name) for s in registry.REGISTRY.values()
-                    if s.differentiable and getattr(s, "kind", "elementwise") == "elementwise"]
+                    if s.differentiable and getattr(s, "kind", "elementwise") in ("elementwise", "learnable")]
             continue
         name, *assignments = item.split(":")
         spec = registry.get(name)  # ValueError with suggestions for unknown names

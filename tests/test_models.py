@@ -87,11 +87,40 @@ def test_same_seed_same_init_and_actkit_matches_the_reference(name, params):
         torch.testing.assert_close(a.grad, b.grad, msg=k)
 
 
+@pytest.mark.parametrize("name,pname,init", [("prelu", "weight", 0.1), ("swish_beta", "beta", 1.5)])
+def test_learnable_activations_get_one_parameter_per_channel(name, pname, init):
+    torch.manual_seed(5)
+    ours = build_model("convnet", name, "actkit", {pname: init})
+    torch.manual_seed(5)
+    ref = build_model("convnet", name, "torch", {pname: init})
+    torch.manual_seed(5)
+    relu = build_model("convnet", "relu")
+    slots = ours.activation_layers()
+    assert [getattr(m, pname).shape[0] for _, m in slots] == [32, 64, 128, 128]
+    assert all(torch.equal(getattr(m, pname), torch.full_like(getattr(m, pname), init)) for _, m in slots)
+    # the constant-initialised slopes do not shift the random init of the other layers
+    relu_state = relu.state_dict()
+    for key, value in ours.state_dict().items():
+        if key in relu_state:
+            assert torch.equal(value, relu_state[key]), key
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ours.eval(), ref.eval()
+    x = torch.randn(4, 1, 28, 28)
+    y_ours, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y_ours, y_ref)
+    y_ours.square().sum().backward()
+    y_ref.square().sum().backward()
+    for (k, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=k)
+    assert slots[0][1].__getattr__(pname).grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("bad,match", [
     (lambda: build_model("resnet", "relu"), "unknown model 'resnet'; choose one of: convnet, simple"),
     (lambda: build_model("convnet", "rleu"), "unknown activation 'rleu'. Did you mean 'relu'"),
     (lambda: make_activation("relu", "jax"), "unknown implementation 'jax'"),
     (lambda: make_activation("step", "actkit"), "no gradient"),
+    (lambda: make_activation("softmax", "actkit"), "not a pointwise activation"),
     (lambda: make_activation("leaky_relu", "actkit", {"slope": 1}), "no parameter 'slope'"),
 ])
 def test_bad_choices_have_clear_errors(bad, match):

@@ -74,9 +74,10 @@ def test_seeds_are_paired_across_activations(small_data):
     assert all(torch.equal(x, y) for x, y in zip(relu.labels, gelu.labels))  # same data order
 
 
-def test_actkit_and_torch_impls_agree_on_cpu(small_data):
+@pytest.mark.parametrize("act", ["silu", "prelu"])
+def test_actkit_and_torch_impls_agree_on_cpu(small_data, act):
     """On CPU actkit's op runs the PyTorch reference: training must be the same computation."""
-    ours, ref = (T.train_run(c, small_data) for c in sweep(acts="silu", impls=["actkit", "torch"], epochs=1).runs())
+    ours, ref = (T.train_run(c, small_data) for c in sweep(acts=act, impls=["actkit", "torch"], epochs=1).runs())
     assert ours["backend"] == "torch" and ref["backend"] == "torch-eager"
     assert ours["history"]["train_loss"] == pytest.approx(ref["history"]["train_loss"], rel=1e-5)
 
