@@ -10,7 +10,6 @@ import inspect
 import torch
 
 from . import kinds, registry
-from .backend import backend_for
 
 
 def apply(name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -18,11 +17,7 @@ def apply(name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     spec = registry.get(name)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{spec.name} expects a torch.Tensor, got {type(x).__name__}")
-    if spec.kind != "elementwise":  # learnable (tensor parameter) and row-wise (dim) kinds
-        return kinds.handler(spec.kind).apply(spec, x, *args, **kwargs)
-    params = spec.bind(args, kwargs)
-    p0, p1 = spec.kernel_args(params)
-    return torch.ops.actkit.activation(x, spec.name, p0, p1, backend_for(x))
+    return kinds.handler(spec.kind).apply(spec, x, *args, **kwargs)
 
 
 def _make(spec: registry.ActivationSpec):
@@ -33,8 +28,7 @@ def _make(spec: registry.ActivationSpec):
     fn.__doc__ = f"{spec.formula}\n\nRange {spec.output_range}. {spec.notes}".strip()
     fn.__signature__ = inspect.Signature(
         [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY, annotation=torch.Tensor)]
-        + ([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=float)
-            for p in spec.params] if spec.kind == "elementwise" else kinds.handler(spec.kind).parameters(spec)),
+        + kinds.handler(spec.kind).parameters(spec),
         return_annotation=torch.Tensor)
     return fn
 

@@ -1,4 +1,4 @@
-"""Which module implements each kind of activation beyond the elementwise ones.
+"""Which module implements each kind of activation.
 
 Each handler module provides ``apply(spec, x, *args, **kwargs)`` (the functional call),
 ``parameters(spec)`` (the functional signature after ``x``), and the module hooks
@@ -7,9 +7,9 @@ delegates to.
 """
 from __future__ import annotations
 
-from . import learnable, rowwise
+from . import learnable, ops, rowwise
 
-HANDLERS = {"learnable": learnable, "rowwise": rowwise}
+HANDLERS = {"elementwise": ops, "learnable": learnable, "rowwise": rowwise}
 
 
 def handler(kind: str):

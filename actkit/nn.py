@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from . import kinds, registry
-from .functional import apply
 
 
 class Activation(nn.Module):
@@ -17,26 +16,29 @@ class Activation(nn.Module):
 
     def __init__(self, name: str, *args, **kwargs):
         super().__init__()
-        self.spec = registry.get(name)
-        if self.spec.kind != "elementwise":  # learnable (nn.Parameter) and row-wise (dim) kinds
-            self.params = {}
-            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
-            return
-        self.params = self.spec.bind(args, kwargs)
+        # Only the canonical name is stored (the spec holds functions): modules stay picklable
+        # for torch.save and copy.deepcopy.
+        self.activation = registry.get(name).name
+        self.params = {}  # scalar parameters (elementwise kind); tensors are nn.Parameters
+        self._kind.init_module(self, *args, **kwargs)
+
+    @property
+    def spec(self) -> registry.ActivationSpec:
+        return registry.get(self.activation)
+
+    @property
+    def _kind(self):
+        return kinds.handler(self.spec.kind)
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.kind != "elementwise":
-            return kinds.handler(self.spec.kind).module_forward(self, x)
-        return apply(self.spec.name, x, **self.params)
+        return self._kind.module_forward(self, x)
 
     def extra_repr(self) -> str:
-        if self.spec.kind != "elementwise":
-            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
-        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        shown = self._kind.module_repr(self)
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
@@ -45,9 +47,7 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         Activation.__init__(self, spec.name, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        if spec.kind != "elementwise":
-            return kinds.handler(spec.kind).module_repr(self)
-        return ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return self._kind.module_repr(self)
 
     return type(spec.class_name, (Activation,), {
         "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,

@@ -17,14 +17,29 @@ are PyTorch's own, NaN and inf behaviour included.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from . import registry
-from .backend import TORCH
+from .backend import TORCH, backend_for
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in the layout the fake implementations promise (``torch.empty_like(like)``).
+
+    PyTorch's elementwise ops keep a dense input's strides, which is what empty_like gives,
+    so this copies only for inputs with gaps whose output torch lays out differently; a
+    mismatch would break torch.compile's stride assumptions.
+    """
+    if out.stride() == like.stride():
+        return out
+    target = torch.empty_like(like)
+    return out if out.stride() == target.stride() else target.copy_(out)
 
 
 def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, float]:
@@ -35,7 +50,7 @@ def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, fl
 def activation(x: torch.Tensor, name: str, p0: float, p1: float, backend: str) -> torch.Tensor:
     spec = registry.get(name)
     if backend == TORCH:
-        return spec.reference(x, **_params(spec, p0, p1))
+        return _like_fake(spec.reference(x, **_params(spec, p0, p1)), x)
     from actkit.kernels import elementwise
 
     fwd, _ = spec.triton_functions
@@ -53,12 +68,12 @@ def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: 
     spec = registry.get(name)
     if backend == TORCH:
         if spec.saves == "y":
-            return spec.grad_from_output(grad, saved)
+            return _like_fake(spec.grad_from_output(grad, saved), saved)
         params = _params(spec, p0, p1)
         _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
         dx = vjp(grad)[0]
         # A custom op may not return (a view of) its input; identity's vjp hands back grad.
-        return dx.clone() if _shares_storage(dx, grad) else dx
+        return _like_fake(dx.clone() if _shares_storage(dx, grad) else dx, saved)
     from actkit.kernels import elementwise
 
     _, dfn = spec.triton_functions
@@ -89,3 +104,26 @@ def _backward(ctx, grad):
 
 
 activation.register_autograd(_backward, setup_context=_setup_context)
+
+
+# -- the "elementwise" kind's handler (see actkit.kinds): functional call and module hooks --------
+def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    p0, p1 = spec.kernel_args(spec.bind(args, kwargs))
+    return torch.ops.actkit.activation(x, spec.name, p0, p1, backend_for(x))
+
+
+def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
+    return [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=float)
+            for p in spec.params]
+
+
+def init_module(module, *args, **kwargs) -> None:
+    module.params = module.spec.bind(args, kwargs)
+
+
+def module_forward(module, x: torch.Tensor) -> torch.Tensor:
+    return apply(module.spec, x, **module.params)
+
+
+def module_repr(module) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in module.params.items())

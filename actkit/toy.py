@@ -103,11 +103,27 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_toy(activation: str, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
-              steps: int = 600, lr: float = 0.01, hidden: int = 32, depth: int = 3, seed: int = 0) -> ToyResult:
-    """Full-batch Adam on the toy problem; the same initialisation seed for every activation."""
+              steps: int = 600, lr: float = 0.01, hidden: int = 32, depth: int = 3, seed: int = 0,
+              threads: int | None = 1) -> ToyResult:
+    """Full-batch Adam on the toy problem; the same initialisation seed for every activation.
+
+    ``threads``: CPU threads for PyTorch while training (restored afterwards). One by default: the
+    tensors are tiny, and on a busy machine several threads spin-waiting on each other make a
+    second of work take a minute.
+    """
     spec = registry.get(activation)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train_toy(spec.name, x, y, x_test, y_test, steps, lr, hidden, depth, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_toy(name, x, y, x_test, y_test, steps, lr, hidden, depth, seed) -> ToyResult:
     torch.manual_seed(seed)
-    model = mlp(spec.name, hidden=hidden, depth=depth)
+    model = mlp(name, hidden=hidden, depth=depth)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     losses = []
@@ -121,5 +137,5 @@ def train_toy(activation: str, x: torch.Tensor, y: torch.Tensor, x_test: torch.T
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - start
     model.eval()
-    return ToyResult(spec.name, model, accuracy(model, x, y), accuracy(model, x_test, y_test),
+    return ToyResult(name, model, accuracy(model, x, y), accuracy(model, x_test, y_test),
                      losses[-1] if losses else float("nan"), steps, seconds, losses)

@@ -92,3 +92,31 @@ def test_modules_match_functional_and_keep_parameters():
     assert isinstance(actkit.nn.Mish(), actkit.nn.Activation)
     assert actkit.nn.Swish is actkit.nn.SiLU
     assert "negative_slope=0.2" in repr(m)
+
+
+def test_modules_survive_deepcopy_and_torch_save(tmp_path):
+    import copy
+
+    model = torch.nn.Sequential(actkit.nn.CELU(alpha=2.0), actkit.nn.Activation("softplus", beta=3.0),
+                                actkit.nn.PReLU(3))
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    x = torch.randn(2, 3, 5)
+    torch.testing.assert_close(loaded(x), model(x))
+    torch.testing.assert_close(copy.deepcopy(model)(x), model(x))
+    assert loaded[1].params == {"beta": 3.0, "threshold": 20.0}
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+def test_output_layout_matches_the_fake_implementation(backend_name):
+    """What torch.compile is promised (torch.empty_like of the input) is what eager returns."""
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    for x in (torch.randn(4, 6, 5, 3, device=device).to(memory_format=torch.channels_last),
+              torch.randn(40, 50, device=device).t()[::2],
+              torch.randn(3, 8, 5, device=device).permute(2, 0, 1)[:, :, ::3]):
+        x = x.requires_grad_(True)
+        with backend(backend_name):
+            y = actkit.functional.gelu_sigmoid(x)
+            dx = torch.autograd.grad(y, x, torch.ones_like(y))[0]
+        assert y.stride() == torch.empty_like(x).stride()
+        assert dx.stride() == torch.empty_like(x).stride()
