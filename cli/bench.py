@@ -165,13 +165,15 @@ def bench_table_command(
     path: Path = typer.Argument(..., help="A JSON file written by actkit bench --json."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes (comma list)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes (comma list)."),
+    layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
+                               "modes side by side; long: a row per mode too."),
 ) -> None:
-    """Print a bench results file as the README's markdown table."""
+    """Print a bench results file (actkit bench --json) as the README's markdown table."""
     try:
         payload = bench.load(path)
         modes = bench.parse_modes(mode) if mode is not None else None
         dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
-        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes)
+        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout)
     except bench.BenchError as exc:
         _fail(str(exc))
     typer.echo(text, nl=False)

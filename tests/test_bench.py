@@ -289,12 +289,25 @@ def test_json_and_csv_schema(payload, tmp_path):
 def test_markdown_table_from_file(payload, tmp_path):
     path = tmp_path / "bench.json"
     bench.write(payload, path)
-    text = bench.markdown_table(bench.load(path), modes=["fwd"], dtypes=["fp32"])
+    loaded = bench.load(path)
+    text = bench.markdown_table(loaded, modes=["fwd"], dtypes=["fp32"], layout="long")
     lines = text.splitlines()
     assert payload["environment"]["device_name"] in lines[0] and "torch " + torch.__version__ in lines[0]
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| activation")]
     assert len(rows) == 3 * 2  # mish, step, sigmoid x two sizes, fwd fp32 only
     assert all(" fwd | fp32 |" in row for row in rows)
+
+    wide = bench.markdown_table(loaded)
+    rows = {line.split(" | ")[0][2:] + " " + line.split(" | ")[1] + " " + line.split(" | ")[2]: line
+            for line in wide.splitlines() if line.startswith("| ") and not line.startswith("| activation")}
+    assert len(rows) == 3 * 2 * 2  # activation x dtype x size, modes side by side
+    assert "| GB/s (fwd / bwd / fwd+bwd) |" in wide
+    mish = next(r for r in payload["records"] if r["activation"] == "mish" and r["provider"] == "actkit"
+                and r["dtype"] == "bf16" and r["numel"] == 2048 and r["mode"] == "bwd")
+    assert f" / {mish['gbps']:.1f} / " in rows["mish bf16 2^11"]
+    assert "| - / - / - |" in rows["step fp32 1,000"]  # no bwd, and no saved tensors
+    with pytest.raises(bench.BenchError, match="unknown table layout"):
+        bench.markdown_table(loaded, layout="tall")
 
 
 def test_load_rejects_other_files(tmp_path):

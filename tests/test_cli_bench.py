@@ -68,7 +68,7 @@ def test_mish_quick_shows_all_three_providers(tmp_path):
         assert f"fp32 2^12 {mode}" in text
     summary = [line for line in text.splitlines() if line.startswith("mish fwd fp32 2^12: ")]
     assert len(summary) == 1 and "of copy" in summary[0] and "x ATen" in summary[0] and "x compile" in summary[0]
-    assert "| activation | mode |" in text  # --markdown
+    assert "| activation | dtype | elements | GB/s (fwd / bwd / fwd+bwd) |" in text  # --markdown
     assert f"wrote {out_json}" in text and f"wrote {out_csv}" in text
 
     data = json.loads(out_json.read_text())
@@ -77,7 +77,7 @@ def test_mish_quick_shows_all_three_providers(tmp_path):
     with open(out_csv, newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 9
 
-    table = runner.invoke(app, ["bench-table", str(out_json), "--mode", "fwd"])
+    table = runner.invoke(app, ["bench-table", str(out_json), "--mode", "fwd", "--layout", "long"])
     assert table.exit_code == 0, table.output
     rows = [line for line in table.stdout.splitlines() if line.startswith("| mish |")]
     assert len(rows) == 1 and "| fwd | fp32 | 2^12 |" in rows[0]
