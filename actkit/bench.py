@@ -23,14 +23,23 @@ saves what backward needs, as in a training step (forward-only activations run w
 ``bwd`` replays backward on a retained graph; ``fwd+bwd`` is a full step.
 
 Timing: on CUDA ``triton.testing.do_bench`` (warm-up, L2 cache flushed before every rep,
-quantiles). On CPU ``torch.utils.benchmark.Timer`` blocks (all of torch's threads) after warm-up;
-CPU caches are not flushed, which the records say (``cache_flushed``).
+CUDA events, quantiles). On CPU ``torch.utils.benchmark.Timer`` (all of torch's threads) after
+warm-up, in blocks interleaved round-robin over the copy and every provider x mode of a case, so
+that load from other processes falls on all of them alike; CPU caches are not flushed, which the
+records say (``cache_flushed``), and the host's load average is stored with the results.
+
+Kinds: elementwise activations run on 1-D inputs; row-wise ones (softmax) on rows of
+:data:`ROW_LENGTH`; learnable ones (PReLU, Swish-beta) on (N, :data:`CHANNELS`) inputs with a
+per-channel parameter whose gradient backward also computes. What the harness knows about each
+kind (shape, arguments, bytes) is in :data:`KINDS`; activations of other kinds are skipped with
+a note.
 
 This module draws nothing: :func:`run` reports progress through a callback and returns a
 payload (plain dicts) that :mod:`actkit.results` writes and the CLI renders.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -285,11 +294,11 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
     mode_list = parse_modes(modes) if modes is not None else MODES
     provider_list = parse_providers(providers) if providers is not None else PROVIDERS
     device = parse_device(device)
-    kind = torch.device(device).type
+    device_type = torch.device(device).type
     if dtype_names is None:
-        dtype_names = QUICK_DTYPES[kind] if quick else DEFAULT_DTYPES
+        dtype_names = QUICK_DTYPES[device_type] if quick else DEFAULT_DTYPES
     if size_list is None:
-        size_list = QUICK_SIZES[kind] if quick else DEFAULT_SIZES[kind]
+        size_list = QUICK_SIZES[device_type] if quick else DEFAULT_SIZES[device_type]
     timing = {}
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
@@ -582,10 +591,11 @@ def run(config: BenchConfig, progress: ProgressCallback | None = None) -> dict[s
         started += 1
 
     try:
-        for spec, dtype_name, numel in the_plan.cases:
-            case_records, case_skipped = _run_case(config, spec, dtype_name, numel, env, tick)
-            records.extend(case_records)
-            skipped.extend(case_skipped)
+        with torch.cuda.device(config.device) if config.device_type == "cuda" else contextlib.nullcontext():
+            for spec, dtype_name, numel in the_plan.cases:
+                case_records, case_skipped = _run_case(config, spec, dtype_name, numel, env, tick)
+                records.extend(case_records)
+                skipped.extend(case_skipped)
     finally:
         _compiled["key"] = _compiled["fn"] = None
     if progress is not None:
