@@ -243,16 +243,15 @@ def diagnostics_findings(rs: RunSet) -> list[str]:
     if flows:
         weakest = min(flows, key=lambda r: r["ratio"])
         out.append(f"Gradient flow in the last epoch: the first layer ({weakest['first_layer']}) gets "
-                   f"{_ratio(weakest['ratio'])} of the last layer's gradient norm with {weakest['label']}"
+                   f"{_ratio(weakest['ratio'])} times the last layer's gradient norm with {weakest['label']}"
                    + (", the smallest share; " if len(flows) > 1 else "; ")
                    + ", ".join(f"{r['label']} {_ratio(r['ratio'])}" for r in flows) + ".")
     return out
 
 
 def _ratio(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f}x"
-    return f"1/{1 / value:,.0f}" if value < 0.1 else f"{value:.2f}x"
+    """A ratio of gradient norms, two significant digits: 0.38, 0.083, 1.1e-05."""
+    return f"{value:.2g}"
 
 
 # -- benchmark findings ----------------------------------------------------------------------------------
