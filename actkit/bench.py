@@ -233,6 +233,19 @@ def parse_sizes(value) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def parse_threads(value) -> int | None:
+    """A positive thread count (``None`` keeps torch's setting)."""
+    if value is None:
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise BenchError(f"bad --threads {value!r}: give a positive integer, e.g. --threads 1")
+    return number
+
+
 def parse_device(value: str | None) -> str:
     """``cuda`` or ``cpu`` (``None``: cuda when a GPU is present); error if cuda has no GPU."""
     if value is None or str(value).strip().lower() in ("", "auto"):
@@ -276,6 +289,8 @@ class BenchConfig:
     block_s: float = 0.003
     warmup_calls: int = 3
     seed: int = 0
+    threads: int | None = None
+    """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
 
     @property
     def device_type(self) -> str:
@@ -286,7 +301,7 @@ class BenchConfig:
 
 
 def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, modes=None, providers=None,
-                quick: bool = False) -> BenchConfig:
+                quick: bool = False, threads: int | None = None) -> BenchConfig:
     """Validate user options (strings or sequences) into a :class:`BenchConfig`; :class:`BenchError` if bad."""
     activations = parse_activations(act)
     dtype_names = parse_dtypes(dtypes) if dtypes is not None else None
@@ -299,11 +314,13 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
         dtype_names = QUICK_DTYPES[device_type] if quick else DEFAULT_DTYPES
     if size_list is None:
         size_list = QUICK_SIZES[device_type] if quick else DEFAULT_SIZES[device_type]
+    threads = parse_threads(threads)
     timing = {}
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
     return BenchConfig(activations=activations, device=device, dtypes=tuple(dtype_names), sizes=tuple(size_list),
-                       modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, **timing)
+                       modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, threads=threads,
+                       **timing)
 
 
 # -- inputs, providers and modes ----------------------------------------------------------------
@@ -574,6 +591,16 @@ def _skip(activation: str, reason: str, dtype: str | None = None, numel: int | N
 
 def run(config: BenchConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Run the sweep; returns ``{"schema", "environment", "host", "config", "records", "skipped"}``."""
+    threads_before = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(config: BenchConfig, progress: ProgressCallback | None) -> dict[str, Any]:
     env = results.environment(config.device)
     load_start = _load_average()
     the_plan = plan(config)
@@ -772,9 +799,11 @@ def markdown_table(payload: Mapping[str, Any], modes: Sequence[str] | None = Non
     shown_modes = [m for m in MODES if any(r["mode"] == m for r in records)]
     config = payload.get("config", {})
     device_type = torch.device(env.get("device", "cpu")).type
-    flags = " --quick" if config.get("quick") else ""
+    flags = (" --quick" if config.get("quick") else "") + \
+        (f" --threads {config['threads']}" if config.get("threads") else "")
     backends = ", ".join(sorted({str(r["backend"]) for r in records})) or "-"
-    threads = f", {env.get('cpu_threads')} threads" if device_type == "cpu" else ""
+    n_threads = env.get("cpu_threads")
+    threads = f", {n_threads} thread{'' if n_threads == 1 else 's'}" if device_type == "cpu" else ""
     timer = records[0]["timer"].split("(")[0] if records else "-"
     lines = [
         f"Measured on **{env.get('device_name')}** ({env.get('device')}{threads}), torch {env.get('torch')}, "

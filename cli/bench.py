@@ -107,7 +107,8 @@ def render(payload: Mapping[str, Any]) -> None:
     if warning:
         out.print(f"[yellow]note[/]: {warning}")
     backends = ", ".join(sorted({r["backend"] for r in records if r["provider"] == "actkit"})) or "-"
-    threads = f", {env['cpu_threads']} threads" if env["device"].startswith("cpu") else ""
+    n = env["cpu_threads"]
+    threads = f", {n} thread{'' if n == 1 else 's'}" if env["device"].startswith("cpu") else ""
     out.print(f"[dim]{env['device_name']} ({env['device']}{threads}); torch {env['torch']}, triton "
                   f"{env['triton']}; actkit backend: {backends}. First calls (compile, JIT, autotune) are "
                   "timed apart and excluded from the timings"
@@ -130,6 +131,8 @@ def bench_command(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per record."),
     quick: bool = typer.Option(False, "--quick", help="Short run: fewer sizes and dtypes, shorter timing."),
     markdown: bool = typer.Option(False, "--markdown", help="Also print actkit's figures as a markdown table."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for the run [default: torch's]; "
+                                          "1 is steadier on a shared machine."),
 ) -> None:
     """Time actkit against eager PyTorch and torch.compile: forward, backward, fwd+bwd.
 
@@ -139,7 +142,7 @@ def bench_command(
     _check_output(json_path, "--json")
     _check_output(csv_path, "--csv")
     try:
-        config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick)
+        config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick, threads=threads)
     except bench.BenchError as exc:
         _fail(str(exc))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -120,6 +120,16 @@ def test_devices():
         assert bench.parse_device(None) == "cpu"
 
 
+def test_threads_option_is_applied_and_restored():
+    before = torch.get_num_threads()
+    result = bench.run(dataclasses.replace(tiny_config("relu", modes=("fwd",)), threads=1))
+    assert result["environment"]["cpu_threads"] == 1 and all(r["cpu_threads"] == 1 for r in result["records"])
+    assert torch.get_num_threads() == before
+    assert bench.parse_threads("2") == 2 and bench.parse_threads(None) is None
+    with pytest.raises(bench.BenchError, match="positive integer"):
+        bench.parse_threads("-1")
+
+
 def test_quick_defaults_are_small_on_cpu():
     config = bench.make_config("mish", "cpu", quick=True)
     assert config.sizes == bench.QUICK_SIZES["cpu"] and config.dtypes == ("fp32",)

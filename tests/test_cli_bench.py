@@ -38,6 +38,8 @@ def assert_usage_error(result, *fragments):
     (["--mode", "sideways"], ["unsupported mode 'sideways'", "fwd, bwd, fwd+bwd"]),
     (["--providers", "jax"], ["unsupported provider 'jax'", "actkit, eager, compile"]),
     (["--device", "tpu"], ["unsupported device 'tpu'"]),
+    (["--threads", "0"], ["bad --threads '0'"]),
+    (["--threads", "many"], ["bad --threads 'many'"]),
 ])
 def test_bad_options_are_one_line_exit_2(args, fragments):
     result = runner.invoke(app, ["bench", "--quick", "--device", "cpu", *args])
