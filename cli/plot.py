@@ -50,6 +50,12 @@ def parse_activations(text: str) -> list[str]:
     return out
 
 
+def registry_get(name: str):
+    from actkit import registry
+
+    return registry.get(name)
+
+
 def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
     if width is None and height is None:
         return None
@@ -109,6 +115,10 @@ def plot_curves(
     lo, hi = range_
     if not lo < hi:
         fail(f"--range needs LOW < HIGH, got {lo:g} {hi:g}")
+    rowwise = [n for n in names if registry_get(n).kind == "rowwise"]
+    if rowwise:
+        fail(f"{', '.join(rowwise)}: row-wise activations normalise over a dimension and have no curve f(x); "
+             "choose elementwise or learnable activations")
     size = parse_size(width, height)
     try:
         path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
@@ -145,6 +155,12 @@ def boundary(
     x, y = toy.make_dataset(key, samples, noise=noise, seed=seed)
     x_test, y_test = toy.make_dataset(key, samples, noise=noise, seed=seed + 10_000)
     results = []
+    for name in names:  # refuse what cannot be trained before training anything
+        spec = registry_get(name)
+        if spec.kind == "rowwise" or not spec.differentiable:
+            fail(f"{name} cannot be used in the toy MLP: "
+                 + ("it is a row-wise activation" if spec.kind == "rowwise" else "it has no gradient")
+                 + "; use elementwise or learnable activations")
     with console.status("training") as status:
         for name in names:
             status.update(f"training {name} on {key} ({steps} steps)")

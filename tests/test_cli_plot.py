@@ -56,6 +56,19 @@ def test_boundary_errors(tmp_path):
     assert result.exit_code == 2 and "moons, circles, spirals" in result.output
     result = run("boundary", "--act", "reluu", "--out", tmp_path / "b.png")
     assert result.exit_code == 2 and "Did you mean 'relu'" in result.output
+    result = run("boundary", "--act", "relu,step", "--out", tmp_path / "b.png")
+    assert result.exit_code == 2 and "no gradient" in result.output
+    result = run("boundary", "--act", "softmax", "--out", tmp_path / "b.png")
+    assert result.exit_code == 2 and "row-wise" in result.output
+    result = run("plot", "curves", "--act", "relu,log_softmax", "--out", tmp_path / "c.png")
+    assert result.exit_code == 2 and "row-wise" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_plot_curves_learnable_activations(tmp_path):
+    result = run("plot", "curves", "--act", "prelu,swish_beta", "--points", "51", "--out", tmp_path / "l.png")
+    assert result.exit_code == 0, result.output
+    assert_png(tmp_path / "l.png")
 
 
 def test_plot_runs_and_bench(tmp_path):

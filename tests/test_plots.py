@@ -37,6 +37,10 @@ def test_curve_rejects_bad_range():
         plots.activation_curve("relu", 1, -1)
     with pytest.raises(ValueError, match="unknown activation"):
         plots.activation_curve("nope")
+    with pytest.raises(ValueError, match="row-wise"):
+        plots.activation_curve("softmax")
+    prelu = plots.activation_curve("prelu", -2, 2, 5)  # learnable: its initial slope 0.25 below 0
+    np.testing.assert_allclose(prelu["dy"], [0.25, 0.25, 0.25, 1.0, 1.0])
 
 
 def test_curves_png(tmp_path):
