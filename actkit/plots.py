@@ -208,8 +208,11 @@ def learning_curves(rs, out: str | os.PathLike, *, size: Size | None = None) -> 
     return _save(fig, out)
 
 
-def _grouped_bars(ax, rs, values: dict, scale: float = 1.0):
-    """Bars per activation (x), one bar per impl in each group, with CI error bars; returns the bar tops."""
+def _grouped_bars(ax, rs, values: dict, scale: float = 1.0, upper: float | None = None):
+    """Bars per activation (x), one bar per impl in each group, with CI error bars; returns the bar tops.
+
+    Error bars are clipped to the quantity's range: never below 0, never above ``upper``.
+    """
     labels, impls = rs.labels, rs.impls
     palette = colours(labels)
     width = 0.8 / len(impls)
@@ -221,11 +224,14 @@ def _grouped_bars(ax, rs, values: dict, scale: float = 1.0):
             if ci is None:
                 continue
             err = 0.0 if math.isnan(ci.half_width) else scale * ci.half_width
+            mean = scale * ci.mean
+            down = min(err, max(mean, 0.0))
+            up = err if upper is None else min(err, max(upper - mean, 0.0))
             x = i - 0.4 + width * (j + 0.5)
-            ax.bar(x, scale * ci.mean, width * 0.92, color=palette[label], edgecolor="k", lw=0.6,
-                   hatch=hatches.get(impl, ""), yerr=err if err else None, capsize=4 if err else 0,
+            ax.bar(x, mean, width * 0.92, color=palette[label], edgecolor="k", lw=0.6,
+                   hatch=hatches.get(impl, ""), yerr=[[down], [up]] if err else None, capsize=4 if err else 0,
                    label=impl if i == 0 else None)
-            tops.append((scale * ci.mean - err, scale * ci.mean + err))
+            tops.append((mean - down, mean + up))
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
     ax.grid(axis="y", alpha=0.3)
@@ -239,7 +245,7 @@ def accuracy_bars(rs, out: str | os.PathLike, *, size: Size | None = None) -> Pa
     fig, axes = _figure(size, (max(560, 120 * len(rs.labels) * len(rs.impls) + 200), 460))
     ax = axes[0, 0]
     values = {(l, i): rs.accuracy(l, i) for l in rs.labels for i in rs.impls}
-    tops = _grouped_bars(ax, rs, values, 100.0)
+    tops = _grouped_bars(ax, rs, values, 100.0, upper=100.0)
     if tops:
         lo = min(t[0] for t in tops)
         hi = max(t[1] for t in tops)
