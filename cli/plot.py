@@ -183,8 +183,8 @@ def boundary(
 @plot_app.command("runs")
 def plot_runs(
     run_dir: Path = typer.Argument(..., help="The directory actkit train wrote (--out), or one run JSON file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the PNGs [default: RUN_DIR/figures]."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation [default: the sweep's]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the PNGs \\[default: RUN_DIR/figures]."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation \\[default: the sweep's]."),
     width: Optional[int] = WIDTH,
     height: Optional[int] = HEIGHT,
 ) -> None:
@@ -223,7 +223,7 @@ def _csv_option(value: Optional[str]) -> Optional[list[str]]:
 @plot_app.command("bench")
 def plot_bench(
     bench_json: Path = typer.Argument(..., help="A result file of actkit bench (--json)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file [default: next to BENCH.json, .png]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file \\[default: next to BENCH.json, .png]."),
     act: Optional[str] = typer.Option(None, "--act", "-a", help="Only these activations (comma-separated)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes: fwd, bwd, fwd+bwd."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes: fp32, bf16, fp16."),

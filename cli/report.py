@@ -35,7 +35,7 @@ def report_command(
     inputs: List[Path] = typer.Argument(..., help="RUN_DIR (what actkit train wrote) and/or BENCH.json files."),
     out: Path = typer.Option(Path("report.md"), "--out", "-o", help="Markdown file to write (.md)."),
     as_html: bool = typer.Option(False, "--html", help="Also write a standalone HTML file (figures embedded)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation [default: the sweep's]."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation \\[default: the sweep's]."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG) and link them."),
 ) -> None:
     """One document: tables, figures and plain-language findings computed from the results."""
