@@ -359,30 +359,56 @@ def make_inputs(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype, d
     return CaseInputs(x, dy, kwargs=dict(spec.defaults))
 
 
-_compiled: dict[str, Any] = {"key": None, "fn": None}
+_compiled: dict[str, Any] = {"key": None, "fns": {}}
 
 
-def compiled_reference(spec: registry.ActivationSpec, kwargs: Mapping[str, Any], key: Any) -> Callable:
+def compiled_reference(spec: registry.ActivationSpec, kwargs: Mapping[str, Any], key: Any,
+                       donated_buffers: bool = True) -> Callable:
     """``torch.compile`` of the eager reference, fresh for each ``key`` (activation, dtype, size).
 
     Dynamo caches compiled graphs per code object and gives up after a few recompiles, which a
     sweep over dtypes and sizes would hit, silently falling back to eager. So each new case
     starts from ``torch.compiler.reset()`` and compiles with static shapes, as a model with a
     fixed input shape gets; the compile time is the case's ``first_call_s``.
+
+    ``donated_buffers=False`` gives a second compiled function (its own code object, so its
+    graphs are cached apart) for callers that compile it under :func:`donated_buffers_off`:
+    a backward that reuses ("donates") its saved tensors' memory cannot be replayed on a
+    retained graph, which the ``bwd`` mode does.
     """
     if _compiled["key"] != key:
         torch.compiler.reset()
+        _compiled["key"], _compiled["fns"] = key, {}
+    if donated_buffers not in _compiled["fns"]:
         bound = dict(kwargs)
 
         def reference(x, *args):
             return spec.reference(x, *args, **bound)
 
-        _compiled["key"], _compiled["fn"] = key, torch.compile(reference, dynamic=False)
-    return _compiled["fn"]
+        def reference_retainable(x, *args):
+            return spec.reference(x, *args, **bound)
+
+        _compiled["fns"][donated_buffers] = torch.compile(
+            reference if donated_buffers else reference_retainable, dynamic=False)
+    return _compiled["fns"][donated_buffers]
+
+
+@contextlib.contextmanager
+def donated_buffers_off():
+    """Compile without donated buffers (AOTAutograd's ``donated_buffer``, where torch has it)."""
+    try:
+        from torch._functorch import config as functorch_config
+    except ImportError:  # pragma: no cover - very old torch
+        functorch_config = None
+    if functorch_config is None or not hasattr(functorch_config, "donated_buffer"):
+        yield
+        return
+    with functorch_config.patch(donated_buffer=False):
+        yield
 
 
 def provider_fn(provider: str, spec: registry.ActivationSpec, kwargs: Mapping[str, Any] | None = None,
-                key: Any = None) -> Callable[..., torch.Tensor]:
+                key: Any = None, donated_buffers: bool = True) -> Callable[..., torch.Tensor]:
     """``f(x, *args)`` for one provider; ``key`` identifies the case for ``compile`` (see
     :func:`compiled_reference`). ``kwargs`` default to the spec's parameter defaults."""
     if spec.kind not in KINDS:
@@ -394,8 +420,34 @@ def provider_fn(provider: str, spec: registry.ActivationSpec, kwargs: Mapping[st
     if provider == "eager":
         return lambda x, *args: spec.reference(x, *args, **kwargs)
     if provider == "compile":
-        return compiled_reference(spec, kwargs, (spec.name, tuple(sorted(kwargs.items())), key))
+        return compiled_reference(spec, kwargs, (spec.name, tuple(sorted(kwargs.items())), key), donated_buffers)
     raise BenchError(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
+
+
+def prepared_runner(provider: str, spec: registry.ActivationSpec, mode: str, inputs: CaseInputs,
+                    key: Any = None, fn: Callable | None = None) -> tuple[Callable[[], Any], str | None]:
+    """The runner for one provider x mode, called twice (warm, and replayable), and a note.
+
+    torch.compile may build a backward that donates its saved tensors' memory and so refuses a
+    second backward on the same graph; for ``bwd`` the reference is then compiled again without
+    donated buffers, and the note says so.
+    """
+    fn = provider_fn(provider, spec, inputs.kwargs, key=key) if fn is None else fn
+    runner = mode_runner(fn, mode, inputs)
+    try:
+        runner()
+        runner()
+        return runner, None
+    except RuntimeError as exc:
+        if not (provider == "compile" and mode == "bwd" and "donated buffer" in str(exc)):
+            raise
+    del runner
+    with donated_buffers_off():
+        fn = provider_fn(provider, spec, inputs.kwargs, key=key, donated_buffers=False)
+        runner = mode_runner(fn, mode, inputs)
+        runner()
+        runner()
+    return runner, "bwd compiled without donated buffers, so that backward can replay on a retained graph"
 
 
 def backend_label(provider: str, x: torch.Tensor) -> str:
@@ -543,7 +595,7 @@ RECORD_FIELDS = (
     "median_ms", "p20_ms", "p80_ms", "reps", "timer", "cache_flushed",
     "bytes_moved", "gbps", "copy_median_ms", "copy_gbps", "pct_of_copy",
     "actkit_speedup", "speedup_vs_eager", "speedup_vs_compile",
-    "saved_bytes_per_element", "peak_mem_bytes", "first_call_s",
+    "saved_bytes_per_element", "peak_mem_bytes", "first_call_s", "note",
     "device", "device_name", "torch", "triton", "cuda", "cpu_threads", "actkit", "timestamp",
 )
 """Every record (one per activation x dtype x size x mode x provider) has exactly these keys.
@@ -624,7 +676,7 @@ def _run(config: BenchConfig, progress: ProgressCallback | None) -> dict[str, An
                 records.extend(case_records)
                 skipped.extend(case_skipped)
     finally:
-        _compiled["key"] = _compiled["fn"] = None
+        _compiled["key"], _compiled["fns"] = None, {}
     if progress is not None:
         progress(units, units, "done")
     host = {"cpu_count": os.cpu_count(), "load_average_start": load_start, "load_average_end": _load_average()}
@@ -704,7 +756,7 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
             "actkit_speedup": timing.median_s / actkit_timing.median_s if actkit_timing else None,
             "speedup_vs_eager": None, "speedup_vs_compile": None,
             "saved_bytes_per_element": fact["saved"], "peak_mem_bytes": fact["peak"] if mode == "fwd+bwd" else None,
-            "first_call_s": fact["first_call_s"],
+            "first_call_s": fact["first_call_s"], "note": fact["notes"].get(mode),
         }
         if provider == "actkit":
             for other in ("eager", "compile"):
@@ -719,7 +771,7 @@ def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: st
 
 def _prepare_provider(spec, provider: str, modes: Sequence[str], inputs: CaseInputs, device: str,
                       key) -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[], Any]]]:
-    """First call, saved bytes and peak memory of one provider, and its runner per mode."""
+    """First call, saved bytes and peak memory of one provider, and its warmed runner per mode."""
     fn = provider_fn(provider, spec, inputs.kwargs, key=key)
 
     # First call: compile (torch.compile), Triton JIT (actkit on CUDA), lazy initialisation.
@@ -732,10 +784,14 @@ def _prepare_provider(spec, provider: str, modes: Sequence[str], inputs: CaseInp
         mode_runner(fn, "fwd", inputs)()
     _sync(device)
     facts = {"backend": backend_label(provider, inputs.x), "first_call_s": time.perf_counter() - start,
-             "saved": saved_bytes_per_element(fn, inputs) if spec.differentiable else None, "peak": None}
+             "saved": saved_bytes_per_element(fn, inputs) if spec.differentiable else None, "peak": None,
+             "notes": {}}
     if spec.differentiable and "fwd+bwd" in modes:
         facts["peak"] = peak_memory_bytes(mode_runner(fn, "fwd+bwd", inputs), device)
-    return facts, {(provider, mode): mode_runner(fn, mode, inputs) for mode in modes}
+    runners = {}
+    for mode in modes:
+        runners[(provider, mode)], facts["notes"][mode] = prepared_runner(provider, spec, mode, inputs, key, fn)
+    return facts, runners
 
 
 # -- summaries and tables -----------------------------------------------------------------------
