@@ -577,7 +577,7 @@ def time_cpu(fns: Mapping[Any, Callable[[], Any]], *, min_run_time: float, min_b
     return {key: Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8),
                         numbers[key] * len(times),
                         f"torch.utils.benchmark.Timer({len(times)} interleaved blocks x {numbers[key]} calls, "
-                        f"{threads} threads)", False)
+                        f"{threads} thread{'' if threads == 1 else 's'})", False)
             for key, times in samples.items()}
 
 
@@ -700,9 +700,12 @@ def busy_host(payload: Mapping[str, Any]) -> str | None:
     loads = [v for v in (host.get("load_average_start"), host.get("load_average_end")) if v is not None]
     cores = host.get("cpu_count") or 1
     if loads and max(loads) >= cores / 2:
+        threads = payload.get("environment", {}).get("cpu_threads") or 1
+        hint = "; multi-threaded ops stall while a thread waits for a core (--threads 1 is steadier)" \
+            if threads > 1 else ""
         return (f"the host was busy (1-minute load average up to {max(loads):.1f} on {cores} CPUs): CPU timings "
                 "include waiting for other processes; the providers were interleaved, so ratios are fairer than "
-                "absolute times")
+                f"absolute times{hint}")
     return None
 
 

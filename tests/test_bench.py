@@ -262,7 +262,8 @@ def test_summary_line_by_hand():
         dict(base, mode="bwd", numel=2 ** 24, size="2^24", gbps=1.0, pct_of_copy=1.0, speedup_vs_eager=9.0,
              speedup_vs_compile=9.0),
     ]
-    assert bench.summary_line(records, "mish") == "mish fwd bf16 2^24: 2.71 TB/s, 93% of copy, 1.02x ATen, 1.00x compile"
+    assert bench.summary_line(records, "mish") == \
+        "mish fwd bf16 2^24: 2.71 TB/s, 93% of copy, 1.02x ATen, 1.00x compile"
     composite = [dict(records[1], activation="lisht", reference="composite", speedup_vs_compile=None)]
     assert bench.summary_line(composite, "lisht") == "lisht fwd bf16 2^24: 2.71 TB/s, 93% of copy, 1.02x eager"
     assert bench.summary_line(records, "relu") is None
@@ -336,6 +337,8 @@ def test_busy_host_note():
     busy = {"environment": {"device": "cpu"}, "host": {"cpu_count": 2, "load_average_start": 1.6,
                                                         "load_average_end": 0.2}}
     assert "load average up to 1.6 on 2 CPUs" in bench.busy_host(busy)
+    assert "--threads 1" in bench.busy_host({**busy, "environment": {"device": "cpu", "cpu_threads": 2}})
+    assert "--threads 1" not in bench.busy_host({**busy, "environment": {"device": "cpu", "cpu_threads": 1}})
     assert bench.busy_host({"environment": {"device": "cuda"}, "host": busy["host"]}) is None
 
 
