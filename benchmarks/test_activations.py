@@ -30,6 +30,7 @@ DTYPES = bench.parse_dtypes(os.environ.get("ACTKIT_BENCH_DTYPES", DEFAULTS["dtyp
 SIZES = bench.parse_sizes(os.environ.get("ACTKIT_BENCH_SIZES", DEFAULTS["sizes"]))
 PROVIDERS = bench.parse_providers(os.environ.get("ACTKIT_BENCH_PROVIDERS", "all"))
 MODES = bench.parse_modes(os.environ.get("ACTKIT_BENCH_MODES", "all"))
+THREADS = bench.parse_threads(os.environ.get("ACTKIT_BENCH_THREADS"))
 
 
 def _cases():
@@ -54,6 +55,16 @@ def _cases():
 
 CASES = _cases()
 _inputs: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_threads():
+    """ACTKIT_BENCH_THREADS for these benchmarks only; restored afterwards."""
+    before = torch.get_num_threads()
+    if THREADS is not None:
+        torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 def _inputs_for(spec, dtype: str, numel: int) -> bench.CaseInputs:
@@ -102,6 +113,7 @@ def test_activation(benchmark, name, dtype, numel, mode, provider):
         "numel": numel, "shape": list(x.shape),
         "backend": bench.backend_label(provider, x), "bytes_moved": nbytes, "device": DEVICE,
         "device_name": env["device_name"], "torch": env["torch"], "triton": env["triton"],
+        "cpu_threads": torch.get_num_threads(),
         "cache_flushed": ON_CUDA, "note": note,
     })
     benchmark.pedantic(timed, setup=_flush_l2 if ON_CUDA else None, rounds=DEFAULTS["rounds"],
