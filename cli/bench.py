@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -97,19 +98,19 @@ def render(payload: Mapping[str, Any]) -> None:
     env = payload["environment"]
     for activation in dict.fromkeys(r["activation"] for r in records):
         out.print(activation_table(activation, records))
-        out.print(f"[bold]{bench.summary_line(records, activation)}[/]\n")
+        out.print(f"[bold]{escape(bench.summary_line(records, activation) or '')}[/]\n")
     notes = dict.fromkeys(
         f"{s['activation']}" + (f" {s['provider']}" if s["provider"] else "") + (f" {s['mode']}" if s["mode"] else "")
         + f": {s['reason']}" for s in payload["skipped"])
     for note in notes:
-        out.print(f"[yellow]skipped[/] {note}")
+        out.print(f"[yellow]skipped[/] {escape(note)}")
     warning = bench.busy_host(payload)
     if warning:
-        out.print(f"[yellow]note[/]: {warning}")
+        out.print(f"[yellow]note[/]: {escape(warning)}")
     backends = ", ".join(sorted({r["backend"] for r in records if r["provider"] == "actkit"})) or "-"
     n = env["cpu_threads"]
     threads = f", {n} thread{'' if n == 1 else 's'}" if env["device"].startswith("cpu") else ""
-    out.print(f"[dim]{env['device_name']} ({env['device']}{threads}); torch {env['torch']}, triton "
+    out.print(f"[dim]{escape(str(env['device_name']))} ({env['device']}{threads}); torch {env['torch']}, triton "
                   f"{env['triton']}; actkit backend: {backends}. First calls (compile, JIT, autotune) are "
                   "timed apart and excluded from the timings"
                   + ("; peak memory is measured on CUDA only" if threads else "") + ".[/]")
@@ -118,20 +119,20 @@ def render(payload: Mapping[str, Any]) -> None:
 @app.command("bench")
 def bench_command(
     act: str = typer.Option("all", "--act", help="Activation name, comma list, or 'all'."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu [default: cuda if available]."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu \\[default: cuda if available]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Comma list of fp32, bf16, fp16 "
-                                        "[default: all three; --quick: fp32 (cpu), fp32,bf16 (cuda)]."),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help="Element counts, e.g. 65536,2^20 [default: "
+                                        "\\[default: all three; --quick: fp32 (cpu), fp32,bf16 (cuda)]."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Element counts, e.g. 65536,2^20 \\[default: "
                                         "2^16..2^26 on cuda, 2^12,2^16,2^20 on cpu]."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Comma list of fwd, bwd, fwd+bwd [default: all]."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Comma list of fwd, bwd, fwd+bwd \\[default: all]."),
     providers: Optional[str] = typer.Option(None, "--providers", help="Comma list of actkit, eager, compile "
-                                            "[default: all]."),
+                                            "\\[default: all]."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure and the environment "
                                              "as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per record."),
     quick: bool = typer.Option(False, "--quick", help="Short run: fewer sizes and dtypes, shorter timing."),
     markdown: bool = typer.Option(False, "--markdown", help="Also print actkit's figures as a markdown table."),
-    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for the run [default: torch's]; "
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for the run \\[default: torch's]; "
                                           "1 is steadier on a shared machine."),
 ) -> None:
     """Time actkit against eager PyTorch and torch.compile: forward, backward, fwd+bwd.

@@ -52,6 +52,12 @@ def test_cuda_without_gpu():
     assert_usage_error(result, "'cuda'", "no CUDA GPU", "--device cpu")
 
 
+def test_help_shows_the_defaults():
+    result = runner.invoke(app, ["bench", "--help"], env=WIDE)
+    assert result.exit_code == 0
+    assert "[default: cuda if available]" in result.stdout and "--quick" in result.stdout
+
+
 def test_json_path_that_is_a_directory(tmp_path):
     result = runner.invoke(app, ["bench", "--act", "relu", "--device", "cpu", "--json", str(tmp_path)])
     assert_usage_error(result, "is a directory")
