@@ -10,10 +10,11 @@ Custom ops (rather than ``triton_op``) because they compile with
 never tries to compile the Triton kernel for the CPU. ``backend`` is decided in Python
 before the call, so it is a constant in a traced graph.
 
-Autograd saves exactly one tensor: x, or y for specs with ``saves="y"``. The backward
-recomputes f'(x) rather than storing intermediates: in the Triton kernel, or on the
-PyTorch path by a vector-Jacobian product of the reference, so the fallback's gradients
-are PyTorch's own, NaN and inf behaviour included.
+Autograd saves exactly one tensor: x, or y for specs with ``saves="y"`` (none for identity,
+whose derivative is 1). The backward recomputes f' rather than storing intermediates: in the
+Triton kernel, or on the PyTorch path with PyTorch's own backward op (``spec.torch_backward``)
+or, for composite references, a vector-Jacobian product of the reference; so the fallback's
+gradients are PyTorch's own, NaN and inf behaviour included.
 """
 from __future__ import annotations
 
@@ -67,12 +68,11 @@ def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: 
                         backend: str) -> torch.Tensor:
     spec = registry.get(name)
     if backend == TORCH:
-        if spec.saves == "y":
-            return _like_fake(spec.grad_from_output(grad, saved), saved)
         params = _params(spec, p0, p1)
+        if spec.torch_backward is not None:
+            return _like_fake(spec.torch_backward(grad, saved, **params), saved)
         _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
         dx = vjp(grad)[0]
-        # A custom op may not return (a view of) its input; identity's vjp hands back grad.
         return _like_fake(dx.clone() if _shares_storage(dx, grad) else dx, saved)
     from actkit.kernels import elementwise
 
@@ -89,14 +89,16 @@ def _setup_context(ctx, inputs, output):
     x, name, p0, p1, backend = inputs
     spec = registry.get(name)
     ctx.name, ctx.p0, ctx.p1, ctx.backend = name, p0, p1, backend
-    ctx.differentiable = spec.differentiable
-    if spec.differentiable:
+    ctx.differentiable, ctx.saves = spec.differentiable, spec.saves
+    if spec.differentiable and spec.saves != "none":
         ctx.save_for_backward(output if spec.saves == "y" else x)
 
 
 def _backward(ctx, grad):
     if not ctx.differentiable:
         dx = torch.zeros_like(grad)
+    elif ctx.saves == "none":  # f' = 1: nothing to compute or read
+        dx = grad
     else:
         (saved,) = ctx.saved_tensors
         dx = activation_backward(saved, grad, ctx.name, ctx.p0, ctx.p1, ctx.backend)

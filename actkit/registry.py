@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 # Saved-tensor choices: "x" saves the input; "y" saves the output (for sigmoid and tanh,
-# whose derivatives are cheapest in y and whose output the next layer keeps anyway).
-SAVES = ("x", "y")
+# whose derivatives are cheapest in y and whose output the next layer keeps anyway);
+# "none" saves nothing, for a derivative that is 1 everywhere (identity): dx = dy.
+SAVES = ("x", "y", "none")
 # "elementwise": f(x) with scalar parameters (the generic kernels and custom op);
 # "learnable": f(x, a) with a learnable parameter a, shared or one per channel (dim 1);
 # "rowwise": a normalisation over one dimension (softmax, log_softmax), with a ``dim`` argument.
@@ -52,8 +53,10 @@ class ActivationSpec:
     kernel: str | None = None
     """Prefix of the ``<kernel>_fwd``/``<kernel>_bwd`` device functions; defaults to ``name``."""
     saves: str = "x"
-    grad_from_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    """``(grad, y) -> dx`` in PyTorch, for specs that save the output."""
+    torch_backward: Callable[..., torch.Tensor] | None = None
+    """``torch_backward(grad, saved, **params) -> dx``: PyTorch's own backward op, used by the
+    PyTorch backend so that the fallback's backward costs what ATen's does. ``None``: a
+    vector-Jacobian product of the reference (recomputes the forward; composites only)."""
     differentiable: bool = True
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
@@ -68,8 +71,8 @@ class ActivationSpec:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}")
         if self.kind != "elementwise":
             return  # learnable and row-wise kinds bring their own ops (actkit.learnable, actkit.rowwise)
-        if self.saves == "y" and self.grad_from_output is None:
-            raise ValueError(f"{self.name}: a spec that saves the output needs grad_from_output")
+        if self.saves == "y" and self.torch_backward is None:
+            raise ValueError(f"{self.name}: a spec that saves the output needs torch_backward")
         if len(self.params) > 2:
             raise ValueError(f"{self.name}: the elementwise kernels take at most two scalar parameters")
 
@@ -156,17 +159,19 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def _sigmoid_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.sigmoid_backward(grad, y)
+# -- PyTorch's backward ops, for the PyTorch backend (same results as autograd of the reference) --
+_aten = torch.ops.aten
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
-def _tanh_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.tanh_backward(grad, y)
+def _hardtanh_grad(min_val: float, max_val: float):
+    return lambda grad, x: _aten.hardtanh_backward(grad, x, min_val, max_val)
 
 
 _SPECS = [
     ActivationSpec("identity", "f(x) = x", torch.clone, "Identity", "(-inf, inf)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=False, aliases=("linear",),
+                   saves="none",
                    notes="The reference is torch.clone: an op may not return its input."),
     ActivationSpec("step", "f(x) = 1 if x >= 0 else 0 (NaN -> 0)", _step, "Step", "{0, 1}",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True,
@@ -175,56 +180,69 @@ _SPECS = [
                          "almost everywhere and undefined at 0)."),
     ActivationSpec("sigmoid", "f(x) = 1 / (1 + exp(-x))", torch.sigmoid, "Sigmoid", "(0, 1)",
                    monotonic=True, smooth=True, zero_centred=False, saturating=True, aliases=("logistic",),
-                   saves="y", grad_from_output=_sigmoid_grad),
+                   saves="y", torch_backward=_aten.sigmoid_backward),
     ActivationSpec("tanh", "f(x) = tanh(x)", torch.tanh, "Tanh", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True,
-                   saves="y", grad_from_output=_tanh_grad),
+                   saves="y", torch_backward=_aten.tanh_backward),
     ActivationSpec("relu", "f(x) = max(0, x)", F.relu, "ReLU", "[0, inf)",
-                   monotonic=True, smooth=False, zero_centred=False, saturating=False),
+                   monotonic=True, smooth=False, zero_centred=False, saturating=False,
+                   torch_backward=lambda grad, x: _aten.threshold_backward(grad, x, 0)),
     ActivationSpec("relu6", "f(x) = min(max(0, x), 6)", F.relu6, "ReLU6", "[0, 6]",
-                   monotonic=True, smooth=False, zero_centred=False, saturating=True),
+                   monotonic=True, smooth=False, zero_centred=False, saturating=True,
+                   torch_backward=_hardtanh_grad(0.0, 6.0)),
     ActivationSpec("leaky_relu", "f(x) = x if x > 0 else negative_slope * x", F.leaky_relu, "LeakyReLU",
                    "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False, saturating=False,
-                   params=(Param("negative_slope", 0.01, "slope for x < 0"),), aliases=("lrelu", "leakyrelu")),
+                   params=(Param("negative_slope", 0.01, "slope for x < 0"),), aliases=("lrelu", "leakyrelu"),
+                   torch_backward=lambda grad, x, negative_slope: _aten.leaky_relu_backward(
+                       grad, x, negative_slope, False)),
     ActivationSpec("elu", "f(x) = x if x > 0 else alpha * (exp(x) - 1)", F.elu, "ELU", "(-alpha, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
-                   params=(Param("alpha", 1.0, "value approached as x -> -inf is -alpha"),)),
+                   params=(Param("alpha", 1.0, "value approached as x -> -inf is -alpha"),),
+                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, False, x)),
     ActivationSpec("celu", "f(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))", F.celu, "CELU",
                    "(-alpha, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    params=(Param("alpha", 1.0, "scale of the negative part (non-zero)"),),
-                   validate=_nonzero("alpha")),
+                   validate=_nonzero("alpha"),
+                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, False, x)),
     ActivationSpec("selu", "f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)), "
                            "alpha = 1.6733, scale = 1.0507", F.selu, "SELU", "(-1.7581, inf)",
-                   monotonic=True, smooth=False, zero_centred=False, saturating=False),
+                   monotonic=True, smooth=False, zero_centred=False, saturating=False,
+                   torch_backward=lambda grad, x: _aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, False, x)),
     ActivationSpec("gelu", "f(x) = x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))", F.gelu, "GELU",
-                   "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False, saturating=False),
+                   "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False, saturating=False,
+                   torch_backward=_aten.gelu_backward),
     ActivationSpec("gelu_tanh", "f(x) = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))", _gelu_tanh,
                    "GELUTanh", "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False,
-                   saturating=False, aliases=("gelu_approx",)),
+                   saturating=False, aliases=("gelu_approx",),
+                   torch_backward=lambda grad, x: _aten.gelu_backward(grad, x, approximate="tanh")),
     ActivationSpec("gelu_sigmoid", "f(x) = x * sigmoid(1.702 x)", _gelu_sigmoid, "GELUSigmoid", "[-0.16, inf)",
                    monotonic=False, smooth=True, zero_centred=False, saturating=False, native=False,
                    aliases=("quick_gelu",)),
     ActivationSpec("silu", "f(x) = x * sigmoid(x)", F.silu, "SiLU", "[-0.28, inf)",
-                   monotonic=False, smooth=True, zero_centred=False, saturating=False, aliases=("swish",)),
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False, aliases=("swish",),
+                   torch_backward=_aten.silu_backward),
     ActivationSpec("mish", "f(x) = x * tanh(softplus(x))", F.mish, "Mish", "[-0.31, inf)",
-                   monotonic=False, smooth=True, zero_centred=False, saturating=False),
+                   monotonic=False, smooth=True, zero_centred=False, saturating=False,
+                   torch_backward=_aten.mish_backward),
     ActivationSpec("lisht", "f(x) = x * tanh(x)", _lisht, "LiSHT", "[0, inf)",
                    monotonic=False, smooth=True, zero_centred=False, saturating=False, native=False),
     ActivationSpec("softplus", "f(x) = log(1 + exp(beta x)) / beta, x where beta x > threshold", F.softplus,
                    "Softplus", "(0, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    params=(Param("beta", 1.0, "sharpness (non-zero)"),
                            Param("threshold", 20.0, "above beta * x > threshold the output is x")),
-                   validate=_nonzero("beta")),
+                   validate=_nonzero("beta"), torch_backward=_aten.softplus_backward),
     ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False),
     ActivationSpec("hardswish", "f(x) = x * relu6(x + 3) / 6", F.hardswish, "Hardswish", "[-0.375, inf)",
-                   monotonic=False, smooth=False, zero_centred=False, saturating=False, aliases=("hard_swish",)),
+                   monotonic=False, smooth=False, zero_centred=False, saturating=False, aliases=("hard_swish",),
+                   torch_backward=_aten.hardswish_backward),
     ActivationSpec("hardsigmoid", "f(x) = relu6(x + 3) / 6", F.hardsigmoid, "Hardsigmoid", "[0, 1]",
-                   monotonic=True, smooth=False, zero_centred=False, saturating=True, aliases=("hard_sigmoid",)),
+                   monotonic=True, smooth=False, zero_centred=False, saturating=True, aliases=("hard_sigmoid",),
+                   torch_backward=_aten.hardsigmoid_backward),
     ActivationSpec("hardtanh", "f(x) = clamp(x, min_val, max_val)", F.hardtanh, "Hardtanh", "[min_val, max_val]",
                    monotonic=True, smooth=False, zero_centred=True, saturating=True,
                    params=(Param("min_val", -1.0, "lower clamp"), Param("max_val", 1.0, "upper clamp")),
-                   validate=_ordered, aliases=("hard_tanh",)),
+                   validate=_ordered, aliases=("hard_tanh",), torch_backward=_aten.hardtanh_backward),
     ActivationSpec("logsigmoid", "f(x) = log(sigmoid(x)) = -softplus(-x)", F.logsigmoid, "LogSigmoid",
                    "(-inf, 0)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    aliases=("log_sigmoid",)),
