@@ -70,7 +70,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
 import sys
 import tempfile
 import time
@@ -364,9 +363,13 @@ def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     return {"loss": float(loss_sum) / max(n, 1), "acc": correct / max(n, 1), "n": n, "confusion": cm.tolist()}
 
 
-def _peak_rss_bytes() -> int:
+def _peak_rss_bytes() -> int | None:
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
