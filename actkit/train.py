@@ -133,6 +133,11 @@ def parse_activations(text: str | Sequence[str]) -> list[ActChoice]:
             continue
         name, *assignments = item.split(":")
         spec = registry.get(name)  # ValueError with suggestions for unknown names
+        if getattr(spec, "kind", "elementwise") not in ("elementwise", "learnable"):
+            raise TrainError(f"{spec.name} is a {spec.kind} function, not a pointwise activation: it cannot fill "
+                             "an activation slot of the models")
+        if not spec.differentiable:
+            raise TrainError(f"{spec.name} has no gradient, so a network using it cannot be trained")
         given: dict[str, float] = {}
         for assignment in assignments:
             key, sep, value = assignment.partition("=")

@@ -65,6 +65,9 @@ def test_resume_without_out_continues_the_newest_matching_sweep(tmp_path, monkey
     (["--impl", "actkit,jit"], "unknown implementation 'jit'"),
     (["--act", "leaky_relu:slope=0.1"], "leaky_relu has no parameter 'slope'"),
     (["--baseline", "gelu"], "baseline 'gelu' is not one of the activations run"),
+    (["--act", "relu,step"], "step has no gradient"),
+    (["--act", "softmax"], "softmax is a rowwise function, not a pointwise activation"),
+    (["--act", "prelu:weight=abc"], "must be a real number"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--subset", "999999"], "--subset must be between 1 and"),
 ])
