@@ -8,6 +8,17 @@ import actkit
 from actkit.models import ReferenceActivation, build_model, make_activation, maybe_compile
 
 
+def assert_same_outputs_and_gradients(ours, ref, x):
+    """Both models in eval mode give the same output and the same parameter gradients on x."""
+    ours.eval(), ref.eval()
+    y_ours, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y_ours, y_ref)
+    y_ours.square().sum().backward()
+    y_ref.square().sum().backward()
+    for (k, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=k)
+
+
 @pytest.mark.parametrize("model", ["convnet", "simple"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_models_adapt_to_the_input_shape(model, shape):
@@ -77,14 +88,7 @@ def test_same_seed_same_init_and_actkit_matches_the_reference(name, params):
     relu = build_model("convnet", "relu", "actkit")
     for (k, a), (_, b), (_, c) in zip(ours.state_dict().items(), ref.state_dict().items(), relu.state_dict().items()):
         assert torch.equal(a, b) and torch.equal(a, c), k  # init does not depend on activation or impl
-    ours.eval(), ref.eval()
-    x = torch.randn(6, 1, 28, 28)
-    y_ours, y_ref = ours(x), ref(x)
-    torch.testing.assert_close(y_ours, y_ref)
-    y_ours.square().sum().backward()
-    y_ref.square().sum().backward()
-    for (k, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(a.grad, b.grad, msg=k)
+    assert_same_outputs_and_gradients(ours, ref, torch.randn(6, 1, 28, 28))
 
 
 @pytest.mark.parametrize("name,pname,init", [("prelu", "weight", 0.1), ("swish_beta", "beta", 1.5)])
@@ -104,14 +108,7 @@ def test_learnable_activations_get_one_parameter_per_channel(name, pname, init):
         if key in relu_state:
             assert torch.equal(value, relu_state[key]), key
     assert ours.state_dict().keys() == ref.state_dict().keys()
-    ours.eval(), ref.eval()
-    x = torch.randn(4, 1, 28, 28)
-    y_ours, y_ref = ours(x), ref(x)
-    torch.testing.assert_close(y_ours, y_ref)
-    y_ours.square().sum().backward()
-    y_ref.square().sum().backward()
-    for (k, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(a.grad, b.grad, msg=k)
+    assert_same_outputs_and_gradients(ours, ref, torch.randn(4, 1, 28, 28))
     assert slots[0][1].__getattr__(pname).grad.abs().sum() > 0
 
 
