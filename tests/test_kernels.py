@@ -124,3 +124,21 @@ def test_triton_gradient_matches_finite_differences(spec):
     with backend("triton"):
         assert torch.autograd.gradcheck(lambda t: actkit.functional.apply(spec.name, t), (x,), eps=1e-3,
                                         atol=2e-3, rtol=1e-2, fast_mode=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40e9,
+                    reason="needs a CUDA GPU with 40 GB: 2^31 + 4099 fp16 elements for x, y, dy and dx")
+def test_int64_offsets_past_two_to_the_31_elements():
+    """Elements beyond index 2^31 are computed (a 32-bit offset would wrap and miss or corrupt them)."""
+    n, tail = 2**31 + 4099, 4099
+    x = torch.full((n,), -1.0, dtype=torch.float16, device="cuda")
+    x[-tail:] = torch.linspace(-2, 2, tail, device="cuda")
+    with backend("triton"):
+        x.requires_grad_(True)
+        y = actkit.functional.leaky_relu(x, 0.5)
+        (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    expected_tail = torch.nn.functional.leaky_relu(x.detach()[-tail:], 0.5)
+    torch.testing.assert_close(y[-tail:], expected_tail, rtol=0, atol=0)
+    assert torch.all(y[: n - tail] == -0.5)
+    torch.testing.assert_close(dx[-tail:], torch.where(x.detach()[-tail:] > 0, 1.0, 0.5).half(), rtol=0, atol=0)
+    assert torch.all(dx[: n - tail] == 0.5)
