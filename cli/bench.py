@@ -1,6 +1,7 @@
 """``actkit bench`` and ``actkit bench-table``: thin commands over :mod:`actkit.bench`."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -134,34 +135,87 @@ def bench_command(
     markdown: bool = typer.Option(False, "--markdown", help="Also print actkit's figures as a markdown table."),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for the run \\[default: torch's]; "
                                           "1 is steadier on a shared machine."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the sweep saved in --json FILE: check its "
+                                "settings match, run only the cases it lacks."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json FILE instead of "
+                                   "refusing."),
 ) -> None:
     """Time actkit against eager PyTorch and torch.compile: forward, backward, fwd+bwd.
 
     Reports median time with p20/p80, effective GB/s, % of a copy kernel's bandwidth in the same run,
-    actkit's speedup, bytes saved for backward and peak memory of a fwd+bwd step.
+    actkit's speedup, bytes saved for backward and peak memory of a fwd+bwd step. --json/--csv are
+    rewritten after every case, so an interrupted sweep keeps what finished; --resume continues it.
     """
     _check_output(json_path, "--json")
     _check_output(csv_path, "--csv")
+    if resume and json_path is None:
+        _fail("--resume needs --json FILE: the results file of the sweep to continue")
+    if resume and overwrite:
+        _fail("--resume and --overwrite contradict each other: choose one")
     try:
         config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick, threads=threads)
     except bench.BenchError as exc:
         _fail(str(exc))
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("benchmarking", total=None)
+    previous = None
+    if json_path is not None and json_path.exists():
+        if not (resume or overwrite):
+            # A finished sweep can take an hour of GPU time: never replace it by accident.
+            _fail(f"{json_path} already exists; add --resume to continue that sweep, --overwrite to replace it, "
+                  "or choose another --json path")
+        if resume:
+            try:
+                previous = bench.load(json_path)
+            except bench.BenchError as exc:
+                _fail(str(exc))
+    saved = {"cases": len(bench.cases_done(previous)) if previous else 0}
 
-        def report(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
+    def checkpoint(payload) -> None:
+        bench.write(payload, json_path, csv_path)
+        saved["cases"] = len(bench.cases_done(payload))
 
-        payload = bench.run(config, progress=report)
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("benchmarking", total=None)
+
+            def report(done: int, total: int, label: str) -> None:
+                bar.update(task, completed=done, total=total, description=label)
+
+            payload = bench.run(config, progress=report, previous=previous,
+                                checkpoint=checkpoint if json_path or csv_path else None)
+    except bench.BenchError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write results: {exc}")
+    except KeyboardInterrupt:
+        total = len(bench.plan(config).cases)
+        if json_path is not None:
+            where = f"{saved['cases']} of {total} cases saved in {json_path}; resume with: " \
+                    f"{_resume_command(config, json_path, csv_path)}"
+        elif csv_path is not None:
+            where = f"{saved['cases']} of {total} cases saved in {csv_path} (add --json FILE to make a sweep resumable)"
+        else:
+            where = "nothing saved (give --json FILE to keep finished cases and resume)"
+        typer.echo(f"Interrupted: {where}", err=True)
+        raise typer.Exit(130)
     render(payload)
     if markdown:
         typer.echo(bench.markdown_table(payload))
-    try:
-        for path in bench.write(payload, json_path, csv_path):
+    for path in (json_path, csv_path):  # the last checkpoint wrote the final result
+        if path is not None:
             console.print(f"wrote {path}")
-    except OSError as exc:
-        _fail(f"cannot write results: {exc}")
+
+
+def _resume_command(config: bench.BenchConfig, json_path: Path, csv_path: Optional[Path]) -> str:
+    """The command that continues this sweep: every setting spelt out, so it matches the file."""
+    acts = "all" if config.activations == bench.parse_activations("all") else ",".join(config.activations)
+    words = ["actkit", "bench", "--act", acts, "--device", config.device, "--dtype", ",".join(config.dtypes),
+             "--sizes", ",".join(map(str, config.sizes)), "--mode", ",".join(config.modes),
+             "--providers", ",".join(config.providers)]
+    words += ["--quick"] if config.quick else []
+    words += ["--threads", str(config.threads)] if config.threads is not None else []
+    words += ["--json", str(json_path)] + (["--csv", str(csv_path)] if csv_path is not None else [])
+    return shlex.join(words + ["--resume"])
 
 
 @app.command("bench-table")

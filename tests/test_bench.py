@@ -366,3 +366,94 @@ def test_compile_provider_runs_one_case():
     assert actkit["speedup_vs_compile"] == pytest.approx(compiled["median_ms"] / actkit["median_ms"])
     note = records[("compile", "bwd")]["note"]
     assert note is None or "without donated buffers" in note
+
+
+# -- checkpoints and resume ------------------------------------------------------------------------
+def _counting_cases(monkeypatch, interrupt_at=None):
+    """Wrap the per-case runner: record each case it runs, raise KeyboardInterrupt on call ``interrupt_at``."""
+    calls, real = [], bench._run_case
+
+    def run_case(config, spec, dtype_name, numel, env, tick):
+        calls.append((spec.name, dtype_name, numel))
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(config, spec, dtype_name, numel, env, tick)
+
+    monkeypatch.setattr(bench, "_run_case", run_case)
+    return calls
+
+
+def _csv_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_interrupted_sweep_keeps_finished_cases_and_resume_runs_the_rest(tmp_path, monkeypatch):
+    json_path, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
+    config = tiny_config("mish,relu", sizes=(512, 1024), modes=("fwd", "fwd+bwd"))
+    every_case = [(a, "fp32", n) for a in ("mish", "relu") for n in (512, 1024)]
+
+    def save(payload):
+        bench.write(payload, json_path, csv_path)
+
+    calls = _counting_cases(monkeypatch, interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run(config, checkpoint=save)
+    partial = bench.load(json_path)
+    assert partial["complete"] is False and bench.cases_done(partial) == set(every_case[:2])
+    assert len(partial["records"]) == 2 * 2 * 2  # cases x providers x modes
+    assert [row["activation"] for row in _csv_rows(csv_path)] == [r["activation"] for r in partial["records"]]
+
+    calls = _counting_cases(monkeypatch)
+    final = bench.run(config, previous=bench.load(json_path), checkpoint=save)
+    assert calls == every_case[2:]  # the saved cases were not run again
+    on_disk = bench.load(json_path)
+    assert on_disk["complete"] is True and final["complete"] is True
+    assert bench.cases_done(on_disk) == set(every_case) and len(on_disk["records"]) == 4 * 2 * 2
+    # The saved records are kept as they were, byte for byte; the new ones follow.
+    kept = [json.dumps(r) for r in on_disk["records"][:len(partial["records"])]]
+    assert kept == [json.dumps(r) for r in partial["records"]]
+    assert on_disk["environment"] == partial["environment"] and on_disk["config"] == partial["config"]
+    rows = _csv_rows(csv_path)
+    assert [(row["activation"], int(row["numel"]), row["mode"], row["provider"]) for row in rows] == \
+        [(r["activation"], r["numel"], r["mode"], r["provider"]) for r in on_disk["records"]]
+
+
+def test_resuming_a_complete_payload_runs_nothing(payload, monkeypatch):
+    calls = _counting_cases(monkeypatch)
+    config = tiny_config("mish,step,sigmoid", dtypes=("fp32", "bf16"), sizes=(1000, 2048))
+    again = bench.run(config, previous=json.loads(json.dumps(payload)))
+    assert calls == [] and again["complete"] is True
+    assert again["records"] == json.loads(json.dumps(payload["records"])) and again["skipped"] == payload["skipped"]
+
+
+def test_resume_can_add_activations(payload, monkeypatch):
+    """Only what decides the numbers must match; another activation's cases stand alone."""
+    calls = _counting_cases(monkeypatch)
+    config = tiny_config("relu", dtypes=("fp32", "bf16"), sizes=(1000, 2048))
+    result = bench.run(config, previous=json.loads(json.dumps(payload)))
+    assert calls == [("relu", d, n) for d in ("fp32", "bf16") for n in (1000, 2048)]
+    assert list(result["config"]["activations"]) == ["mish", "step", "sigmoid", "relu"]
+    assert result["complete"] is True and len(result["records"]) == len(payload["records"]) + 4 * 3 * 2
+
+
+@pytest.mark.parametrize("change,setting", [
+    (dict(sizes=(1000,)), "sizes"), (dict(dtypes=("fp32",)), "dtypes"), (dict(providers=("actkit",)), "providers"),
+    (dict(modes=("fwd",)), "modes"), (dict(quick=False), "quick"), (dict(min_blocks=99), "min_blocks"),
+    (dict(threads=1), "threads"),
+])
+def test_resume_refuses_other_settings(payload, monkeypatch, change, setting):
+    calls = _counting_cases(monkeypatch)
+    config = dataclasses.replace(tiny_config("mish,step,sigmoid", dtypes=("fp32", "bf16"), sizes=(1000, 2048)),
+                                 **change)
+    with pytest.raises(bench.BenchError, match=f"cannot resume: the file was made with {setting} "):
+        bench.run(config, previous=json.loads(json.dumps(payload)))
+    assert calls == []
+
+
+def test_resume_refuses_another_machine(payload):
+    config = tiny_config("mish", dtypes=("fp32", "bf16"), sizes=(1000, 2048))
+    env = dict(payload["environment"], device_name="Other CPU")
+    with pytest.raises(bench.BenchError, match="device_name"):
+        bench.check_resumable(json.loads(json.dumps(payload)), config, env)
+    bench.check_resumable(json.loads(json.dumps(payload)), config, payload["environment"])  # same: fine

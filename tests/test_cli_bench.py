@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shlex
 
 import pytest
 import torch
@@ -108,3 +110,98 @@ def test_bench_table_errors(tmp_path):
     garbage = tmp_path / "garbage.json"
     garbage.write_text("not json")
     assert_usage_error(runner.invoke(app, ["bench-table", str(garbage)]), "is not JSON")
+
+
+# -- checkpoints, --resume and --overwrite ---------------------------------------------------------
+SMALL = ["bench", "--act", "mish,relu", "--device", "cpu", "--quick", "--sizes", "1024",
+         "--providers", "actkit,eager", "--mode", "fwd"]
+
+
+@pytest.fixture
+def cases(monkeypatch):
+    """Short timing, and the cases the per-case runner was called for (``cases.interrupt_at``: raise
+    KeyboardInterrupt on that call, as Ctrl-C would)."""
+    real_time_all, real_run_case = bench.time_all, bench._run_case
+    fast = dict(min_run_time=0.001, min_blocks=3, block_s=0.0002, warmup_calls=1)
+    monkeypatch.setattr(bench, "time_all", lambda fns, config: real_time_all(fns, dataclasses.replace(config, **fast)))
+
+    class Calls(list):
+        interrupt_at = None
+
+    calls = Calls()
+
+    def run_case(config, spec, dtype_name, numel, env, tick):
+        calls.append(spec.name)
+        if len(calls) == calls.interrupt_at:
+            raise KeyboardInterrupt
+        return real_run_case(config, spec, dtype_name, numel, env, tick)
+
+    monkeypatch.setattr(bench, "_run_case", run_case)
+    return calls
+
+
+def test_ctrl_c_saves_finished_cases_and_the_printed_command_resumes(tmp_path, cases):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    cases.interrupt_at = 2
+    result = runner.invoke(app, [*SMALL, "--json", str(out_json), "--csv", str(out_csv)])
+    assert result.exit_code == 130, result.output
+    line, = result.stderr.strip().splitlines()
+    assert line.startswith(f"Interrupted: 1 of 2 cases saved in {out_json}; resume with: actkit bench ")
+    partial = json.loads(out_json.read_text())
+    assert partial["complete"] is False and {r["activation"] for r in partial["records"]} == {"mish"}
+    with open(out_csv, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(partial["records"]) == 2
+
+    command = shlex.split(line.split("resume with: ")[1])
+    assert command[:2] == ["actkit", "bench"] and command[-1] == "--resume"
+    cases.clear()
+    cases.interrupt_at = None
+    result = runner.invoke(app, command[1:], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert cases == ["relu"]  # mish was saved: not run again
+    final = json.loads(out_json.read_text())
+    assert final["complete"] is True and final["records"][:2] == partial["records"]
+    assert [r["activation"] for r in final["records"]] == ["mish", "mish", "relu", "relu"]
+    with open(out_csv, newline="") as fh:
+        assert [row["activation"] for row in csv.DictReader(fh)] == ["mish", "mish", "relu", "relu"]
+    table = runner.invoke(app, ["bench-table", str(out_json)])
+    assert table.exit_code == 0 and "| relu | fp32 | 2^10 |" in table.stdout
+
+    result = runner.invoke(app, command[1:], env=WIDE)  # resuming a finished file runs nothing
+    assert result.exit_code == 0 and cases == ["relu"]
+    assert json.loads(out_json.read_text())["records"] == final["records"]
+
+
+def test_existing_json_is_not_overwritten_without_a_flag(tmp_path, cases):
+    out_json = tmp_path / "r.json"
+    out_json.write_text("precious")
+    assert_usage_error(runner.invoke(app, [*SMALL, "--json", str(out_json)]),
+                       f"{out_json} already exists", "--resume", "--overwrite")
+    assert out_json.read_text() == "precious" and cases == []
+    result = runner.invoke(app, [*SMALL, "--json", str(out_json), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out_json.read_text())["complete"] is True
+
+
+def test_resume_with_other_settings_refuses(tmp_path, cases):
+    out_json = tmp_path / "r.json"
+    assert runner.invoke(app, [*SMALL, "--json", str(out_json)]).exit_code == 0
+    before = out_json.read_text()
+    cases.clear()
+    result = runner.invoke(app, [*SMALL, "--sizes", "2048", "--json", str(out_json), "--resume"])
+    assert_usage_error(result, "cannot resume", "sizes [1024]", "[2048]")
+    assert cases == [] and out_json.read_text() == before
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--resume"], "--resume needs --json FILE"),
+    (["--resume", "--overwrite", "--json", "x.json"], "contradict"),
+])
+def test_resume_usage_errors(args, fragment):
+    assert_usage_error(runner.invoke(app, [*SMALL, *args]), fragment)
+
+
+def test_resume_refuses_a_file_that_is_not_a_bench_result(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    assert_usage_error(runner.invoke(app, [*SMALL, "--json", str(other), "--resume"]), "not an actkit bench result")
