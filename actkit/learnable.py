@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import registry
+from .ops import like_fake
 from .backend import TORCH, TRITON_DTYPES, backend_for
 
 
@@ -35,12 +36,6 @@ def _device_functions(name: str):
     return getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
 
 
-def _like(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``out`` in the layout of ``torch.empty_like(like)`` (what the fake kernels promise)."""
-    target = torch.empty_like(like)
-    return out if out.stride() == target.stride() else target.copy_(out)
-
-
 def _reference(name: str):
     spec = registry.get(name)
     return lambda x, weight: spec.reference(x, weight.to(x.dtype))
@@ -49,7 +44,7 @@ def _reference(name: str):
 @torch.library.custom_op("actkit::learnable", mutates_args=())
 def learnable(x: torch.Tensor, weight: torch.Tensor, name: str, backend: str) -> torch.Tensor:
     if backend == TORCH:
-        return _like(_reference(name)(x, weight), x)
+        return like_fake(_reference(name)(x, weight), x)
     from actkit.kernels import parametric
 
     fwd, _ = _device_functions(name)
@@ -67,10 +62,10 @@ def learnable_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
     if backend == TORCH:
         if not weight_grad:
             _, vjp = torch.func.vjp(lambda t: _reference(name)(t, weight), x)
-            return _like(vjp(grad)[0], x), torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            return like_fake(vjp(grad)[0], x), torch.zeros_like(weight, memory_format=torch.contiguous_format)
         _, vjp = torch.func.vjp(_reference(name), x, weight)
         dx, dweight = vjp(grad)
-        return _like(dx, x), dweight.contiguous()
+        return like_fake(dx, x), dweight.contiguous()
     from actkit.kernels import parametric
 
     _, bwd = _device_functions(name)

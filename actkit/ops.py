@@ -30,11 +30,12 @@ def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def _like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``out`` in the layout the fake implementations promise (``torch.empty_like(like)``).
 
-    PyTorch's elementwise ops keep a dense input's strides, which is what empty_like gives,
-    so this copies only for inputs with gaps whose output torch lays out differently; a
+    Shared by every kind's PyTorch path. Elementwise torch ops keep a dense input's strides,
+    which is what empty_like gives, so they return at once; others (torch.softmax on a
+    channels_last input returns a contiguous tensor) or inputs with gaps pay one copy. A
     mismatch would break torch.compile's stride assumptions.
     """
     if out.stride() == like.stride():
@@ -51,7 +52,7 @@ def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, fl
 def activation(x: torch.Tensor, name: str, p0: float, p1: float, backend: str) -> torch.Tensor:
     spec = registry.get(name)
     if backend == TORCH:
-        return _like_fake(spec.reference(x, **_params(spec, p0, p1)), x)
+        return like_fake(spec.reference(x, **_params(spec, p0, p1)), x)
     from actkit.kernels import elementwise
 
     fwd, _ = spec.triton_functions
@@ -70,10 +71,10 @@ def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: 
     if backend == TORCH:
         params = _params(spec, p0, p1)
         if spec.torch_backward is not None:
-            return _like_fake(spec.torch_backward(grad, saved, **params), saved)
+            return like_fake(spec.torch_backward(grad, saved, **params), saved)
         _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
         dx = vjp(grad)[0]
-        return _like_fake(dx.clone() if _shares_storage(dx, grad) else dx, saved)
+        return like_fake(dx.clone() if _shares_storage(dx, grad) else dx, saved)
     from actkit.kernels import elementwise
 
     _, dfn = spec.triton_functions

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import registry
+from .ops import like_fake
 from .backend import TORCH, backend_for
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -30,16 +31,10 @@ _TORCH_BACKWARD = {
 }
 
 
-def _like(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``out`` in the layout of ``torch.empty_like(like)`` (what the fake kernels promise)."""
-    target = torch.empty_like(like)
-    return out if out.stride() == target.stride() else target.copy_(out)
-
-
 @torch.library.custom_op("actkit::rowwise", mutates_args=())
 def rowwise(x: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
     if backend == TORCH:
-        return _like(registry.get(name).reference(x, dim=dim), x)
+        return like_fake(registry.get(name).reference(x, dim=dim), x)
     from actkit.kernels import softmax
 
     return softmax.forward(x, dim, _LOG[name])
@@ -53,7 +48,7 @@ def _rowwise_fake(x, name, dim, backend):
 @torch.library.custom_op("actkit::rowwise_backward", mutates_args=())
 def rowwise_backward(y: torch.Tensor, grad: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
     if backend == TORCH:
-        return _like(_TORCH_BACKWARD[name](grad, y, dim, y.dtype), y)
+        return like_fake(_TORCH_BACKWARD[name](grad, y, dim, y.dtype), y)
     from actkit.kernels import softmax
 
     return softmax.backward(y, grad, dim, _LOG[name])

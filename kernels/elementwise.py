@@ -13,14 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import check_dtype, in_layout
+
 # 2048 elements per program, 4 warps: 16 elements per thread, i.e. four 128-bit
 # loads of fp32 (two of fp16/bf16) in flight per thread, enough to saturate HBM on
 # current GPUs for a purely memory-bound op. Fewer, larger programs also keep the
 # interpreter (one Python step per program) fast in tests.
 BLOCK_SIZE = 2048
 NUM_WARPS = 4
-
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -46,44 +46,27 @@ def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _check(t: torch.Tensor, what: str) -> None:
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"Triton activation kernels support float32, float16 and bfloat16; "
-                        f"{what} is {t.dtype}")
-
-
-def _in_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` with ``like``'s strides, copying only when they differ.
-
-    ``like`` comes from ``torch.empty_like``, which keeps the strides of any gap-free
-    tensor (contiguous, channels_last, transposed) and is contiguous in the suggested
-    memory format otherwise. So dense inputs are processed in place as flat buffers,
-    and only views with gaps (slices, expands) pay one copy.
-    """
-    return t if t.stride() == like.stride() else torch.empty_like(like).copy_(t)
-
-
 def _grid(n: int):
     return (triton.cdiv(n, BLOCK_SIZE),)
 
 
 def forward(x: torch.Tensor, fn, p0: float = 0.0, p1: float = 0.0) -> torch.Tensor:
     """y = fn(x) elementwise with the Triton forward kernel; y has x's shape, dtype and memory format."""
-    _check(x, "x")
+    check_dtype(x, "x", "activation")
     y = torch.empty_like(x)
     n = x.numel()
     if n:
-        activation_fwd_kernel[_grid(n)](_in_layout(x, y), y, n, float(p0), float(p1),
+        activation_fwd_kernel[_grid(n)](in_layout(x, y), y, n, float(p0), float(p1),
                                         F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
     return y
 
 
 def backward(saved: torch.Tensor, grad: torch.Tensor, dfn, p0: float = 0.0, p1: float = 0.0) -> torch.Tensor:
     """dx = grad * dfn(saved) elementwise with the Triton backward kernel; dx is laid out like saved."""
-    _check(saved, "the saved tensor")
+    check_dtype(saved, "the saved tensor", "activation")
     dx = torch.empty_like(saved)
     n = saved.numel()
     if n:
-        activation_bwd_kernel[_grid(n)](_in_layout(saved, dx), _in_layout(grad.to(saved.dtype), dx), dx, n,
+        activation_bwd_kernel[_grid(n)](in_layout(saved, dx), in_layout(grad.to(saved.dtype), dx), dx, n,
                                         float(p0), float(p1), DF=dfn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
     return dx

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import check_dtype, in_layout
+
 BLOCK_SIZE = 2048
 NUM_WARPS = 4
 # Partial-sum rows added per step of the final reduction, per block of channels.
@@ -39,7 +41,6 @@ SUM_ROWS = 64
 SUM_COLS = 64
 MAX_GRID_Y = 65535
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # -- device functions: F(x, a) and (dF/dx, dF/da) -------------------------------------------
@@ -121,16 +122,6 @@ def column_sum_kernel(partial_ptr, out_ptr, n_rows, C,
 
 
 # -- launchers -------------------------------------------------------------------------------
-def _check(t: torch.Tensor, what: str) -> None:
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"Triton learnable-activation kernels support float32, float16 and bfloat16; "
-                        f"{what} is {t.dtype}")
-
-
-def _in_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t if t.stride() == like.stride() else torch.empty_like(like).copy_(t)
-
-
 def channel_layout(t: torch.Tensor, n_params: int) -> tuple[int, int]:
     """(C, inner) of a dense tensor for a parameter vector of ``n_params`` entries."""
     if n_params == 1:
@@ -148,14 +139,14 @@ def _tiles(C: int, inner: int) -> tuple[int, int]:
 
 def forward(x: torch.Tensor, a: torch.Tensor, fn) -> torch.Tensor:
     """y = fn(x, a[channel]) with a of 1 or C = x.shape[1] entries; y is laid out like x."""
-    _check(x, "x")
-    _check(a, "the parameter")
+    check_dtype(x, "x", "learnable-activation")
+    check_dtype(a, "the parameter", "learnable-activation")
     y = torch.empty_like(x)
     n = x.numel()
     if n:
         C, inner = channel_layout(y, a.numel())
         learnable_fwd_kernel[(triton.cdiv(n, BLOCK_SIZE),)](
-            _in_layout(x, y), a.contiguous(), y, n, C, inner, F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+            in_layout(x, y), a.contiguous(), y, n, C, inner, F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
     return y
 
 
@@ -166,8 +157,8 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
     With ``weight_grad=False`` (a constant or frozen parameter) the reduction is skipped and da
     is zeros.
     """
-    _check(x, "x")
-    _check(a, "the parameter")
+    check_dtype(x, "x", "learnable-activation")
+    check_dtype(a, "the parameter", "learnable-activation")
     dx = torch.empty_like(x)
     n = x.numel()
     da = torch.empty_like(a, memory_format=torch.contiguous_format)
@@ -181,7 +172,7 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
     n_q = triton.cdiv(per_channel, block_q)
     partials = torch.empty((n_q if weight_grad else 1, C), device=x.device, dtype=torch.float32)
     learnable_bwd_kernel[(n_q, triton.cdiv(C, block_c))](
-        _in_layout(x, dx), _in_layout(grad.to(x.dtype), dx), a.contiguous(), dx, partials, C, inner, per_channel,
+        in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx, partials, C, inner, per_channel,
         DF=dfn, BLOCK_C=block_c, BLOCK_Q=block_q, WEIGHT_GRAD=weight_grad, num_warps=NUM_WARPS)
     if weight_grad:
         column_sum_kernel[(triton.cdiv(C, SUM_COLS),)](partials, da, n_q, C, ROWS=SUM_ROWS, COLS=SUM_COLS,

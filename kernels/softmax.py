@@ -30,12 +30,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import check_dtype, in_layout
+
 # Rows up to this many elements are normalised in one read and one write.
 MAX_FUSED = 8192
 # Elements per tile (rows x chunk) for the looped path and for packing short rows.
 TILE = 4096
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -139,15 +140,6 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner,
 
 
 # -- launchers -------------------------------------------------------------------------------
-def _check(t: torch.Tensor, what: str) -> None:
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"Triton softmax kernels support float32, float16 and bfloat16; {what} is {t.dtype}")
-
-
-def _in_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t if t.stride() == like.stride() else torch.empty_like(like).copy_(t)
-
-
 def row_layout(t: torch.Tensor, dim: int) -> tuple[int, int, int]:
     """(n_rows, N, inner) of a dense tensor reduced over ``dim`` (already wrapped, >= 0)."""
     N = t.shape[dim]
@@ -181,21 +173,21 @@ def _launch(kernel, inputs, out, dim, log):
 
 def forward(x: torch.Tensor, dim: int, log: bool = False) -> torch.Tensor:
     """softmax (or log_softmax) of x over ``dim`` (0 <= dim < x.dim(), or 0 for a 0-d x)."""
-    _check(x, "x")
+    check_dtype(x, "x", "softmax")
     if x.dim() == 0:
         return forward(x.reshape(1), 0, log).reshape(())
     y = torch.empty_like(x)
     if x.numel():
-        _launch(softmax_fwd_kernel, (_in_layout(x, y),), y, dim, log)
+        _launch(softmax_fwd_kernel, (in_layout(x, y),), y, dim, log)
     return y
 
 
 def backward(y: torch.Tensor, grad: torch.Tensor, dim: int, log: bool = False) -> torch.Tensor:
     """dx from the saved output y and dy; dx is laid out like y."""
-    _check(y, "the saved output")
+    check_dtype(y, "the saved output", "softmax")
     if y.dim() == 0:
         return backward(y.reshape(1), grad.reshape(1), 0, log).reshape(())
     dx = torch.empty_like(y)
     if y.numel():
-        _launch(softmax_bwd_kernel, (_in_layout(y, dx), _in_layout(grad.to(y.dtype), dx)), dx, dim, log)
+        _launch(softmax_bwd_kernel, (in_layout(y, dx), in_layout(grad.to(y.dtype), dx)), dx, dim, log)
     return dx
