@@ -47,13 +47,19 @@ def _row_offsets(pid, n_rows, N, inner, BLOCK_R: tl.constexpr):
 
 
 @triton.jit
+def _tile(cols, base, r_mask, N, inner):
+    # Offsets and mask of a (columns x rows) tile: column k of row r is at base[r] + k * inner.
+    offsets = cols[:, None] * inner + base[None, :]
+    return offsets, (cols[:, None] < N) & r_mask[None, :]
+
+
+@triton.jit
 def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner,
                        LOG: tl.constexpr, SINGLE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
     base, r_mask = _row_offsets(tl.program_id(0), n_rows, N, inner, BLOCK_R)
     k = tl.arange(0, BLOCK_N).to(tl.int64)
     if SINGLE:
-        offsets = k[:, None] * inner + base[None, :]
-        mask = (k[:, None] < N) & r_mask[None, :]
+        offsets, mask = _tile(k, base, r_mask, N, inner)
         x = tl.load(x_ptr + offsets, mask=mask, other=float("-inf")).to(tl.float32)
         x = tl.where(r_mask[None, :], x, 0.0)  # padding rows: keep their (unstored) math finite
         m = tl.max(x, axis=0)
@@ -70,8 +76,7 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner,
         s = tl.zeros([BLOCK_R], dtype=tl.float32)
         for start in range(0, N, BLOCK_N):
             kk = start + k
-            offsets = kk[:, None] * inner + base[None, :]
-            mask = (kk[:, None] < N) & r_mask[None, :]
+            offsets, mask = _tile(kk, base, r_mask, N, inner)
             x = tl.load(x_ptr + offsets, mask=mask, other=float("-inf")).to(tl.float32)
             x = tl.where(r_mask[None, :], x, 0.0)
             m_new = tl.maximum(m, tl.max(x, axis=0))
@@ -86,8 +91,7 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner,
         inv_s = 1.0 / s
         for start in range(0, N, BLOCK_N):
             kk = start + k
-            offsets = kk[:, None] * inner + base[None, :]
-            mask = (kk[:, None] < N) & r_mask[None, :]
+            offsets, mask = _tile(kk, base, r_mask, N, inner)
             x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             shifted = x - m[None, :]
             if LOG:
@@ -103,8 +107,7 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner,
     base, r_mask = _row_offsets(tl.program_id(0), n_rows, N, inner, BLOCK_R)
     k = tl.arange(0, BLOCK_N).to(tl.int64)
     if SINGLE:
-        offsets = k[:, None] * inner + base[None, :]
-        mask = (k[:, None] < N) & r_mask[None, :]
+        offsets, mask = _tile(k, base, r_mask, N, inner)
         y = tl.load(y_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         if LOG:
@@ -118,8 +121,7 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner,
         dot = tl.zeros([BLOCK_R], dtype=tl.float32)
         for start in range(0, N, BLOCK_N):
             kk = start + k
-            offsets = kk[:, None] * inner + base[None, :]
-            mask = (kk[:, None] < N) & r_mask[None, :]
+            offsets, mask = _tile(kk, base, r_mask, N, inner)
             dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             if LOG:
                 dot += tl.sum(dy, axis=0)
@@ -128,8 +130,7 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner,
                 dot += tl.sum(dy * y, axis=0)
         for start in range(0, N, BLOCK_N):
             kk = start + k
-            offsets = kk[:, None] * inner + base[None, :]
-            mask = (kk[:, None] < N) & r_mask[None, :]
+            offsets, mask = _tile(kk, base, r_mask, N, inner)
             y = tl.load(y_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             if LOG:
