@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import Kernel
 from .layout import check_dtype, in_layout
 
 # 2048 elements per program, 4 warps: 16 elements per thread, i.e. four 128-bit
@@ -46,8 +47,20 @@ def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _grid(n: int):
-    return (triton.cdiv(n, BLOCK_SIZE),)
+def _grid(n: int) -> tuple[int]:
+    return ((n + BLOCK_SIZE - 1) // BLOCK_SIZE,)
+
+
+# One launcher per device function, made on first use: a call costs a dict lookup, not a JIT bind.
+_FORWARD: dict = {}
+_BACKWARD: dict = {}
+
+
+def _kernel(cache: dict, kernel, fn, name: str) -> Kernel:
+    found = cache.get(fn)
+    if found is None:
+        found = cache[fn] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+    return found
 
 
 def forward(x: torch.Tensor, fn, p0: float = 0.0, p1: float = 0.0) -> torch.Tensor:
@@ -56,8 +69,7 @@ def forward(x: torch.Tensor, fn, p0: float = 0.0, p1: float = 0.0) -> torch.Tens
     y = torch.empty_like(x)
     n = x.numel()
     if n:
-        activation_fwd_kernel[_grid(n)](in_layout(x, y), y, n, float(p0), float(p1),
-                                        F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+        _kernel(_FORWARD, activation_fwd_kernel, fn, "F")(_grid(n), in_layout(x, y), y, n, float(p0), float(p1))
     return y
 
 
@@ -67,6 +79,8 @@ def backward(saved: torch.Tensor, grad: torch.Tensor, dfn, p0: float = 0.0, p1: 
     dx = torch.empty_like(saved)
     n = saved.numel()
     if n:
-        activation_bwd_kernel[_grid(n)](in_layout(saved, dx), in_layout(grad.to(saved.dtype), dx), dx, n,
-                                        float(p0), float(p1), DF=dfn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+        if grad.dtype != saved.dtype:
+            grad = grad.to(saved.dtype)
+        _kernel(_BACKWARD, activation_bwd_kernel, dfn, "DF")(
+            _grid(n), in_layout(saved, dx), in_layout(grad, dx), dx, n, float(p0), float(p1))
     return dx

@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import kernel
 from .layout import check_dtype, in_layout
 
 BLOCK_SIZE = 2048
@@ -145,8 +146,8 @@ def forward(x: torch.Tensor, a: torch.Tensor, fn) -> torch.Tensor:
     n = x.numel()
     if n:
         C, inner = channel_layout(y, a.numel())
-        learnable_fwd_kernel[(triton.cdiv(n, BLOCK_SIZE),)](
-            in_layout(x, y), a.contiguous(), y, n, C, inner, F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+        kernel(learnable_fwd_kernel, F=fn, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)(
+            (triton.cdiv(n, BLOCK_SIZE),), in_layout(x, y), a.contiguous(), y, n, C, inner)
     return y
 
 
@@ -171,10 +172,11 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
     block_c, block_q = _tiles(C, inner)
     n_q = triton.cdiv(per_channel, block_q)
     partials = torch.empty((n_q if weight_grad else 1, C), device=x.device, dtype=torch.float32)
-    learnable_bwd_kernel[(n_q, triton.cdiv(C, block_c))](
-        in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx, partials, C, inner, per_channel,
-        DF=dfn, BLOCK_C=block_c, BLOCK_Q=block_q, WEIGHT_GRAD=weight_grad, num_warps=NUM_WARPS)
+    kernel(learnable_bwd_kernel, DF=dfn, BLOCK_C=block_c, BLOCK_Q=block_q, WEIGHT_GRAD=weight_grad,
+           num_warps=NUM_WARPS)(
+        (n_q, triton.cdiv(C, block_c)), in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx,
+        partials, C, inner, per_channel)
     if weight_grad:
-        column_sum_kernel[(triton.cdiv(C, SUM_COLS),)](partials, da, n_q, C, ROWS=SUM_ROWS, COLS=SUM_COLS,
-                                                   num_warps=NUM_WARPS)
+        kernel(column_sum_kernel, ROWS=SUM_ROWS, COLS=SUM_COLS, num_warps=NUM_WARPS)(
+            (triton.cdiv(C, SUM_COLS),), partials, da, n_q, C)
     return dx, da

@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import kernel
 from .layout import check_dtype, in_layout
 
 # Rows up to this many elements are normalised in one read and one write.
@@ -166,10 +167,10 @@ def config(N: int, n_rows: int, inner: int = 1) -> dict:
     return dict(SINGLE=single, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=num_warps)
 
 
-def _launch(kernel, inputs, out, dim, log):
+def _launch(fn, inputs, out, dim, log):
     n_rows, N, inner = row_layout(out, dim)
     cfg = config(N, n_rows, inner)
-    kernel[(triton.cdiv(n_rows, cfg["BLOCK_R"]),)](*inputs, out, n_rows, N, inner, LOG=log, **cfg)
+    kernel(fn, LOG=log, **cfg)((triton.cdiv(n_rows, cfg["BLOCK_R"]),), *inputs, out, n_rows, N, inner)
 
 
 def forward(x: torch.Tensor, dim: int, log: bool = False) -> torch.Tensor:
