@@ -1,7 +1,9 @@
 """Functional API: ``actkit.functional.<name>(x, **params)`` and ``apply(name, x, **params)``.
 
 One function per registered activation (and per alias) is generated from the registry,
-with the activation's parameters as keyword arguments and its formula as the docstring.
+with the activation's parameters as keyword arguments and its formula as the docstring. Each
+kind makes its own function (``handler.functional(spec)``), with the default parameters bound
+once, so that a call goes straight to the kind's bound op.
 """
 from __future__ import annotations
 
@@ -15,20 +17,17 @@ from . import kinds, registry
 def apply(name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Apply activation ``name`` to ``x``; parameters by position (registry order) or keyword."""
     spec = registry.get(name)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{spec.name} expects a torch.Tensor, got {type(x).__name__}")
     return kinds.handler(spec.kind).apply(spec, x, *args, **kwargs)
 
 
 def _make(spec: registry.ActivationSpec):
-    def fn(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return apply(spec.name, x, *args, **kwargs)
-
+    handler = kinds.handler(spec.kind)
+    fn = handler.functional(spec)
     fn.__name__ = fn.__qualname__ = spec.name
     fn.__doc__ = f"{spec.formula}\n\nRange {spec.output_range}. {spec.notes}".strip()
     fn.__signature__ = inspect.Signature(
         [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY, annotation=torch.Tensor)]
-        + kinds.handler(spec.kind).parameters(spec),
+        + handler.parameters(spec),
         return_annotation=torch.Tensor)
     return fn
 

@@ -25,30 +25,96 @@ import torch
 from torch import nn
 
 from . import registry
+from .backend import TORCH, TRITON, TRITON_DTYPES, backend_for
+from .eager import EagerFunction, check_tensor, is_compiling
 from .ops import like_fake
-from .backend import TORCH, TRITON_DTYPES, backend_for
 
 
-def _device_functions(name: str):
-    from actkit.kernels import parametric
+class LearnableImpl:
+    """One backend's implementation of a learnable activation: ``forward(x, weight)`` and
+    ``input_grads(x, weight, grad, weight_grad) -> (dx, dweight)``."""
 
-    prefix = registry.get(name).kernel or name
-    return getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
+    __slots__ = ("backend", "forward", "input_grads")
+
+    def __init__(self, backend: str, forward, input_grads):
+        self.backend, self.forward, self.input_grads = backend, forward, input_grads
+
+    def save(self, ctx, inputs, y: torch.Tensor) -> None:
+        x, weight = inputs
+        ctx.weight_grad = bool(weight.requires_grad)
+        ctx.save_for_backward(x, weight)
+
+    def backward(self, ctx, grad: torch.Tensor, input_grads=None):
+        x, weight = ctx.saved_tensors
+        dx, dweight = (input_grads or self.input_grads)(x, weight, grad, ctx.weight_grad)
+        return dx, dweight if ctx.weight_grad else None
 
 
-def _reference(name: str):
-    spec = registry.get(name)
-    return lambda x, weight: spec.reference(x, weight.to(x.dtype))
+class LearnableOp:
+    """A learnable activation resolved once; ``op(x, weight)`` applies it (weight already checked)."""
+
+    __slots__ = ("spec", "name", "torch", "_triton")
+
+    def __init__(self, spec: registry.ActivationSpec):
+        self.spec, self.name = spec, spec.name
+        self.torch = LearnableImpl(TORCH, self.reference, self._torch_grads)
+        self._triton = None  # made on first Triton use (imports Triton)
+
+    def __reduce__(self):
+        return op_for, (self.name,)
+
+    def triton(self) -> LearnableImpl:
+        if self._triton is None:
+            from actkit.kernels import parametric
+
+            prefix = self.spec.kernel or self.name
+            fwd, bwd = getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
+            self._triton = LearnableImpl(
+                TRITON, lambda x, weight: parametric.forward(x, weight, fwd),
+                lambda x, weight, grad, weight_grad: parametric.backward(x, weight, grad, bwd, weight_grad))
+        return self._triton
+
+    def impl(self, backend: str) -> LearnableImpl:
+        return self.torch if backend == TORCH else self._triton or self.triton()
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
+        if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
+            impl = self.impl(backend)
+            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                return EagerFunction.apply(impl, x, weight)
+            return impl.forward(x, weight)
+        return torch.ops.actkit.learnable(x, weight, self.name, backend)
+
+    def reference(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.spec.reference(x, weight.to(x.dtype))
+
+    def _torch_grads(self, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor,
+                     weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dx, dweight) as vector-Jacobian products of the reference; dweight is zeros when
+        ``weight_grad`` is False."""
+        if not weight_grad:
+            _, vjp = torch.func.vjp(lambda t: self.reference(t, weight), x)
+            return vjp(grad)[0], torch.zeros_like(weight, memory_format=torch.contiguous_format)
+        _, vjp = torch.func.vjp(self.reference, x, weight)
+        dx, dweight = vjp(grad)
+        return dx, dweight.contiguous()
 
 
+_OPS: dict[str, LearnableOp] = {}
+
+
+def op_for(name: str) -> LearnableOp:
+    op = _OPS.get(name)
+    if op is None:
+        op = _OPS[name] = LearnableOp(registry.get(name))
+    return op
+
+
+# -- the traced route: torch.library custom ops ----------------------------------------------------
 @torch.library.custom_op("actkit::learnable", mutates_args=())
 def learnable(x: torch.Tensor, weight: torch.Tensor, name: str, backend: str) -> torch.Tensor:
-    if backend == TORCH:
-        return like_fake(_reference(name)(x, weight), x)
-    from actkit.kernels import parametric
-
-    fwd, _ = _device_functions(name)
-    return parametric.forward(x, weight, fwd)
+    return like_fake(op_for(name).impl(backend).forward(x, weight), x)
 
 
 @learnable.register_fake
@@ -59,17 +125,8 @@ def _learnable_fake(x, weight, name, backend):
 @torch.library.custom_op("actkit::learnable_backward", mutates_args=())
 def learnable_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, name: str,
                        backend: str, weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if backend == TORCH:
-        if not weight_grad:
-            _, vjp = torch.func.vjp(lambda t: _reference(name)(t, weight), x)
-            return like_fake(vjp(grad)[0], x), torch.zeros_like(weight, memory_format=torch.contiguous_format)
-        _, vjp = torch.func.vjp(_reference(name), x, weight)
-        dx, dweight = vjp(grad)
-        return like_fake(dx, x), dweight.contiguous()
-    from actkit.kernels import parametric
-
-    _, bwd = _device_functions(name)
-    return parametric.backward(x, weight, grad, bwd, weight_grad)
+    dx, dweight = op_for(name).impl(backend).input_grads(x, weight, grad, weight_grad)
+    return like_fake(dx, x), dweight
 
 
 @learnable_backward.register_fake
@@ -80,14 +137,13 @@ def _learnable_backward_fake(x, weight, grad, name, backend, weight_grad):
 def _setup_context(ctx, inputs, output):
     x, weight, name, backend = inputs
     ctx.name, ctx.backend = name, backend
-    ctx.save_for_backward(x, weight)
+    op_for(name).impl(backend).save(ctx, (x, weight), output)
 
 
 def _backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    weight_grad = bool(ctx.needs_input_grad[1])
-    dx, dweight = learnable_backward(x, weight, grad, ctx.name, ctx.backend, weight_grad)
-    return dx, dweight if weight_grad else None, None, None
+    dx, dweight = op_for(ctx.name).impl(ctx.backend).backward(ctx, grad, input_grads=(
+        lambda x, weight, dy, weight_grad: learnable_backward(x, weight, dy, ctx.name, ctx.backend, weight_grad)))
+    return dx, dweight, None, None
 
 
 learnable.register_autograd(_backward, setup_context=_setup_context)
@@ -123,8 +179,9 @@ def check_parameter(spec: registry.ActivationSpec, x: torch.Tensor, weight: torc
                          f"use num_parameters=1 (one shared {pname}) or num_parameters={c}")
 
 
-def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """``f(x, a)``; ``a`` is a tensor (1 or C entries, gradients flow) or a number (shared, constant)."""
+def _weight(spec: registry.ActivationSpec, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The parameter of a functional call: a tensor (1 or C entries, gradients flow) or a number
+    (shared, constant), checked against x."""
     pname, default = spec.params[0].name, spec.params[0].default
     if len(args) > 1:
         raise TypeError(f"{spec.name}(x, {pname}) takes one parameter, got {len(args)} positional")
@@ -140,8 +197,17 @@ def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> to
     elif not isinstance(weight, torch.Tensor):
         raise TypeError(f"{spec.name}: {pname} must be a tensor or a real number, got {type(weight).__name__}")
     check_parameter(spec, x, weight)
-    backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
-    return torch.ops.actkit.learnable(x, weight, spec.name, backend)
+    return weight
+
+
+def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``f(x, a)``; ``a`` is a tensor (1 or C entries, gradients flow) or a number (shared, constant)."""
+    check_tensor(spec.name, x)
+    return op_for(spec.name)(x, _weight(spec, x, args, kwargs))
+
+
+def functional(spec: registry.ActivationSpec):
+    return lambda x, *args, **kwargs: apply(spec, x, *args, **kwargs)
 
 
 def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
@@ -163,6 +229,7 @@ def init_module(module: nn.Module, num_parameters: int = 1, init: float | None =
         raise TypeError(f"{spec.name}: init must be a real number, got {init!r}")
     module.num_parameters = num_parameters
     module.init = float(init)
+    module._op = op_for(spec.name)
     setattr(module, pname, nn.Parameter(torch.full((num_parameters,), float(init), device=device, dtype=dtype)))
 
 
@@ -171,7 +238,11 @@ def parameter(module: nn.Module) -> torch.Tensor:
 
 
 def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return apply(module.spec, x, parameter(module))
+    op = module._op
+    weight = getattr(module, op.spec.params[0].name)
+    check_tensor(op.name, x)
+    check_parameter(op.spec, x, weight)
+    return op(x, weight)
 
 
 def module_repr(module: nn.Module) -> str:

@@ -5,6 +5,8 @@ registry's ``class_name``; aliases get their own name too (``actkit.nn.Swish`` i
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
@@ -12,15 +14,22 @@ from . import kinds, registry
 
 
 class Activation(nn.Module):
-    """Any registered activation as a module: ``Activation("leaky_relu", negative_slope=0.1)``."""
+    """Any registered activation as a module: ``Activation("leaky_relu", negative_slope=0.1)``.
+
+    Scalar parameters are fixed when the module is made (``params`` is read-only): the module
+    holds its activation already bound to them, so a forward call does no lookup or binding.
+    """
 
     def __init__(self, name: str, *args, **kwargs):
         super().__init__()
-        # Only the canonical name is stored (the spec holds functions): modules stay picklable
-        # for torch.save and copy.deepcopy.
-        self.activation = registry.get(name).name
-        self.params = {}  # scalar parameters (elementwise kind); tensors are nn.Parameters
-        self._kind.init_module(self, *args, **kwargs)
+        spec = registry.get(name)
+        # The canonical name, the kind's module-level forward and a bound op: all picklable, so
+        # modules work with torch.save and copy.deepcopy.
+        self.activation = spec.name
+        self._params: dict[str, float] = {}  # scalar parameters (elementwise kind)
+        kind = kinds.handler(spec.kind)
+        self._forward = kind.module_forward
+        kind.init_module(self, *args, **kwargs)
 
     @property
     def spec(self) -> registry.ActivationSpec:
@@ -34,8 +43,13 @@ class Activation(nn.Module):
     def name(self) -> str:
         return self.activation
 
+    @property
+    def params(self) -> MappingProxyType:
+        """The scalar parameters (read-only: make a new module for other values)."""
+        return MappingProxyType(self._params)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._kind.module_forward(self, x)
+        return self._forward(self, x)
 
     def extra_repr(self) -> str:
         shown = self._kind.module_repr(self)

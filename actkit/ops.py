@@ -1,14 +1,19 @@
-"""The autograd-aware custom ops behind every elementwise activation.
+"""The elementwise kind: bound activations, their eager autograd and the custom ops for tracing.
 
-Two opaque ``torch.library`` custom ops, generic over the registry:
+:class:`ElementwiseOp` is one activation with its parameters resolved once: the PyTorch
+reference and backward with the parameters bound, the scalar kernel arguments, and (on first
+Triton use) the device functions. Calling it is the whole eager path (see :mod:`actkit.eager`):
+check the input, pick the backend, run the kernel or the torch op, save one tensor.
+
+For ``torch.compile`` and tensor subclasses the same op runs behind two opaque
+``torch.library`` custom ops, generic over the registry:
 
 * ``actkit::activation(x, name, p0, p1, backend) -> y``
 * ``actkit::activation_backward(saved, grad, name, p0, p1, backend) -> dx``
 
-Custom ops (rather than ``triton_op``) because they compile with
-``torch.compile(fullgraph=True)`` on CPU too: Inductor treats them as opaque calls and
-never tries to compile the Triton kernel for the CPU. ``backend`` is decided in Python
-before the call, so it is a constant in a traced graph.
+Custom ops (rather than ``triton_op``) because they compile with ``torch.compile(fullgraph=True)``
+on CPU too: Inductor treats them as opaque calls and never tries to compile the Triton kernel for
+the CPU. ``backend`` is decided in Python before the call, so it is a constant in a traced graph.
 
 Autograd saves exactly one tensor: x, or y for specs with ``saves="y"`` (none for identity,
 whose derivative is 1). The backward recomputes f' rather than storing intermediates: in the
@@ -18,12 +23,15 @@ gradients are PyTorch's own, NaN and inf behaviour included.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+from types import MappingProxyType
 
 import torch
 
 from . import registry
-from .backend import TORCH, backend_for
+from .backend import TORCH, TRITON, backend_for
+from .eager import EagerFunction, check_tensor, is_compiling
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -33,10 +41,10 @@ def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 def like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``out`` in the layout the fake implementations promise (``torch.empty_like(like)``).
 
-    Shared by every kind's PyTorch path. Elementwise torch ops keep a dense input's strides,
-    which is what empty_like gives, so they return at once; others (torch.softmax on a
-    channels_last input returns a contiguous tensor) or inputs with gaps pay one copy. A
-    mismatch would break torch.compile's stride assumptions.
+    Shared by every kind's custom op. Elementwise torch ops keep a dense input's strides, which
+    is what empty_like gives, so they return at once; others (torch.softmax on a channels_last
+    input returns a contiguous tensor) or inputs with gaps pay one copy. A mismatch would break
+    torch.compile's stride assumptions.
     """
     if out.stride() == like.stride():
         return out
@@ -44,19 +52,133 @@ def like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out if out.stride() == target.stride() else target.copy_(out)
 
 
-def _params(spec: registry.ActivationSpec, p0: float, p1: float) -> dict[str, float]:
-    return spec.params_from_kernel_args(p0, p1)
+class ElementwiseImpl:
+    """One backend's implementation of a bound elementwise activation.
+
+    ``forward(x)`` and ``input_grad(grad, saved)`` (ATen's argument order) are plain callables
+    set when the op is bound: on the PyTorch backend the reference and its backward op
+    themselves, with the parameters already applied, so a call adds no Python frame of ours.
+    """
+
+    __slots__ = ("backend", "forward", "input_grad", "saves", "differentiable")
+
+    def __init__(self, backend: str, forward, input_grad, saves: str, differentiable: bool):
+        self.backend, self.forward, self.input_grad = backend, forward, input_grad
+        self.saves, self.differentiable = saves, differentiable
+
+    def save(self, ctx, inputs, y: torch.Tensor) -> None:
+        if self.saves == "x":
+            ctx.save_for_backward(inputs[0])
+        elif self.saves == "y":
+            ctx.save_for_backward(y)
+
+    def backward(self, ctx, grad: torch.Tensor, input_grad=None) -> tuple[torch.Tensor]:
+        """(dx,): zeros for a forward-only activation, dy itself where f' = 1, else ``input_grad``
+        (default: this implementation's) of dy and the saved tensor."""
+        if not self.differentiable:
+            return (torch.zeros_like(grad),)
+        if self.saves == "none":
+            return (grad,)
+        (saved,) = ctx.saved_tensors
+        return ((input_grad or self.input_grad)(grad, saved),)
+
+
+class ElementwiseOp:
+    """An elementwise activation bound to its (validated) parameters; ``op(x)`` applies it."""
+
+    __slots__ = ("spec", "name", "params", "p0", "p1", "torch", "_triton")
+
+    def __init__(self, spec: registry.ActivationSpec, params: dict[str, float]):
+        self.spec, self.name = spec, spec.name
+        self.params = MappingProxyType(dict(params))
+        self.p0, self.p1 = spec.kernel_args(params)
+        bound = dict(params)
+        reference = functools.partial(spec.reference, **bound) if bound else spec.reference
+        if spec.torch_backward is None:
+            input_grad = functools.partial(_vjp_grad, reference)
+        else:
+            input_grad = functools.partial(spec.torch_backward, **bound) if bound else spec.torch_backward
+        self.torch = self._impl(TORCH, reference, input_grad)
+        self._triton = None  # made on first Triton use (imports Triton)
+
+    def _impl(self, backend: str, forward, input_grad) -> ElementwiseImpl:
+        spec = self.spec
+        return ElementwiseImpl(backend, forward, input_grad, spec.saves if spec.differentiable else "none",
+                               spec.differentiable)
+
+    def triton(self) -> ElementwiseImpl:
+        if self._triton is None:
+            from actkit.kernels import elementwise
+
+            fwd, dfn = self.spec.triton_functions
+            p0, p1 = self.p0, self.p1
+            # Looked up on the module at each call, so that tests can watch the launchers.
+            self._triton = self._impl(TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
+                                      lambda grad, saved: elementwise.backward(saved, grad, dfn, p0, p1))
+        return self._triton
+
+    def impl(self, backend: str) -> ElementwiseImpl:
+        return self.torch if backend == TORCH else self._triton or self.triton()
+
+    def __reduce__(self):  # picklable (modules hold one): rebuilt from the name and parameters
+        return bind_by_name, (self.name, tuple(self.params.items()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return f"ElementwiseOp({self.name}{', ' + shown if shown else ''})"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
+            impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
+            if x.requires_grad and torch.is_grad_enabled():
+                return EagerFunction.apply(impl, x)
+            return impl.forward(x)
+        check_tensor(self.name, x)
+        return torch.ops.actkit.activation(x, self.name, self.p0, self.p1, backend_for(x))
+
+
+def _vjp_grad(reference, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dx of a composite reference (no backward op in torch): a vector-Jacobian product."""
+    _, vjp = torch.func.vjp(reference, x)
+    dx = vjp(grad)[0]
+    return dx.clone() if _shares_storage(dx, grad) else dx  # an op may not return its input
+
+
+@functools.lru_cache(maxsize=None)
+def _from_kernel_args(name: str, p0: float, p1: float) -> ElementwiseOp:
+    spec = registry.get(name)
+    return ElementwiseOp(spec, spec.params_from_kernel_args(p0, p1))
+
+
+def bind_by_name(name: str, params=()) -> ElementwiseOp:
+    return bind(registry.get(name), (), dict(params))
+
+
+_BOUND: dict[tuple, ElementwiseOp] = {}
+_BOUND_LIMIT = 4096  # parameter combinations kept; more are bound afresh on every call
+
+
+def bind(spec: registry.ActivationSpec, args: tuple = (), kwargs: dict | None = None) -> ElementwiseOp:
+    """The op for ``spec`` with these parameters (validated once, then cached by value)."""
+    values = (*args, *(kwargs or {}).values())
+    cacheable = all(type(v) in (float, int) for v in values)
+    key = (spec.name, args, tuple(sorted(kwargs.items())) if kwargs else ()) if cacheable else None
+    op = _BOUND.get(key) if cacheable else None
+    if op is None:
+        op = ElementwiseOp(spec, spec.bind(args, kwargs))
+        if cacheable and len(_BOUND) < _BOUND_LIMIT:
+            _BOUND[key] = op
+    return op
+
+
+# -- the traced route: torch.library custom ops ----------------------------------------------------
+def _impl(name: str, p0: float, p1: float, backend: str) -> ElementwiseImpl:
+    return _from_kernel_args(name, p0, p1).impl(backend)
 
 
 @torch.library.custom_op("actkit::activation", mutates_args=())
 def activation(x: torch.Tensor, name: str, p0: float, p1: float, backend: str) -> torch.Tensor:
-    spec = registry.get(name)
-    if backend == TORCH:
-        return like_fake(spec.reference(x, **_params(spec, p0, p1)), x)
-    from actkit.kernels import elementwise
-
-    fwd, _ = spec.triton_functions
-    return elementwise.forward(x, fwd, p0, p1)
+    return like_fake(_impl(name, p0, p1, backend).forward(x), x)
 
 
 @activation.register_fake
@@ -67,18 +189,7 @@ def _activation_fake(x, name, p0, p1, backend):
 @torch.library.custom_op("actkit::activation_backward", mutates_args=())
 def activation_backward(saved: torch.Tensor, grad: torch.Tensor, name: str, p0: float, p1: float,
                         backend: str) -> torch.Tensor:
-    spec = registry.get(name)
-    if backend == TORCH:
-        params = _params(spec, p0, p1)
-        if spec.torch_backward is not None:
-            return like_fake(spec.torch_backward(grad, saved, **params), saved)
-        _, vjp = torch.func.vjp(lambda t: spec.reference(t, **params), saved)
-        dx = vjp(grad)[0]
-        return like_fake(dx.clone() if _shares_storage(dx, grad) else dx, saved)
-    from actkit.kernels import elementwise
-
-    _, dfn = spec.triton_functions
-    return elementwise.backward(saved, grad, dfn, p0, p1)
+    return like_fake(_impl(name, p0, p1, backend).input_grad(grad, saved), saved)
 
 
 @activation_backward.register_fake
@@ -88,21 +199,13 @@ def _activation_backward_fake(saved, grad, name, p0, p1, backend):
 
 def _setup_context(ctx, inputs, output):
     x, name, p0, p1, backend = inputs
-    spec = registry.get(name)
     ctx.name, ctx.p0, ctx.p1, ctx.backend = name, p0, p1, backend
-    ctx.differentiable, ctx.saves = spec.differentiable, spec.saves
-    if spec.differentiable and spec.saves != "none":
-        ctx.save_for_backward(output if spec.saves == "y" else x)
+    _impl(name, p0, p1, backend).save(ctx, (x,), output)
 
 
 def _backward(ctx, grad):
-    if not ctx.differentiable:
-        dx = torch.zeros_like(grad)
-    elif ctx.saves == "none":  # f' = 1: nothing to compute or read
-        dx = grad
-    else:
-        (saved,) = ctx.saved_tensors
-        dx = activation_backward(saved, grad, ctx.name, ctx.p0, ctx.p1, ctx.backend)
+    (dx,) = _impl(ctx.name, ctx.p0, ctx.p1, ctx.backend).backward(ctx, grad, input_grad=(
+        lambda dy, saved: activation_backward(saved, dy, ctx.name, ctx.p0, ctx.p1, ctx.backend)))
     return dx, None, None, None, None
 
 
@@ -111,8 +214,17 @@ activation.register_autograd(_backward, setup_context=_setup_context)
 
 # -- the "elementwise" kind's handler (see actkit.kinds): functional call and module hooks --------
 def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    p0, p1 = spec.kernel_args(spec.bind(args, kwargs))
-    return torch.ops.actkit.activation(x, spec.name, p0, p1, backend_for(x))
+    return bind(spec, args, kwargs)(x)
+
+
+def functional(spec: registry.ActivationSpec):
+    """``f(x, *params)`` for actkit.functional: the defaults are bound once, other values cached."""
+    default = ElementwiseOp(spec, spec.defaults)
+
+    def call(x, *args, **kwargs):
+        return (bind(spec, args, kwargs) if args or kwargs else default)(x)
+
+    return call
 
 
 def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
@@ -121,11 +233,15 @@ def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
 
 
 def init_module(module, *args, **kwargs) -> None:
-    module.params = module.spec.bind(args, kwargs)
+    module._op = bind(module.spec, args, kwargs)
+    module._params = dict(module._op.params)
+    # The op is the module's forward: nn.Module.__call__ (hooks included) calls it directly,
+    # without a Python frame of ours in between.
+    module.forward = module._op
 
 
 def module_forward(module, x: torch.Tensor) -> torch.Tensor:
-    return apply(module.spec, x, **module.params)
+    return module._op(x)
 
 
 def module_repr(module) -> str:

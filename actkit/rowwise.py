@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from . import registry
+from .backend import TORCH, TRITON, backend_for
+from .eager import EagerFunction, check_tensor, is_compiling
 from .ops import like_fake
-from .backend import TORCH, backend_for
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -31,13 +32,76 @@ _TORCH_BACKWARD = {
 }
 
 
+class RowwiseImpl:
+    """One backend's implementation of softmax or log_softmax: ``forward(x, dim)`` and
+    ``input_grad(y, grad, dim)``; autograd saves only y (both gradients are cheapest in y, and
+    the next layer keeps it anyway)."""
+
+    __slots__ = ("backend", "forward", "input_grad")
+
+    def __init__(self, backend: str, forward, input_grad):
+        self.backend, self.forward, self.input_grad = backend, forward, input_grad
+
+    def save(self, ctx, inputs, y: torch.Tensor) -> None:
+        ctx.dim = inputs[1]
+        ctx.save_for_backward(y)
+
+    def backward(self, ctx, grad: torch.Tensor, input_grad=None):
+        (y,) = ctx.saved_tensors
+        return (input_grad or self.input_grad)(y, grad, ctx.dim), None
+
+
+class RowwiseOp:
+    """softmax or log_softmax resolved once; ``op(x, dim)`` applies it (x floating, dim wrapped)."""
+
+    __slots__ = ("spec", "name", "log", "torch", "_triton")
+
+    def __init__(self, spec: registry.ActivationSpec):
+        self.spec, self.name, self.log = spec, spec.name, _LOG[spec.name]
+        reference, backward = spec.reference, _TORCH_BACKWARD[spec.name]
+        # torch.softmax returns a channels_last input contiguous: keep x's layout, as the kernels do.
+        self.torch = RowwiseImpl(TORCH, lambda x, dim: like_fake(reference(x, dim=dim), x),
+                                 lambda y, grad, dim: like_fake(backward(grad, y, dim, y.dtype), y))
+        self._triton = None  # made on first Triton use (imports Triton)
+
+    def __reduce__(self):
+        return op_for, (self.name,)
+
+    def triton(self) -> RowwiseImpl:
+        if self._triton is None:
+            from actkit.kernels import softmax
+
+            log = self.log
+            self._triton = RowwiseImpl(TRITON, lambda x, dim: softmax.forward(x, dim, log),
+                                       lambda y, grad, dim: softmax.backward(y, grad, dim, log))
+        return self._triton
+
+    def impl(self, backend: str) -> RowwiseImpl:
+        return self.torch if backend == TORCH else self._triton or self.triton()
+
+    def __call__(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
+            impl = self.impl(backend_for(x))
+            if x.requires_grad and torch.is_grad_enabled():
+                return EagerFunction.apply(impl, x, dim)
+            return impl.forward(x, dim)
+        return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
+
+
+_OPS: dict[str, RowwiseOp] = {}
+
+
+def op_for(name: str) -> RowwiseOp:
+    op = _OPS.get(name)
+    if op is None:
+        op = _OPS[name] = RowwiseOp(registry.get(name))
+    return op
+
+
+# -- the traced route: torch.library custom ops ----------------------------------------------------
 @torch.library.custom_op("actkit::rowwise", mutates_args=())
 def rowwise(x: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    if backend == TORCH:
-        return like_fake(registry.get(name).reference(x, dim=dim), x)
-    from actkit.kernels import softmax
-
-    return softmax.forward(x, dim, _LOG[name])
+    return op_for(name).impl(backend).forward(x, dim)
 
 
 @rowwise.register_fake
@@ -47,11 +111,7 @@ def _rowwise_fake(x, name, dim, backend):
 
 @torch.library.custom_op("actkit::rowwise_backward", mutates_args=())
 def rowwise_backward(y: torch.Tensor, grad: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    if backend == TORCH:
-        return like_fake(_TORCH_BACKWARD[name](grad, y, dim, y.dtype), y)
-    from actkit.kernels import softmax
-
-    return softmax.backward(y, grad, dim, _LOG[name])
+    return op_for(name).impl(backend).input_grad(y, grad, dim)
 
 
 @rowwise_backward.register_fake
@@ -60,14 +120,15 @@ def _rowwise_backward_fake(y, grad, name, dim, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    _, name, dim, backend = inputs
-    ctx.name, ctx.dim, ctx.backend = name, dim, backend
-    ctx.save_for_backward(output)
+    x, name, dim, backend = inputs
+    ctx.name, ctx.backend = name, backend
+    op_for(name).impl(backend).save(ctx, (x, dim), output)
 
 
 def _backward(ctx, grad):
-    (y,) = ctx.saved_tensors
-    return rowwise_backward(y, grad, ctx.name, ctx.dim, ctx.backend), None, None, None
+    dx, _ = op_for(ctx.name).impl(ctx.backend).backward(ctx, grad, input_grad=(
+        lambda y, dy, dim: rowwise_backward(y, dy, ctx.name, dim, ctx.backend)))
+    return dx, None, None, None
 
 
 rowwise.register_autograd(_backward, setup_context=_setup_context)
@@ -108,12 +169,20 @@ def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> to
     if args and "dim" in kwargs:
         raise TypeError(f"{spec.name}: parameter 'dim' given both positionally and by keyword")
     dim = args[0] if args else kwargs.get("dim", spec.params[0].default)
-    dtype = kwargs.get("dtype")
+    return _call(op_for(spec.name), x, dim, kwargs.get("dtype"))
+
+
+def _call(op: RowwiseOp, x: torch.Tensor, dim, dtype=None) -> torch.Tensor:
+    check_tensor(op.name, x)
     if dtype is not None:
         x = x.to(dtype)
     if not x.is_floating_point():
-        raise TypeError(f"{spec.name} needs a floating-point tensor, got {x.dtype} (pass dtype=torch.float32)")
-    return torch.ops.actkit.rowwise(x, spec.name, wrap_dim(spec.name, dim, x.dim()), backend_for(x))
+        raise TypeError(f"{op.name} needs a floating-point tensor, got {x.dtype} (pass dtype=torch.float32)")
+    return op(x, wrap_dim(op.name, dim, x.dim()))
+
+
+def functional(spec: registry.ActivationSpec):
+    return lambda x, *args, **kwargs: apply(spec, x, *args, **kwargs)
 
 
 def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
@@ -126,11 +195,13 @@ def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
 # -- module support (actkit.nn.Softmax, actkit.nn.LogSoftmax, actkit.nn.Activation("softmax")) ------
 def init_module(module: nn.Module, dim: int | None = None) -> None:
     module.dim = None if dim is None else _as_int(module.spec.name, dim)  # range checked per input
+    module._op = op_for(module.spec.name)
 
 
 def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    dim = implicit_dim(x.dim()) if module.dim is None else module.dim
-    return apply(module.spec, x, dim)
+    op = module._op
+    check_tensor(op.name, x)
+    return _call(op, x, implicit_dim(x.dim()) if module.dim is None else module.dim)
 
 
 def module_repr(module: nn.Module) -> str:

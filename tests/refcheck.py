@@ -52,7 +52,7 @@ def backend(name: str):
     try:
         yield
     finally:
-        actkit.backend._override = previous
+        actkit.set_backend(previous)
 
 
 def elementwise_specs():

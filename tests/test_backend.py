@@ -10,6 +10,7 @@ from refcheck import KERNEL_DEVICE, backend
 
 def test_auto_uses_the_pytorch_fallback_for_cpu_tensors(monkeypatch):
     monkeypatch.delenv("ACTKIT_BACKEND", raising=False)
+    actkit.set_backend(None)  # re-read the environment
     assert actkit.get_backend() == "auto"
     assert actkit.backend_for(torch.ones(3)) == "torch"
 
@@ -30,12 +31,24 @@ def test_triton_on_cpu_runs_under_the_interpreter_only(monkeypatch):
 
 
 def test_environment_variable_selects_the_backend(monkeypatch):
+    """ACTKIT_BACKEND is read once and kept (backend_for runs on every call), and read anew by
+    set_backend(None)."""
     monkeypatch.setenv("ACTKIT_BACKEND", "torch")
-    assert actkit.get_backend() == "torch"
-    assert actkit.backend_for(torch.ones(3, device=KERNEL_DEVICE)) == "torch"
-    monkeypatch.setenv("ACTKIT_BACKEND", "fast")
-    with pytest.raises(BackendError, match="unknown backend 'fast'.*auto, triton, torch"):
-        actkit.get_backend()
+    actkit.set_backend(None)
+    try:
+        assert actkit.get_backend() == "torch"
+        assert actkit.backend_for(torch.ones(3, device=KERNEL_DEVICE)) == "torch"
+        monkeypatch.setenv("ACTKIT_BACKEND", "triton")
+        assert actkit.get_backend() == "torch"  # kept until asked to re-read
+        actkit.set_backend(None)
+        assert actkit.get_backend() == "triton"
+        monkeypatch.setenv("ACTKIT_BACKEND", "fast")
+        actkit.set_backend(None)
+        with pytest.raises(BackendError, match="unknown backend 'fast'.*auto, triton, torch"):
+            actkit.get_backend()
+    finally:
+        monkeypatch.delenv("ACTKIT_BACKEND")
+        actkit.set_backend(None)
 
 
 def test_set_backend_validates_and_resets():

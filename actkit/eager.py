@@ -1,0 +1,55 @@
+"""The eager call path shared by every kind: one ``torch.autograd.Function`` around a bound op.
+
+Each kind (:mod:`actkit.ops`, :mod:`actkit.learnable`, :mod:`actkit.rowwise`) binds an
+activation and its parameters once, into a *bound op*: an object that already holds the
+reference function, the Triton device functions and the scalar kernel arguments. A call then only
+checks the input, picks the backend and runs, so that its host cost is close to the op it wraps.
+
+Two routes lead to the same implementation:
+
+* **Eager** (plain tensors, not tracing): the op's implementation is called directly, inside
+  :class:`EagerFunction` when autograd is recording. A ``torch.library`` custom op costs about
+  10 us per call in the dispatcher and its registered autograd about 25 us per fwd+bwd, which
+  is several times the whole activation on a GPU.
+* **Traced** (``torch.compile``, or tensor subclasses such as FakeTensor): the opaque
+  ``torch.library`` custom ops, whose implementations call the same bound op. Inductor sees one
+  op and never tries to compile the Triton kernel for a CPU (see the design notes).
+
+A bound op holds one *implementation* per backend (the PyTorch reference, the Triton kernels),
+each with ``forward(*inputs)``, ``save(ctx, inputs, output)`` and ``backward(ctx, *grads)``
+(gradients for every input, ``None`` where there is none). Choosing the implementation object
+once per call, rather than passing a backend name down, keeps string handling off the hot path.
+"""
+from __future__ import annotations
+
+import torch
+
+# Dynamo treats this function as the constant True while tracing. A call takes the eager route
+# when ``type(x) is torch.Tensor and not is_compiling()``, written out in each op's __call__
+# (a helper function would be one more Python frame on every activation call).
+is_compiling = torch.compiler.is_compiling
+
+
+def check_tensor(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+
+
+class EagerFunction(torch.autograd.Function):
+    """Autograd for one implementation of a bound op on the eager route: ``apply(impl, *inputs)``.
+
+    The classic ``forward(ctx, ...)`` form on purpose: with a separate ``setup_context``,
+    ``Function.apply`` rebinds its arguments through ``inspect.signature`` on every call,
+    which costs more than the rest of the call together.
+    """
+
+    @staticmethod
+    def forward(ctx, impl, *inputs):
+        output = impl.forward(*inputs)
+        ctx.impl = impl
+        impl.save(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *ctx.impl.backward(ctx, *grads))
