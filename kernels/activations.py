@@ -14,13 +14,18 @@ import triton.language as tl
 
 from .fp32math import expm1, log1p, sech2, softplus as _softplus, tanh as _tanh
 
-SQRT1_2 = 0.7071067811865476        # 1 / sqrt(2)
-INV_SQRT_2PI = 0.3989422804014327    # 1 / sqrt(2 pi)
-SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
-GELU_TANH_K = 0.044715
-GELU_SIGMOID_K = 1.702
-SELU_ALPHA = 1.6732632423543772
-SELU_SCALE = 1.0507009873554805
+# Module-level numbers used inside @triton.jit code must be tl.constexpr: a plain float runs
+# under the interpreter but real compilation refuses it ("Cannot access global variable").
+# Write them after a tensor operand (x * K, not K * x): the interpreter cannot multiply a
+# constexpr on the left by a tensor. tests/test_gpu_compile.py and the interpreter tests
+# between them catch either mistake.
+SQRT1_2 = tl.constexpr(0.7071067811865476)        # 1 / sqrt(2)
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)    # 1 / sqrt(2 pi)
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi)
+GELU_TANH_K = tl.constexpr(0.044715)
+GELU_SIGMOID_K = tl.constexpr(1.702)
+SELU_ALPHA = tl.constexpr(1.6732632423543772)
+SELU_SCALE = tl.constexpr(1.0507009873554805)
 
 
 @triton.jit
@@ -132,12 +137,12 @@ def celu_bwd(x, p0, p1):
 
 @triton.jit
 def selu_fwd(x, p0, p1):
-    return SELU_SCALE * tl.where(x <= 0.0, SELU_ALPHA * expm1(x), x)
+    return tl.where(x <= 0.0, expm1(x) * SELU_ALPHA, x) * SELU_SCALE
 
 
 @triton.jit
 def selu_bwd(x, p0, p1):
-    return SELU_SCALE * tl.where(x <= 0.0, SELU_ALPHA * tl.exp(x), 1.0)
+    return tl.where(x <= 0.0, tl.exp(x) * SELU_ALPHA, 1.0) * SELU_SCALE
 
 
 @triton.jit
@@ -153,26 +158,26 @@ def gelu_bwd(x, p0, p1):
 
 @triton.jit
 def gelu_tanh_fwd(x, p0, p1):
-    t = _tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x))
+    t = _tanh((x + x * x * x * GELU_TANH_K) * SQRT_2_OVER_PI)
     return 0.5 * x * (1.0 + t)
 
 
 @triton.jit
 def gelu_tanh_bwd(x, p0, p1):
-    u = SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)
-    inner_grad = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_K * x * x)
+    u = (x + x * x * x * GELU_TANH_K) * SQRT_2_OVER_PI
+    inner_grad = (1.0 + x * x * (3.0 * GELU_TANH_K)) * SQRT_2_OVER_PI
     return 0.5 * (1.0 + _tanh(u)) + 0.5 * x * sech2(u) * inner_grad
 
 
 @triton.jit
 def gelu_sigmoid_fwd(x, p0, p1):
-    return x * tl.sigmoid(GELU_SIGMOID_K * x)
+    return x * tl.sigmoid(x * GELU_SIGMOID_K)
 
 
 @triton.jit
 def gelu_sigmoid_bwd(x, p0, p1):
-    s = tl.sigmoid(GELU_SIGMOID_K * x)
-    return s + GELU_SIGMOID_K * x * s * (1.0 - s)
+    s = tl.sigmoid(x * GELU_SIGMOID_K)
+    return s + x * GELU_SIGMOID_K * s * (1.0 - s)
 
 
 @triton.jit

@@ -79,6 +79,7 @@ class Kernel:
         self.fn, self.meta = fn, meta
         self.direct = isinstance(fn, JITFunction)
         self.compiled: dict[tuple, CompiledKernel] = {}
+        _MADE.append(self)
         if self.direct:
             constexpr = [p.is_constexpr for p in fn.params]
             n_runtime = constexpr.count(False)
@@ -135,12 +136,22 @@ class Kernel:
         except Exception:  # no driver at all: say what we know
             where = str(device)
         constexprs = ", ".join(f"{k}={_label(v)}" for k, v in self.meta.items() if k != "num_warps")
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        # Triton wraps the real error (a NameError, a ptxas failure) in a CompilationError per
+        # function it was compiling, each showing source: report the innermost one.
+        while (exc.__cause__ or exc.__context__) is not None:
+            exc = exc.__cause__ or exc.__context__
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "").split(". ")[0]
         return (f"Triton could not compile {_label(self.fn)}[{constexprs}] for {'/'.join(dtypes)} tensors on {where}: "
                 f"{type(exc).__name__}: {reason[:300]}. ACTKIT_BACKEND=torch runs the PyTorch fallback instead")
 
 
 _KERNELS: dict[tuple, Kernel] = {}
+_MADE: list[Kernel] = []  # every Kernel of this process (they live as long as it does)
+
+
+def kernels() -> list[Kernel]:
+    """Every :class:`Kernel` made so far, with the compiled kernels each holds (for tests and tools)."""
+    return list(_MADE)
 
 
 def kernel(fn, **meta) -> Kernel:
