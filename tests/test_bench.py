@@ -371,7 +371,7 @@ def test_compile_provider_runs_one_case():
 # -- checkpoints and resume ------------------------------------------------------------------------
 def _counting_cases(monkeypatch, interrupt_at=None):
     """Wrap the per-case runner: record each case it runs, raise KeyboardInterrupt on call ``interrupt_at``."""
-    calls, real = [], bench._run_case
+    calls, real = [], bench.sweep._run_case
 
     def run_case(config, spec, dtype_name, numel, env, tick):
         calls.append((spec.name, dtype_name, numel))
@@ -379,7 +379,7 @@ def _counting_cases(monkeypatch, interrupt_at=None):
             raise KeyboardInterrupt
         return real(config, spec, dtype_name, numel, env, tick)
 
-    monkeypatch.setattr(bench, "_run_case", run_case)
+    monkeypatch.setattr(bench.sweep, "_run_case", run_case)
     return calls
 
 

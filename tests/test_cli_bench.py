@@ -121,9 +121,8 @@ SMALL = ["bench", "--act", "mish,relu", "--device", "cpu", "--quick", "--sizes",
 def cases(monkeypatch):
     """Short timing, and the cases the per-case runner was called for (``cases.interrupt_at``: raise
     KeyboardInterrupt on that call, as Ctrl-C would)."""
-    real_time_all, real_run_case = bench.time_all, bench._run_case
+    real_run_case = bench.sweep._run_case
     fast = dict(min_run_time=0.001, min_blocks=3, block_s=0.0002, warmup_calls=1)
-    monkeypatch.setattr(bench, "time_all", lambda fns, config: real_time_all(fns, dataclasses.replace(config, **fast)))
 
     class Calls(list):
         interrupt_at = None
@@ -134,9 +133,9 @@ def cases(monkeypatch):
         calls.append(spec.name)
         if len(calls) == calls.interrupt_at:
             raise KeyboardInterrupt
-        return real_run_case(config, spec, dtype_name, numel, env, tick)
+        return real_run_case(dataclasses.replace(config, **fast), spec, dtype_name, numel, env, tick)
 
-    monkeypatch.setattr(bench, "_run_case", run_case)
+    monkeypatch.setattr(bench.sweep, "_run_case", run_case)
     return calls
 
 
