@@ -43,6 +43,7 @@ Modules, one job each: :mod:`.options` (what a request may name, and parsing it)
 :mod:`.config` (a validated configuration and its defaults), :mod:`.cases` (shapes, byte
 accounting and inputs of a case), :mod:`.providers` (a runner per provider x mode),
 :mod:`.timing` (the timers), :mod:`.bandwidth` (one case of the sweep, measured),
+:mod:`.hostcost` (one case of the per-call host cost, measured),
 :mod:`.sweep` (planning, running, checkpointing and resuming the cases), :mod:`.tables`
 (summary lines and markdown) and :mod:`.files` (result files). The names below are the
 package's API: ``from actkit import bench; bench.run(bench.make_config("mish", "cpu"))``.
@@ -50,14 +51,20 @@ package's API: ``from actkit import bench; bench.run(bench.make_config("mish", "
 from __future__ import annotations
 
 from .bandwidth import RECORD_FIELDS
-from .cases import (CHANNELS, ENV_FIELDS, KINDS, ROW_LENGTH, CaseInputs, KindModel, bytes_moved, copy_bytes, gbps,
-                    make_inputs, size_label, skip_note)
-from .config import DEFAULT_DTYPES, DEFAULT_SIZES, QUICK_DTYPES, QUICK_SIZES, BenchConfig, make_config
-from .files import load, write
-from .options import (DEVICES, DTYPES, MODES, PROVIDERS, BenchError, parse_activations, parse_device, parse_dtypes,
-                      parse_modes, parse_providers, parse_sizes, parse_threads)
-from .providers import (backend_label, compiled_reference, donated_buffers_off, mode_runner, peak_memory_bytes,
-                        prepared_runner, provider_fn, saved_bytes_per_element, sync)
-from .sweep import SCHEMA, CaseKey, ProgressCallback, busy_host, cases_done, check_resumable, plan, run
-from .tables import LAYOUTS, format_bandwidth, format_time, headline, markdown_table, summary_line
-from .timing import Timing, time_all, time_cpu, time_cuda
+from .cases import (CHANNELS, ENV_FIELDS, KINDS, ROW_LENGTH, CaseInputs, KindModel, bytes_moved, copy_bytes,
+                    failure_note, gbps, make_inputs, size_label, skip_note)
+from .config import (DEFAULT_DTYPES, DEFAULT_SIZES, HOST_DTYPES, HOST_SIZES, QUICK_DTYPES, QUICK_SIZES, BenchConfig,
+                     make_config)
+from .files import HOST_SCHEMA, SCHEMA, SCHEMAS, load, measure_of, write
+from .hostcost import (HOST_RECORD_FIELDS, TARGETS, HostCase, Target, call_label, host_runner, make_host_case,
+                       minimal_function, target_ratios)
+from .options import (DEVICES, DTYPES, HOST_MODES, HOST_PROVIDERS, MEASURES, MODES, PROVIDERS, BenchError,
+                      parse_activations, parse_device, parse_dtypes, parse_modes, parse_providers, parse_sizes,
+                      parse_threads)
+from .providers import (backend_label, compiled_reference, donated_buffers_off, forget_compiled, mode_runner,
+                        peak_memory_bytes, prepared_runner, provider_fn, saved_bytes_per_element, sync,
+                        time_first_call)
+from .sweep import CaseKey, ProgressCallback, busy_host, cases_done, check_resumable, plan, run
+from .tables import (LAYOUTS, MODE_LABELS, PROVIDER_LABELS, format_bandwidth, format_time, format_us, headline,
+                     host_cases, host_summary_line, markdown_table, summary_line, target_line)
+from .timing import Timing, time_all, time_cpu, time_cuda, time_interleaved

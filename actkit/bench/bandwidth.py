@@ -3,17 +3,17 @@ together with a copy of the same size (the roofline), turned into records of tim
 copy, speedups, bytes saved for backward and peak memory."""
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .. import registry
-from .cases import ENV_FIELDS, CaseInputs, bytes_moved, copy_bytes, gbps, make_inputs, size_label, skip_note
+from .cases import (ENV_FIELDS, CaseInputs, bytes_moved, copy_bytes, failure_note, gbps, make_inputs, size_label,
+                    skip_note)
 from .config import BenchConfig
 from .options import DTYPES, MODES
 from .providers import (backend_label, mode_runner, peak_memory_bytes, prepared_runner, provider_fn,
-                        saved_bytes_per_element, sync)
+                        saved_bytes_per_element, time_first_call)
 from .timing import time_all
 
 RECORD_FIELDS = (
@@ -33,7 +33,7 @@ and ``first_call_s`` belong to the provider (same in each mode); ``peak_mem_byte
 
 
 def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str, numel: int,
-              env: Mapping[str, Any], tick: Callable[[str], None]):
+             env: Mapping[str, Any], tick: Callable[[str], None]):
     dtype = DTYPES[dtype_name]
     device = config.device
     label = f"{spec.name} {dtype_name} {size_label(numel)}"
@@ -53,12 +53,10 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
         tick(f"{label}: {provider} (first call)")
         try:
             facts[provider], provider_runners = prepare_provider(spec, provider, modes, inputs, device,
-                                                                  (dtype_name, numel))
+                                                                 (dtype_name, numel))
             runners.update(provider_runners)
         except Exception as exc:  # a provider that cannot run this case is reported, not fatal
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            skipped.append(skip_note(spec.name, f"{provider} failed: {type(exc).__name__}: {message}",
-                                 dtype_name, numel, provider=provider))
+            skipped.append(failure_note(spec.name, provider, exc, dtype_name, numel))
     tick(f"{label}: timing")
     timings = time_all(runners, config)
     runners.clear()  # frees the graphs retained for bwd
@@ -96,20 +94,12 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
 
 
 def prepare_provider(spec, provider: str, modes: Sequence[str], inputs: CaseInputs, device: str,
-                      key) -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[], Any]]]:
+                     key) -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[], Any]]]:
     """First call, saved bytes and peak memory of one provider, and its warmed runner per mode."""
     fn = provider_fn(provider, spec, inputs.kwargs, key=key)
 
-    # First call: compile (torch.compile), Triton JIT (actkit on CUDA), lazy initialisation.
-    # Timed on its own and excluded from every timing.
-    sync(device)
-    start = time.perf_counter()
-    if spec.differentiable:
-        mode_runner(fn, "fwd+bwd", inputs)()
-    else:
-        mode_runner(fn, "fwd", inputs)()
-    sync(device)
-    facts = {"backend": backend_label(provider, inputs.x), "first_call_s": time.perf_counter() - start,
+    first_call_s = time_first_call(mode_runner(fn, "fwd+bwd" if spec.differentiable else "fwd", inputs), device)
+    facts = {"backend": backend_label(provider, inputs.x), "first_call_s": first_call_s,
              "saved": saved_bytes_per_element(fn, inputs) if spec.differentiable else None, "peak": None,
              "notes": {}}
     if spec.differentiable and "fwd+bwd" in modes:

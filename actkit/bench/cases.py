@@ -122,3 +122,9 @@ def skip_note(activation: str, reason: str, dtype: str | None = None, numel: int
     """What was not measured and why: the whole activation, or one case's provider or mode."""
     return {"activation": activation, "dtype": dtype, "numel": numel, "provider": provider, "mode": mode,
             "reason": reason}
+
+
+def failure_note(activation: str, provider: str, exc: BaseException, dtype: str, numel: int) -> dict[str, Any]:
+    """A provider that could not run a case is reported with the first line of its error, not fatal."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return skip_note(activation, f"{provider} failed: {type(exc).__name__}: {message}", dtype, numel, provider=provider)

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from .options import (MODES, PROVIDERS, parse_activations, parse_device, parse_dtypes, parse_modes, parse_providers,
-                      parse_sizes, parse_threads)
+from .options import (HOST_MODES, HOST_PROVIDERS, MEASURES, MODES, PROVIDERS, BenchError, parse_activations,
+                      parse_device, parse_dtypes, parse_modes, parse_providers, parse_sizes, parse_threads)
 
 # Default sweeps: element counts. CUDA spans 2^16..2^26 (launch-bound to HBM-bound); CPU stays
 # small because the CPU fallback and torch.compile's C++ kernels are orders of magnitude slower.
@@ -15,6 +15,10 @@ DEFAULT_SIZES = {"cuda": tuple(2 ** k for k in range(16, 27, 2)), "cpu": (2 ** 1
 QUICK_SIZES = {"cuda": (2 ** 20, 2 ** 24), "cpu": (2 ** 16,)}
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
 QUICK_DTYPES = {"cuda": ("fp32", "bf16"), "cpu": ("fp32",)}
+# Host cost: a size at which the kernels' own work is negligible next to what the host spends
+# per call (argument handling, dispatch, autograd bookkeeping, the launch), in fp32.
+HOST_SIZES = (16,)
+HOST_DTYPES = ("fp32",)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
+    measure: str = "bandwidth"
+    """``bandwidth``: the sweep (see :mod:`.bandwidth`); ``host``: µs per call (see :mod:`.hostcost`)."""
 
     @property
     def device_type(self) -> str:
@@ -48,22 +54,31 @@ class BenchConfig:
 
 
 def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, modes=None, providers=None,
-                quick: bool = False, threads: int | None = None) -> BenchConfig:
-    """Validate user options (strings or sequences) into a :class:`BenchConfig`; :class:`BenchError` if bad."""
+                quick: bool = False, threads: int | None = None, measure: str = "bandwidth") -> BenchConfig:
+    """Validate user options (strings or sequences) into a :class:`BenchConfig`; :class:`BenchError` if bad.
+
+    ``measure="host"`` takes the host-cost vocabulary for modes and providers and defaults to
+    :data:`HOST_SIZES` in fp32 on either device.
+    """
+    if measure not in MEASURES:
+        raise BenchError(f"unknown measurement {measure!r}; choose from {', '.join(MEASURES)}")
+    host = measure == "host"
     activations = parse_activations(act)
     dtype_names = parse_dtypes(dtypes) if dtypes is not None else None
     size_list = parse_sizes(sizes) if sizes is not None else None
-    mode_list = parse_modes(modes) if modes is not None else MODES
-    provider_list = parse_providers(providers) if providers is not None else PROVIDERS
+    mode_list = parse_modes(modes, measure) if modes is not None else (HOST_MODES if host else MODES)
+    provider_list = parse_providers(providers, measure) if providers is not None else \
+        (HOST_PROVIDERS if host else PROVIDERS)
     device = parse_device(device)
     device_type = torch.device(device).type
     if dtype_names is None:
-        dtype_names = QUICK_DTYPES[device_type] if quick else DEFAULT_DTYPES
+        dtype_names = HOST_DTYPES if host else QUICK_DTYPES[device_type] if quick else DEFAULT_DTYPES
     if size_list is None:
-        size_list = QUICK_SIZES[device_type] if quick else DEFAULT_SIZES[device_type]
+        size_list = HOST_SIZES if host else QUICK_SIZES[device_type] if quick else DEFAULT_SIZES[device_type]
     threads = parse_threads(threads)
     timing = {}
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
     return BenchConfig(activations=activations, device=device, dtypes=tuple(dtype_names), sizes=tuple(size_list),
-                       modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, threads=threads, **timing)
+                       modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, threads=threads,
+                       measure=measure, **timing)

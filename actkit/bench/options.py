@@ -17,10 +17,23 @@ MODES = ("fwd", "bwd", "fwd+bwd")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("cuda", "cpu")
 
+# What --host-cost measures: the cost of one call at a tiny size, where the host's work dominates.
+# Providers: actkit's functional call and module call, the eager op, a minimal autograd.Function
+# around the eager op and its ATen backward (the floor any custom op with autograd can hope for),
+# and torch.compile of the eager op. Modes: a forward whose inputs do not require grad, a forward
+# that records the graph (inputs require grad), and a full forward and backward.
+HOST_PROVIDERS = ("actkit", "module", "eager", "function", "compile")
+HOST_MODES = ("nograd", "grad", "fwd+bwd")
+
+MEASURES = ("bandwidth", "host")
+"""``bandwidth``: the sweep over sizes (GB/s, % of copy); ``host``: the per-call host cost (µs per call)."""
+
 _PROVIDER_ALIASES = {"torch": "eager", "aten": "eager", "native": "eager", "torch.compile": "compile",
-                     "inductor": "compile", "triton": "actkit"}
+                     "inductor": "compile", "triton": "actkit", "functional": "actkit", "actkit.functional": "actkit",
+                     "nn": "module", "actkit.nn": "module", "autograd.function": "function"}
 _MODE_ALIASES = {"forward": "fwd", "backward": "bwd", "fwdbwd": "fwd+bwd", "fwd_bwd": "fwd+bwd",
-                 "fwd-bwd": "fwd+bwd", "step": "fwd+bwd"}
+                 "fwd-bwd": "fwd+bwd", "step": "fwd+bwd", "no_grad": "nograd", "no-grad": "nograd",
+                 "inference": "nograd"}
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "bfloat16": "bf16",
                   "float16": "fp16", "half": "fp16", "f16": "fp16"}
 
@@ -36,10 +49,11 @@ def _items(value: str | Iterable[str] | None) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _choices(value, allowed: Sequence[str], aliases: Mapping[str, str], what: str, option: str) -> tuple[str, ...]:
+def _choices(value, allowed: Sequence[str], aliases: Mapping[str, str], what: str, option: str,
+             context: str = "") -> tuple[str, ...]:
     names = _items(value)
     if not names:
-        raise BenchError(f"{option} is empty; choose from {', '.join(allowed)} (comma-separated) or all")
+        raise BenchError(f"{option} is empty; {context}choose from {', '.join(allowed)} (comma-separated) or all")
     if any(n.lower() == "all" for n in names):
         return tuple(allowed)
     chosen = []
@@ -47,17 +61,21 @@ def _choices(value, allowed: Sequence[str], aliases: Mapping[str, str], what: st
         key = name.lower()
         key = aliases.get(key, key)
         if key not in allowed:
-            raise BenchError(f"unsupported {what} {name!r} in {option}; choose from {', '.join(allowed)}")
+            raise BenchError(f"unsupported {what} {name!r} in {option}; {context}choose from {', '.join(allowed)}")
         if key not in chosen:
             chosen.append(key)
     return tuple(chosen)
 
 
-def parse_providers(value) -> tuple[str, ...]:
+def parse_providers(value, measure: str = "bandwidth") -> tuple[str, ...]:
+    if measure == "host":
+        return _choices(value, HOST_PROVIDERS, _PROVIDER_ALIASES, "provider", "--providers", "with --host-cost ")
     return _choices(value, PROVIDERS, _PROVIDER_ALIASES, "provider", "--providers")
 
 
-def parse_modes(value) -> tuple[str, ...]:
+def parse_modes(value, measure: str = "bandwidth") -> tuple[str, ...]:
+    if measure == "host":
+        return _choices(value, HOST_MODES, _MODE_ALIASES, "mode", "--mode", "with --host-cost ")
     return _choices(value, MODES, _MODE_ALIASES, "mode", "--mode")
 
 

@@ -4,6 +4,7 @@ backward, peak memory)."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, Mapping
 
 import torch
@@ -110,8 +111,9 @@ def prepared_runner(provider: str, spec: registry.ActivationSpec, mode: str, inp
 
 
 def backend_label(provider: str, x: torch.Tensor) -> str:
-    """What actually ran: actkit's backend for ``x``, ATen for eager, Inductor for compile."""
-    return {"actkit": None, "eager": "aten", "compile": "inductor"}.get(provider) or backend_for(x)
+    """What actually ran: actkit's backend for ``x`` (functional or module call), ATen for eager and
+    the minimal autograd.Function around it, Inductor for compile."""
+    return {"eager": "aten", "function": "aten", "compile": "inductor"}.get(provider) or backend_for(x)
 
 
 def mode_runner(fn: Callable, mode: str, inputs: CaseInputs) -> Callable[[], Any]:
@@ -149,6 +151,16 @@ def saved_bytes_per_element(fn: Callable, inputs: CaseInputs) -> float:
 def sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_first_call(run: Callable[[], Any], device: str) -> float:
+    """Seconds one call of ``run`` takes, synchronised: the first call pays for compiling (torch.compile),
+    Triton's JIT and lazy initialisation, so it is timed on its own and kept out of every timing."""
+    sync(device)
+    start = time.perf_counter()
+    run()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def peak_memory_bytes(step: Callable[[], Any], device: str) -> int | None:

@@ -11,13 +11,16 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .. import registry, results
-from . import bandwidth
+from . import bandwidth, hostcost
 from .cases import KINDS, skip_note
 from .config import BenchConfig
+from .files import SCHEMAS
 from .options import BenchError
 from .providers import forget_compiled
 
-SCHEMA = "actkit.bench/1"
+_RUN_CASE = {"bandwidth": bandwidth.run_case, "host": hostcost.run_case}
+# The mode a forward-only activation (no backward) can still be measured in.
+_FORWARD_MODE = {"bandwidth": "fwd", "host": "nograd"}
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, label)``: ``done`` of ``total`` work units finished, ``label`` names the next."""
@@ -38,8 +41,10 @@ def plan(config: BenchConfig) -> _Plan:
             out.skipped.append(skip_note(spec.name, reason=f"kind {spec.kind!r} is not benchmarked yet "
                                                            f"(actkit.bench supports: {', '.join(KINDS)})"))
             continue
-        if not spec.differentiable and not any(m == "fwd" for m in config.modes):
-            out.skipped.append(skip_note(spec.name, reason="forward-only activation and no fwd mode requested"))
+        forward = _FORWARD_MODE[config.measure]
+        if not spec.differentiable and forward not in config.modes:
+            out.skipped.append(skip_note(spec.name, reason=f"forward-only activation and no {forward} mode "
+                                                           "requested"))
             continue
         for dtype in config.dtypes:
             for size in config.sizes:
@@ -50,7 +55,8 @@ def plan(config: BenchConfig) -> _Plan:
 def run(config: BenchConfig, progress: ProgressCallback | None = None, *,
         previous: Mapping[str, Any] | None = None,
         checkpoint: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-    """Run the sweep; returns ``{"schema", "complete", "environment", "host", "config", "records", "skipped"}``.
+    """Run every case of the configuration's measurement (``config.measure``); returns
+    ``{"schema", "complete", "environment", "host", "config", "records", "skipped"}``.
 
     ``previous``: a payload from an earlier run of the same configuration (see :func:`check_resumable`);
     its records and notes are kept as they are and only the cases it lacks are run.
@@ -88,6 +94,8 @@ def check_resumable(previous: Mapping[str, Any], config: BenchConfig, env: Mappi
     # Through JSON, as the file holds it: tuples become lists.
     now = json.loads(json.dumps(config.to_dict()))
     saved_config, saved_env = previous.get("config") or {}, previous.get("environment") or {}
+    # Files from before host-cost measurements existed hold bandwidth sweeps.
+    saved_config = {"measure": "bandwidth", **saved_config}
     differing = [(key, saved_config.get(key), now[key]) for key in _RESUME_CONFIG_KEYS
                  if saved_config.get(key) != now[key]]
     differing += [(key, saved_env.get(key), env.get(key)) for key in _RESUME_ENV_KEYS
@@ -130,7 +138,7 @@ def _run(config: BenchConfig, progress: ProgressCallback | None, previous: Mappi
     def payload() -> dict[str, Any]:
         complete = all((spec.name, dtype, numel) in done for spec, dtype, numel in plan(stored).cases)
         host = {"cpu_count": os.cpu_count(), "load_average_start": load_start, "load_average_end": _load_average()}
-        return {"schema": SCHEMA, "complete": complete, "environment": environment, "host": host,
+        return {"schema": SCHEMAS[config.measure], "complete": complete, "environment": environment, "host": host,
                 "config": stored.to_dict(), "records": records, "skipped": skipped}
 
     if checkpoint is not None:
@@ -178,5 +186,5 @@ def busy_host(payload: Mapping[str, Any]) -> str | None:
 
 def _run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str, numel: int,
               env: Mapping[str, Any], tick: Callable[[str], None]):
-    """One case's records and notes (the measurement's own runner)."""
-    return bandwidth.run_case(config, spec, dtype_name, numel, env, tick)
+    """One case's records and notes, from the configuration's measurement."""
+    return _RUN_CASE[config.measure](config, spec, dtype_name, numel, env, tick)

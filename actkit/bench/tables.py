@@ -1,12 +1,15 @@
-"""Results as text: the summary line of an activation and the README's markdown table."""
+"""Results as text: summary lines and the README's markdown tables, for both measurements."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from .options import MODES, PROVIDERS, BenchError
-from .sweep import SCHEMA, busy_host
+from .cases import size_label
+from .files import measure_of
+from .hostcost import TARGETS, target_ratios
+from .options import HOST_MODES, HOST_PROVIDERS, MODES, PROVIDERS, BenchError
+from .sweep import busy_host
 
 
 def format_bandwidth(value: float | None) -> str:
@@ -64,35 +67,19 @@ def markdown_table(payload: Mapping[str, Any], modes: Sequence[str] | None = Non
 
     ``wide``: one row per activation x dtype x size, the modes side by side (fwd / bwd / fwd+bwd).
     ``long``: one row per activation x dtype x size x mode, with actkit's median time.
+    A host-cost payload gets its own tables (see :func:`_host_markdown_table`).
     """
-    if payload.get("schema") != SCHEMA:
-        raise BenchError(f"not an actkit bench result (schema {payload.get('schema')!r}, expected {SCHEMA!r})")
+    measure = measure_of(payload)
     if layout not in LAYOUTS:
         raise BenchError(f"unknown table layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-    env = payload.get("environment", {})
+    if measure == "host":
+        return _host_markdown_table(payload, modes, dtypes, layout)
     records = [r for r in payload["records"] if r["provider"] == "actkit"
                and (modes is None or r["mode"] in modes) and (dtypes is None or r["dtype"] in dtypes)]
     shown_modes = [m for m in MODES if any(r["mode"] == m for r in records)]
-    config = payload.get("config", {})
-    device_type = torch.device(env.get("device", "cpu")).type
-    flags = (" --quick" if config.get("quick") else "") + \
-        (f" --threads {config['threads']}" if config.get("threads") else "")
-    backends = ", ".join(sorted({str(r["backend"]) for r in records})) or "-"
-    n_threads = env.get("cpu_threads")
-    threads = f", {n_threads} thread{'' if n_threads == 1 else 's'}" if device_type == "cpu" else ""
-    timer = records[0]["timer"].split("(")[0] if records else "-"
-    lines = [
-        f"Measured on **{env.get('device_name')}** ({env.get('device')}{threads}), torch {env.get('torch')}, "
-        f"triton {env.get('triton')}, actkit {env.get('actkit')}, actkit backend `{backends}`, timer {timer}: "
-        f"`actkit bench --device {device_type}{flags}` at {env.get('timestamp')}. "
-        "GB/s counts the bytes that must move; % of copy compares with a copy of the same size and dtype timed "
-        "in the same run; `vs eager` / `vs compile` are that provider's time over actkit's (>1: actkit faster); "
-        "saved B/elem is what autograd keeps for backward.",
-    ]
-    warning = busy_host(payload)
-    if warning:
-        lines.append(f"Note: {warning}.")
-    lines.append("")
+    lines = _heading(payload, records, "GB/s counts the bytes that must move; % of copy compares with a copy of the "
+                     "same size and dtype timed in the same run; `vs eager` / `vs compile` are that provider's time "
+                     "over actkit's (>1: actkit faster); saved B/elem is what autograd keeps for backward.")
     saved = {(r["activation"], r["dtype"], r["numel"], r["provider"]): r["saved_bytes_per_element"]
              for r in payload["records"]}
 
@@ -129,6 +116,114 @@ def markdown_table(payload: Mapping[str, Any], modes: Sequence[str] | None = Non
         lines.append(f"| {activation} | {dtype} | {first['size']} | {per_mode(by_mode, 'gbps', '.1f')} "
                      f"| {per_mode(by_mode, 'pct_of_copy', '.0f')} | {eager} "
                      f"| {per_mode(by_mode, 'speedup_vs_compile', '.2f')} | {saved_triple(first)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _heading(payload: Mapping[str, Any], records: Sequence[Mapping[str, Any]], explanation: str) -> list[str]:
+    """Where, with what and by which command a table's figures were measured, and a busy-host note."""
+    env = payload.get("environment", {})
+    config = payload.get("config", {})
+    device_type = torch.device(env.get("device", "cpu")).type
+    flags = (" --host-cost" if config.get("measure") == "host" else "") + \
+        (" --quick" if config.get("quick") else "") + \
+        (f" --threads {config['threads']}" if config.get("threads") else "")
+    backends = ", ".join(sorted({str(r["backend"]) for r in records if r["provider"] in ("actkit", "module")})) or "-"
+    n_threads = env.get("cpu_threads")
+    threads = f", {n_threads} thread{'' if n_threads == 1 else 's'}" if device_type == "cpu" else ""
+    timer = records[0]["timer"].split("(")[0] if records else "-"
+    lines = [
+        f"Measured on **{env.get('device_name')}** ({env.get('device')}{threads}), torch {env.get('torch')}, "
+        f"triton {env.get('triton')}, actkit {env.get('actkit')}, actkit backend `{backends}`, timer {timer}: "
+        f"`actkit bench --device {device_type}{flags}` at {env.get('timestamp')}. {explanation}",
+    ]
+    warning = busy_host(payload)
+    if warning:
+        lines.append(f"Note: {warning}.")
+    lines.append("")
+    return lines
+
+
+# -- host cost -------------------------------------------------------------------------------------
+PROVIDER_LABELS = {"actkit": "actkit.functional", "module": "actkit.nn", "eager": "eager",
+                   "function": "autograd.Function", "compile": "torch.compile"}
+MODE_LABELS = {"nograd": "no grad", "grad": "grad", "fwd+bwd": "fwd+bwd"}
+
+
+def format_us(us: float | None) -> str:
+    """Microseconds with three significant digits (``-`` when not measured)."""
+    if us is None:
+        return "-"
+    return f"{us:.3g}" if us < 100 else f"{us:.0f}"
+
+
+def target_line(target, ratio: float | None) -> str:
+    """E.g. ``no grad: actkit.functional 18.8x eager (target <= 3x: missed)``."""
+    what = f"{MODE_LABELS[target.mode]}: {PROVIDER_LABELS[target.provider]}"
+    if ratio is None:
+        return f"{what} vs {PROVIDER_LABELS[target.baseline]} not measured"
+    verdict = "met" if ratio <= target.at_most else "missed"
+    return (f"{what} {ratio:.1f}x {PROVIDER_LABELS[target.baseline]} "
+            f"(target <= {target.at_most:g}x: {verdict})")
+
+
+def host_cases(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """The (activation, dtype, numel) cases host-cost records hold, in order."""
+    return list(dict.fromkeys((r["activation"], r["dtype"], r["numel"]) for r in records))
+
+
+def host_summary_line(records: Sequence[Mapping[str, Any]], activation: str, dtype: str, numel: int) -> str:
+    """E.g. ``mish fp32 2^4: no grad: actkit.functional 18.8x eager (target <= 3x: missed); grad: ...``."""
+    parts = [target_line(t, ratio) for t, ratio in target_ratios(records, activation, dtype, numel)]
+    return f"{activation} {dtype} {size_label(numel)}: " + "; ".join(parts)
+
+
+def _host_markdown_table(payload: Mapping[str, Any], modes: Sequence[str] | None, dtypes: Sequence[str] | None,
+                         layout: str) -> str:
+    """``wide``: a row per activation x dtype x size x call, the modes side by side, then the targets;
+    ``long``: a row per mode too, with the p20-p80 spread."""
+    records = [r for r in payload["records"]
+               if (modes is None or r["mode"] in modes) and (dtypes is None or r["dtype"] in dtypes)]
+    shown_modes = [m for m in HOST_MODES if any(r["mode"] == m for r in records)]
+    lines = _heading(payload, records, "µs per call, median over interleaved blocks; `x eager` / `x Function` "
+                     "are that call's time over the eager op's / a minimal torch.autograd.Function's (eager "
+                     "forward, ATen backward) in the same mode (>1: costlier). no grad: inputs do not require grad; "
+                     "grad: they do (autograd records the graph); fwd+bwd: that forward and its backward.")
+    if layout == "long":
+        lines += ["| activation | dtype | elements | call | mode | median µs | p20-p80 µs | x eager | x Function |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|"]
+        for r in records:
+            lines.append(f"| {r['activation']} | {r['dtype']} | {r['size']} | `{r['call']}` | {r['mode']} "
+                         f"| {format_us(r['median_us'])} | {format_us(r['p20_us'])}-{format_us(r['p80_us'])} "
+                         f"| {_fmt(r['cost_vs_eager'], '.2f', 'x')} | {_fmt(r['cost_vs_function'], '.2f', 'x')} |")
+        return "\n".join(lines) + "\n"
+
+    joined = " / ".join(MODE_LABELS[m] for m in shown_modes)
+    lines += [f"| activation | dtype | elements | call | µs per call ({joined}) | x eager ({joined}) "
+              f"| x Function ({joined}) |",
+              "|---|---|---|---|---:|---:|---:|"]
+    rows: dict[tuple, dict[str, Mapping[str, Any]]] = {}
+    for r in records:
+        rows.setdefault((r["activation"], r["dtype"], r["numel"], r["provider"]), {})[r["mode"]] = r
+
+    def per_mode(by_mode, field_name: str, fmt) -> str:
+        return " / ".join(fmt(by_mode[m][field_name]) if m in by_mode else "-" for m in shown_modes)
+
+    def ratio(value):
+        return _fmt(value, ".2f")
+
+    cases, order = host_cases(records), {p: i for i, p in enumerate(HOST_PROVIDERS)}
+    for key in sorted(rows, key=lambda k: (cases.index(k[:3]), order[k[3]])):
+        by_mode = rows[key]
+        first = next(iter(by_mode.values()))
+        lines.append(f"| {key[0]} | {key[1]} | {first['size']} | `{first['call']}` "
+                     f"| {per_mode(by_mode, 'median_us', format_us)} | {per_mode(by_mode, 'cost_vs_eager', ratio)} "
+                     f"| {per_mode(by_mode, 'cost_vs_function', ratio)} |")
+    headers = " | ".join(f"{MODE_LABELS[t.mode]}: {PROVIDER_LABELS[t.provider]} / {PROVIDER_LABELS[t.baseline]} "
+                         f"(target <= {t.at_most:g}x)" for t in TARGETS)
+    lines += ["", f"| activation | dtype | elements | {headers} |", "|---|---|---|" + "---:|" * len(TARGETS)]
+    for activation, dtype, numel in cases:
+        cells = " | ".join(_fmt(found, ".2f", "x") for _, found in target_ratios(records, activation, dtype, numel))
+        lines.append(f"| {activation} | {dtype} | {size_label(numel)} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,16 @@ def time_all(fns: Mapping[Any, Callable[[], Any]], config: BenchConfig) -> dict[
     """Timings for each callable: ``do_bench`` one after another on CUDA, interleaved Timer blocks on CPU."""
     if config.device_type == "cuda":
         return {key: time_cuda(fn, config.warmup_ms, config.rep_ms) for key, fn in fns.items()}
+    return time_interleaved(fns, config)
+
+
+def time_interleaved(fns: Mapping[Any, Callable[[], Any]], config: BenchConfig) -> dict[Any, Timing]:
+    """:func:`time_cpu` with the configuration's budget, on any device.
+
+    On CUDA, ``torch.utils.benchmark.Timer`` synchronises the device before and after each block
+    and not between calls, so a block's time is what the host spends issuing its calls back to back
+    (plus draining the last kernel): the host cost, when the kernels are shorter than their launch.
+    """
     return time_cpu(fns, min_run_time=config.min_run_time, min_blocks=config.min_blocks, block_s=config.block_s,
                     warmup_calls=config.warmup_calls)
 
