@@ -129,20 +129,19 @@ def minimal_function(spec: registry.ActivationSpec) -> Callable[[torch.Tensor], 
     forward_op, backward_op, params = spec.reference, spec.torch_backward, spec.defaults
     saves_output = spec.saves == "y"
 
-    class Minimal(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = forward_op(x, **params)
-            ctx.save_for_backward(y if saves_output else x)
-            return y
+    def forward(ctx, x):
+        y = forward_op(x, **params)
+        ctx.save_for_backward(y if saves_output else x)
+        return y
 
-        @staticmethod
-        def backward(ctx, dy):
-            (saved,) = ctx.saved_tensors
-            return backward_op(dy, saved, **params)
+    def backward(ctx, dy):
+        (saved,) = ctx.saved_tensors
+        return backward_op(dy, saved, **params)
 
-    Minimal.__name__ = Minimal.__qualname__ = f"Minimal{spec.class_name}"
-    return Minimal.apply
+    # Built with type() so that the class, and the graph node autograd names after it, say which activation.
+    minimal = type(f"Minimal{spec.class_name}", (torch.autograd.Function,),
+                   {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    return minimal.apply
 
 
 def call_label(provider: str, spec: registry.ActivationSpec) -> str:

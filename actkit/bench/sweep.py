@@ -78,7 +78,8 @@ CaseKey = tuple[str, str, int]
 
 # What decides the numbers in a file: a resumed run must match all of it. Activations may differ
 # (each case stands alone), so a resume can also add activations to a file.
-_RESUME_CONFIG_KEYS = tuple(f.name for f in fields(BenchConfig) if f.name != "activations")
+# The measurement comes first: it is the difference to name when a file holds the other one.
+_RESUME_CONFIG_KEYS = ("measure", *(f.name for f in fields(BenchConfig) if f.name not in ("activations", "measure")))
 _RESUME_ENV_KEYS = ("device_name", "cpu_threads", "torch", "triton")
 
 

@@ -160,7 +160,7 @@ def target_line(target, ratio: float | None) -> str:
     """E.g. ``no grad: actkit.functional 18.8x eager (target <= 3x: missed)``."""
     what = f"{MODE_LABELS[target.mode]}: {PROVIDER_LABELS[target.provider]}"
     if ratio is None:
-        return f"{what} vs {PROVIDER_LABELS[target.baseline]} not measured"
+        return f"{what} vs {PROVIDER_LABELS[target.baseline]}: not measured"
     verdict = "met" if ratio <= target.at_most else "missed"
     return (f"{what} {ratio:.1f}x {PROVIDER_LABELS[target.baseline]} "
             f"(target <= {target.at_most:g}x: {verdict})")
