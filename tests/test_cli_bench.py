@@ -265,5 +265,8 @@ def test_a_file_of_the_other_measurement_is_refused(tmp_path, cases):
 
     host_json = tmp_path / "host.json"
     assert runner.invoke(app, [*SMALL_HOST, "--json", str(host_json)]).exit_code == 0
-    plot = runner.invoke(app, ["plot", "bench", str(host_json)])  # a GB/s plot needs a bandwidth sweep
-    assert plot.exit_code == 2 and "holds host-cost results" in plot.stderr and "Traceback" not in plot.output
+    for command in (["plot", "bench", str(host_json)], ["report", str(host_json), "--out", str(tmp_path / "r.md")]):
+        refused = runner.invoke(app, command)  # a GB/s plot or report needs a bandwidth sweep
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+        assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+        assert "holds host-cost results" in refused.stderr
