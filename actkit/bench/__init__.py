@@ -39,6 +39,10 @@ payload (plain dicts) that :mod:`actkit.results` writes and the CLI renders. Lon
 resumable: a ``checkpoint`` callback receives the payload after every case (``"complete"`` stays
 false until the last), and ``previous`` continues a saved payload, running only the cases it lacks.
 
+``make_config(..., measure="host")`` (``actkit bench --host-cost``) measures instead what one call
+costs the host at a tiny size, against the eager op and a minimal ``torch.autograd.Function``:
+see :mod:`.hostcost`.
+
 Modules, one job each: :mod:`.options` (what a request may name, and parsing it),
 :mod:`.config` (a validated configuration and its defaults), :mod:`.cases` (shapes, byte
 accounting and inputs of a case), :mod:`.providers` (a runner per provider x mode),

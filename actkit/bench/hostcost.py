@@ -38,7 +38,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .. import functional, nn, registry
+from .. import functional, registry
+from .. import nn as actkit_nn
 from .cases import ENV_FIELDS, failure_note, make_inputs, size_label, skip_note
 from .config import BenchConfig
 from .options import DTYPES, HOST_MODES, BenchError
@@ -104,14 +105,14 @@ def make_host_case(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype
     kwargs = {"dim": -1} if spec.kind == "rowwise" else {}
     if spec.kind == "learnable":
         channels = inputs.args[0].numel()
-        module, module0 = (nn.CLASSES[spec.name](num_parameters=channels, device=device, dtype=dtype)
+        module, module0 = (actkit_nn.CLASSES[spec.name](num_parameters=channels, device=device, dtype=dtype)
                            for _ in range(2))
         module.requires_grad_(spec.differentiable)
         module0.requires_grad_(False)
         pname = spec.params[0].name
         args, args0 = (getattr(module, pname),), (getattr(module0, pname),)
     else:
-        module, module0 = (nn.CLASSES[spec.name](**kwargs) for _ in range(2))
+        module, module0 = (actkit_nn.CLASSES[spec.name](**kwargs) for _ in range(2))
         args = args0 = ()
     return HostCase(spec, x, x.detach(), inputs.dy, args, args0, kwargs, module, module0)
 
@@ -167,12 +168,17 @@ def call_label(provider: str, spec: registry.ActivationSpec) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _qualified_name(fn: Callable) -> str:
-    """How a user would spell ``fn``: ``F.mish``, ``torch.softmax``, else its module and name."""
-    for prefix, namespace in (("F", torch.nn.functional), ("torch", torch)):
-        for name in (getattr(fn, "__name__", None), *dir(namespace)):
-            if name and getattr(namespace, name, None) is fn:
-                return f"{prefix}.{name}"
-    return f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__name__', repr(fn))}"
+    """How a user would spell ``fn``: ``F.mish``, ``F.logsigmoid``, ``torch.softmax``; else module and name."""
+    name = getattr(fn, "__name__", None)
+    functional_ns = torch.nn.functional
+    if name and getattr(functional_ns, name, None) is fn:
+        return f"F.{name}"
+    if name and getattr(torch, name, None) is fn:
+        return f"torch.{name}"
+    alias = next((n for n in dir(functional_ns) if getattr(functional_ns, n) is fn), None)  # F.logsigmoid
+    if alias is not None:
+        return f"F.{alias}"
+    return f"{getattr(fn, '__module__', None) or '?'}.{name or repr(fn)}"
 
 
 def _provider_call(provider: str, case: HostCase, grad: bool, key: Any) -> tuple[Callable, tuple]:
