@@ -1,13 +1,21 @@
-"""pytest-benchmark suite over the registry: activation x dtype x size x mode x provider.
+"""pytest-benchmark suite over the registry: activation x dtype x size x mode x provider, and the
+per-call host cost at a tiny size (activation x mode x provider).
 
 Providers, modes, inputs and byte accounting come from :mod:`actkit.bench`, so these numbers
-mean what ``actkit bench`` reports. Each benchmark group is one activation x mode x dtype x
-size, with the providers side by side; ``extra_info`` carries GB/s, bytes moved, device and
-backend. The timed function synchronises the device; on CUDA the L2 cache is flushed before
-every round (in pedantic ``setup``, not timed). First calls (torch.compile, Triton JIT) run
-before timing starts.
+mean what ``actkit bench`` (and ``actkit bench --host-cost``) reports. Each ``test_activation``
+group is one activation x mode x dtype x size, with the providers side by side; ``extra_info``
+carries GB/s, bytes moved, device and backend. The timed function synchronises the device; on
+CUDA the L2 cache is flushed before every round (in pedantic ``setup``, not timed). First calls
+(torch.compile, Triton JIT) run before timing starts.
+
+``test_host_cost`` groups are one activation x mode at ``ACTKIT_BENCH_HOST_SIZES`` elements
+(default 16, fp32): actkit's functional and module calls, the eager op, a minimal
+torch.autograd.Function around it (where the registry names an ATen backward) and torch.compile.
+Each round makes many calls back to back without synchronising (the host's cost per call; on
+CUDA the GPU runs behind), and the reported time is per call.
 
     pytest --benchmark-only -q --benchmark-json out.json      # CPU: small sizes; CUDA: large ones
+    pytest --benchmark-only -k host_cost                      # the host cost alone
 """
 from __future__ import annotations
 
@@ -31,6 +39,13 @@ SIZES = bench.parse_sizes(os.environ.get("ACTKIT_BENCH_SIZES", DEFAULTS["sizes"]
 PROVIDERS = bench.parse_providers(os.environ.get("ACTKIT_BENCH_PROVIDERS", "all"))
 MODES = bench.parse_modes(os.environ.get("ACTKIT_BENCH_MODES", "all"))
 THREADS = bench.parse_threads(os.environ.get("ACTKIT_BENCH_THREADS"))
+HOST_SIZES = bench.parse_sizes(os.environ.get("ACTKIT_BENCH_HOST_SIZES", ",".join(map(str, bench.HOST_SIZES))))
+HOST_PROVIDERS = bench.parse_providers(os.environ.get("ACTKIT_BENCH_HOST_PROVIDERS", "all"), "host")
+HOST_MODES = bench.parse_modes(os.environ.get("ACTKIT_BENCH_HOST_MODES", "all"), "host")
+HOST_DTYPE = bench.HOST_DTYPES[0]
+# Calls per round: enough that a round of µs calls is far above the timer's resolution, few enough
+# that a slow fwd+bwd (~1 ms on a busy CPU) keeps a benchmark under a second.
+HOST_ROUNDS, HOST_CALLS = 20, 50
 
 
 def _cases():
@@ -124,6 +139,62 @@ def test_activation(benchmark, name, dtype, numel, mode, provider):
         benchmark.extra_info["gbps"] = bench.gbps(nbytes, median)
 
 
+def _host_cases():
+    """activation x size x mode x provider; what cannot be measured is listed as skipped, with why."""
+    cases = []
+    for name in ACTS:
+        spec = registry.get(name)
+        if spec.kind not in bench.KINDS:
+            continue  # listed once, by _cases
+        for size in HOST_SIZES:
+            for mode in HOST_MODES:
+                if mode != "nograd" and not spec.differentiable:
+                    continue
+                for provider in HOST_PROVIDERS:
+                    case_id = f"{name}-{bench.size_label(size)}-{mode}-{provider}"
+                    marks = ()
+                    if provider == "function" and spec.torch_backward is None:
+                        marks = pytest.mark.skip(reason=f"{name}: no ATen backward op in the registry, so no minimal "
+                                                        "autograd.Function baseline")
+                    cases.append(pytest.param(name, size, mode, provider, id=case_id, marks=marks))
+    return cases
+
+
+HOST_CASES = _host_cases()
+_host_case: dict = {}
+
+
+def _host_case_for(spec, numel: int) -> bench.HostCase:
+    """The case's tensors and modules, kept while consecutive benchmarks (providers x modes) share them."""
+    key = (spec.name, numel)
+    if key not in _host_case:
+        _host_case.clear()
+        _host_case[key] = bench.make_host_case(spec, numel, bench.DTYPES[HOST_DTYPE], DEVICE)
+    return _host_case[key]
+
+
+@pytest.mark.parametrize("name,numel,mode,provider", HOST_CASES)
+def test_host_cost(benchmark, name, numel, mode, provider):
+    spec = registry.get(name)
+    case = _host_case_for(spec, numel)
+    run = bench.host_runner(provider, case, mode, key=("pytest-benchmark", numel))
+    first_call_s = bench.time_first_call(run, DEVICE)  # compile, lazy initialisation: not timed
+    run()
+    env = results.environment(DEVICE)
+    benchmark.group = f"host cost {name} {mode} {HOST_DTYPE} {bench.size_label(numel)}"
+    benchmark.extra_info.update({
+        "activation": name, "kind": spec.kind, "provider": provider, "call": bench.call_label(provider, spec),
+        "mode": mode, "dtype": HOST_DTYPE, "numel": numel, "shape": list(case.x.shape),
+        "backend": bench.backend_label(provider, case.x), "device": DEVICE, "device_name": env["device_name"],
+        "torch": env["torch"], "triton": env["triton"], "cpu_threads": torch.get_num_threads(),
+        "first_call_s": first_call_s,
+    })
+    benchmark.pedantic(run, rounds=HOST_ROUNDS, warmup_rounds=1, iterations=HOST_CALLS)
+    _sync()
+    if benchmark.stats is not None:
+        benchmark.extra_info["median_us"] = benchmark.stats.stats.median * 1e6
+
+
 def test_suite_covers_the_registry():
     """Every activation is either benchmarked in every supported mode or skipped with its reason."""
     ids = {p.id for p in CASES}
@@ -138,3 +209,22 @@ def test_suite_covers_the_registry():
                 for mode in modes:
                     for provider in PROVIDERS:
                         assert f"{name}-{dtype}-{bench.size_label(size)}-{mode}-{provider}" in ids
+
+
+def test_host_cost_suite_covers_the_registry():
+    """Every benchmarked activation has a host-cost benchmark per mode it has and per provider;
+    the minimal autograd.Function is skipped exactly where the registry has no ATen backward."""
+    params = {p.id: p for p in HOST_CASES}
+    for name in ACTS:
+        spec = registry.get(name)
+        if spec.kind not in bench.KINDS:
+            continue
+        for size in HOST_SIZES:
+            for mode in HOST_MODES:
+                for provider in HOST_PROVIDERS:
+                    case_id = f"{name}-{bench.size_label(size)}-{mode}-{provider}"
+                    if mode != "nograd" and not spec.differentiable:
+                        assert case_id not in params
+                        continue
+                    skipped = any(m.name == "skip" for m in params[case_id].marks)
+                    assert skipped == (provider == "function" and spec.torch_backward is None), case_id

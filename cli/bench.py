@@ -92,14 +92,73 @@ def activation_table(activation: str, records: Sequence[Mapping[str, Any]]) -> T
     return table
 
 
+def _time_cell(r: Mapping[str, Any], best: bool) -> str:
+    """µs per call and the half-width of its p20-p80 spread in %, the cheapest call of its mode in bold green."""
+    median = bench.format_us(r["median_us"])
+    spread = 50 * (r["p80_us"] - r["p20_us"]) / r["median_us"] if r["median_us"] > 0 else 0.0
+    return f"{f'[bold green]{median}[/]' if best else median} [dim]±{spread:.0f}%[/]"
+
+
+def host_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """One table for all activations: a row per call; for each mode, µs per call and its cost over the
+    eager op's and the minimal autograd.Function's in that mode."""
+    modes = [m for m in bench.HOST_MODES if any(r["mode"] == m for r in records)]
+    cases = bench.host_cases(records)
+    variants = {(dtype, numel) for _, dtype, numel in cases}
+    where = f": {cases[0][1]}, {cases[0][2]:,} elements" if len(variants) == 1 else ""
+    table = Table(title=f"[bold]Host cost per call[/] (µs, median ±half the p20-p80 spread){where}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  header_style="bold")
+    table.add_column("activation", no_wrap=True)
+    table.add_column("call", overflow="fold", min_width=20)
+    for m in modes:
+        table.add_column(bench.MODE_LABELS[m], justify="right", no_wrap=True)
+        table.add_column("x eager", justify="right", no_wrap=True)
+        table.add_column("x Fn", justify="right", no_wrap=True)
+    for case in cases:
+        rows: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for r in records:
+            if (r["activation"], r["dtype"], r["numel"]) == case:
+                rows.setdefault(r["provider"], {})[r["mode"]] = r
+        cheapest = {m: min((by[m]["median_us"] for by in rows.values() if m in by), default=None) for m in modes}
+        name = case[0] if where else f"{case[0]} {case[1]} {bench.size_label(case[2])}"
+        for i, by_mode in enumerate(rows.values()):
+            cells = [name if i == 0 else "", escape(next(iter(by_mode.values()))["call"])]
+            for m in modes:
+                r = by_mode.get(m)
+                cells += [_time_cell(r, len(rows) > 1 and r["median_us"] == cheapest[m]),
+                          _cost(r["cost_vs_eager"]), _cost(r["cost_vs_function"])] if r else ["-", "", ""]
+            table.add_row(*cells, end_section=i == len(rows) - 1)
+    table.caption = ("x eager / x Fn: this call's time over the eager op's / a minimal torch.autograd.Function's "
+                     "(eager forward, ATen backward) in the same mode. no grad: inputs do not require grad; grad: "
+                     "they do; fwd+bwd: that forward and torch.autograd.grad.")
+    table.caption_justify = "left"
+    return table
+
+
+def _cost(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _target_markup(line: str) -> str:
+    return escape(line).replace(": missed)", ": [red]missed[/])").replace(": met)", ": [green]met[/])")
+
+
 def render(payload: Mapping[str, Any]) -> None:
+    host = bench.measure_of(payload) == "host"
     # Tables are wider than 80 columns; when writing to a file or pipe there is no terminal to wrap.
-    out = console if console.is_terminal else Console(width=max(console.width, 110))
+    out = console if console.is_terminal else Console(width=max(console.width, 150 if host else 110))
     records = payload["records"]
     env = payload["environment"]
-    for activation in dict.fromkeys(r["activation"] for r in records):
-        out.print(activation_table(activation, records))
-        out.print(f"[bold]{escape(bench.summary_line(records, activation) or '')}[/]\n")
+    if host:
+        out.print(host_table(records))
+        for case in bench.host_cases(records):
+            out.print(_target_markup(bench.host_summary_line(records, *case)))
+        out.print()
+    else:
+        for activation in dict.fromkeys(r["activation"] for r in records):
+            out.print(activation_table(activation, records))
+            out.print(f"[bold]{escape(bench.summary_line(records, activation) or '')}[/]\n")
     notes = dict.fromkeys(
         f"{s['activation']}" + (f" {s['provider']}" if s["provider"] else "") + (f" {s['mode']}" if s["mode"] else "")
         + f": {s['reason']}" for s in payload["skipped"])
@@ -111,10 +170,14 @@ def render(payload: Mapping[str, Any]) -> None:
     backends = ", ".join(sorted({r["backend"] for r in records if r["provider"] == "actkit"})) or "-"
     n = env["cpu_threads"]
     threads = f", {n} thread{'' if n == 1 else 's'}" if env["device"].startswith("cpu") else ""
+    if host:
+        how = ("Host cost: calls back to back in interleaved blocks, one device synchronisation per block; first "
+               "calls (compile, JIT) are timed apart and excluded")
+    else:
+        how = ("First calls (compile, JIT, autotune) are timed apart and excluded from the timings"
+               + ("; peak memory is measured on CUDA only" if threads else ""))
     out.print(f"[dim]{escape(str(env['device_name']))} ({env['device']}{threads}); torch {env['torch']}, triton "
-                  f"{env['triton']}; actkit backend: {backends}. First calls (compile, JIT, autotune) are "
-                  "timed apart and excluded from the timings"
-                  + ("; peak memory is measured on CUDA only" if threads else "") + ".[/]")
+              f"{env['triton']}; actkit backend: {backends}. {how}.[/]")
 
 
 @app.command("bench")
@@ -122,12 +185,18 @@ def bench_command(
     act: str = typer.Option("all", "--act", help="Activation name, comma list, or 'all'."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu \\[default: cuda if available]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Comma list of fp32, bf16, fp16 "
-                                        "\\[default: all three; --quick: fp32 (cpu), fp32,bf16 (cuda)]."),
+                                        "\\[default: all three; --quick: fp32 (cpu), fp32,bf16 (cuda); "
+                                        "--host-cost: fp32]."),
     sizes: Optional[str] = typer.Option(None, "--sizes", help="Element counts, e.g. 65536,2^20 \\[default: "
-                                        "2^16..2^26 on cuda, 2^12,2^16,2^20 on cpu]."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Comma list of fwd, bwd, fwd+bwd \\[default: all]."),
-    providers: Optional[str] = typer.Option(None, "--providers", help="Comma list of actkit, eager, compile "
+                                        "2^16..2^26 on cuda, 2^12,2^16,2^20 on cpu; --host-cost: 16]."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Comma list of fwd, bwd, fwd+bwd; with --host-cost "
+                                       "of nograd, grad, fwd+bwd \\[default: all]."),
+    providers: Optional[str] = typer.Option(None, "--providers", help="Comma list of actkit, eager, compile; with "
+                                            "--host-cost of actkit, module, eager, function, compile "
                                             "\\[default: all]."),
+    host_cost: bool = typer.Option(False, "--host-cost", help="Measure what one call costs the host at a tiny "
+                                   "size (µs per call, no grad / grad / fwd+bwd) against the eager op and a minimal "
+                                   "autograd.Function, instead of the bandwidth sweep."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure and the environment "
                                              "as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per record."),
@@ -143,7 +212,8 @@ def bench_command(
     """Time actkit against eager PyTorch and torch.compile: forward, backward, fwd+bwd.
 
     Reports median time with p20/p80, effective GB/s, % of a copy kernel's bandwidth in the same run,
-    actkit's speedup, bytes saved for backward and peak memory of a fwd+bwd step. --json/--csv are
+    actkit's speedup, bytes saved for backward and peak memory of a fwd+bwd step. --host-cost instead
+    reports µs per call at a tiny size, where the host's work per call is all there is. --json/--csv are
     rewritten after every case, so an interrupted sweep keeps what finished; --resume continues it.
     """
     _check_output(json_path, "--json")
@@ -153,7 +223,8 @@ def bench_command(
     if resume and overwrite:
         _fail("--resume and --overwrite contradict each other: choose one")
     try:
-        config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick, threads=threads)
+        config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick, threads=threads,
+                                   measure="host" if host_cost else "bandwidth")
     except bench.BenchError as exc:
         _fail(str(exc))
     previous = None
@@ -164,7 +235,7 @@ def bench_command(
                   "or choose another --json path")
         if resume:
             try:
-                previous = bench.load(json_path)
+                previous = bench.load(json_path, measures=bench.MEASURES)
             except bench.BenchError as exc:
                 _fail(str(exc))
     saved = {"cases": len(bench.cases_done(previous)) if previous else 0}
@@ -209,7 +280,8 @@ def bench_command(
 def _resume_command(config: bench.BenchConfig, json_path: Path, csv_path: Optional[Path]) -> str:
     """The command that continues this sweep: every setting spelt out, so it matches the file."""
     acts = "all" if config.activations == bench.parse_activations("all") else ",".join(config.activations)
-    words = ["actkit", "bench", "--act", acts, "--device", config.device, "--dtype", ",".join(config.dtypes),
+    words = ["actkit", "bench"] + (["--host-cost"] if config.measure == "host" else [])
+    words += ["--act", acts, "--device", config.device, "--dtype", ",".join(config.dtypes),
              "--sizes", ",".join(map(str, config.sizes)), "--mode", ",".join(config.modes),
              "--providers", ",".join(config.providers)]
     words += ["--quick"] if config.quick else []
@@ -220,16 +292,17 @@ def _resume_command(config: bench.BenchConfig, json_path: Path, csv_path: Option
 
 @app.command("bench-table")
 def bench_table_command(
-    path: Path = typer.Argument(..., help="A JSON file written by actkit bench --json."),
+    path: Path = typer.Argument(..., help="A JSON file written by actkit bench --json (or --host-cost --json)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes (comma list)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes (comma list)."),
     layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
                                "modes side by side; long: a row per mode too."),
 ) -> None:
-    """Print a bench results file (actkit bench --json) as the README's markdown table."""
+    """Print a bench results file (actkit bench --json, with or without --host-cost) as the README's markdown
+    table."""
     try:
-        payload = bench.load(path)
-        modes = bench.parse_modes(mode) if mode is not None else None
+        payload = bench.load(path, measures=bench.MEASURES)
+        modes = bench.parse_modes(mode, bench.measure_of(payload)) if mode is not None else None
         dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
         text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout)
     except bench.BenchError as exc:

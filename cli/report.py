@@ -22,7 +22,7 @@ def _kind(path: Path) -> str:
             schema = json.load(fh).get("schema", "")
     except (OSError, ValueError, AttributeError):
         fail(f"{str(path)!r} is not a JSON result file of actkit train or actkit bench")
-    if str(schema).startswith("actkit.bench/"):
+    if str(schema).startswith(("actkit.bench/", "actkit.bench.")):  # bench.load refuses host-cost files clearly
         return "bench"
     if str(schema).startswith("actkit.train.run/"):
         return "runs"

@@ -1,7 +1,9 @@
-"""Shared test helpers: devices, the per-dtype tolerance table, reference evaluation."""
+"""Shared test helpers: devices, the per-dtype tolerance table, reference evaluation, and the
+error bound of a sum (for every tolerance that covers a reduction)."""
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -116,3 +118,55 @@ def assert_matches(ours: torch.Tensor, same_dtype: torch.Tensor, float64: torch.
     assert not bad.any(), f"{what}: non-finite behaviour differs from torch at " + ", ".join(
         f"x={xs[i].item()}: actkit {o[i].item()}, torch {s[i].item()}, torch float64 {r[i].item()}"
         for i in bad.nonzero().flatten().tolist()[:8])
+
+
+# -- reductions ---------------------------------------------------------------------------------------
+# A reduction's rounding error grows with its number of terms and their magnitude, and its order of
+# additions (vector width, threads, block size) differs between CPUs, GPUs and Triton's interpreter.
+# So a tolerance on anything that sums is a bound computed from the data, never a constant tuned on
+# one machine.
+#
+# Worst case (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., sec. 4.2): any order
+# of the n - 1 additions of a sum of n terms gives |fl(sum) - sum| <= gamma_{n-1} * sum |terms|, with
+# gamma_k = k u / (1 - k u) and u the unit roundoff of the accumulation (2^-24 for fp32). That bound
+# assumes every rounding error has its largest size and the same sign, so it is far above what long
+# sums do (70 000 fp32 terms: gamma = 4e-3). Modelling the rounding errors as independent and of mean
+# zero (Higham & Mary, "A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput.
+# 41(5), 2019), k u becomes lam * sqrt(k) * u: |fl(sum) - sum| <= (exp(lam sqrt(k) u + k u^2 / (1 - u))
+# - 1) * sum |terms| with probability at least 1 - 2 n exp(-lam^2 (1 - u)^2 / 2). (Their proof bounds,
+# for each term, the product of the at most k = n - 1 rounding factors (1 + delta) it passes through,
+# so it holds for any order of additions.) lam = 8 puts that failure probability below 1e-8 for sums
+# of up to 10^5 terms. The bound used is the smaller of the two.
+SUM_LAMBDA = 8.0
+
+
+def sum_error_bound(terms: torch.Tensor, dim=None, keepdim: bool = False,
+                    accumulate: torch.dtype = torch.float32) -> torch.Tensor:
+    """A bound on |computed - exact| of ``terms.sum(dim)`` accumulated in ``accumulate``, in any order
+    of additions (float64, shaped as the sum). ``terms`` are the summands as exactly as the caller knows
+    them (float64 math on the inputs); the error of computing each term is the caller's to add."""
+    magnitude = terms.detach().double().abs()
+    total = magnitude.sum() if dim is None else magnitude.sum(dim, keepdim=keepdim)
+    k = max(magnitude.numel() // max(total.numel(), 1) - 1, 0)  # additions per sum
+    u = torch.finfo(accumulate).eps / 2
+    worst = k * u / (1 - k * u) if k * u < 1 else math.inf
+    probable = math.expm1(SUM_LAMBDA * math.sqrt(k) * u + k * u * u / (1 - u))
+    return min(worst, probable) * total
+
+
+def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound, what: str) -> None:
+    """``|actual - expected| <= bound`` elementwise (``bound`` broadcasts); where ``expected`` is not
+    finite (NaN, +-inf), ``actual`` must be the same value."""
+    a = actual.detach().cpu().double()
+    e = expected.detach().cpu().double()
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    b = torch.as_tensor(bound, dtype=torch.float64).cpu().expand_as(e)
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    error = (a - e).abs()
+    bad = ~same & ~(torch.isfinite(e) & (error <= b))
+    if bad.any():
+        worst = int(torch.where(bad, (error / b).nan_to_num(math.inf), -1.0).flatten().argmax())
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {e.numel()} elements outside the bound; worst at flat index {worst}: "
+            f"got {a.flatten()[worst].item()!r}, expected {e.flatten()[worst].item()!r}, "
+            f"|difference| {error.flatten()[worst].item():.3g} > bound {b.flatten()[worst].item():.3g}")

@@ -371,7 +371,7 @@ def test_compile_provider_runs_one_case():
 # -- checkpoints and resume ------------------------------------------------------------------------
 def _counting_cases(monkeypatch, interrupt_at=None):
     """Wrap the per-case runner: record each case it runs, raise KeyboardInterrupt on call ``interrupt_at``."""
-    calls, real = [], bench._run_case
+    calls, real = [], bench.sweep._run_case
 
     def run_case(config, spec, dtype_name, numel, env, tick):
         calls.append((spec.name, dtype_name, numel))
@@ -379,7 +379,7 @@ def _counting_cases(monkeypatch, interrupt_at=None):
             raise KeyboardInterrupt
         return real(config, spec, dtype_name, numel, env, tick)
 
-    monkeypatch.setattr(bench, "_run_case", run_case)
+    monkeypatch.setattr(bench.sweep, "_run_case", run_case)
     return calls
 
 
@@ -457,3 +457,181 @@ def test_resume_refuses_another_machine(payload):
     with pytest.raises(bench.BenchError, match="device_name"):
         bench.check_resumable(json.loads(json.dumps(payload)), config, env)
     bench.check_resumable(json.loads(json.dumps(payload)), config, payload["environment"])  # same: fine
+
+
+# -- host cost ---------------------------------------------------------------------------------------
+def host_config(act, providers=("actkit", "module", "eager", "function"), modes=bench.HOST_MODES, sizes=(16,)):
+    config = bench.make_config(act, "cpu", sizes=[str(s) for s in sizes], modes=list(modes),
+                               providers=list(providers), measure="host", quick=True)
+    return dataclasses.replace(config, **FAST)
+
+
+@pytest.fixture(scope="module")
+def host_payload():
+    """One small real host-cost run: an activation with an ATen backward, a learnable one (no
+    autograd.Function baseline) and a forward-only one."""
+    return bench.run(host_config("mish,prelu,step"))
+
+
+def test_host_config_defaults_and_vocabulary():
+    config = bench.make_config("mish", "cpu", measure="host")
+    assert config.measure == "host" and config.sizes == bench.HOST_SIZES == (16,) and config.dtypes == ("fp32",)
+    assert config.modes == bench.HOST_MODES == ("nograd", "grad", "fwd+bwd")
+    assert config.providers == bench.HOST_PROVIDERS == ("actkit", "module", "eager", "function", "compile")
+    assert bench.make_config("mish", "cpu").measure == "bandwidth"
+    assert bench.parse_modes("no-grad,fwd+bwd", "host") == ("nograd", "fwd+bwd")
+    assert bench.parse_providers("actkit.nn,autograd.function", "host") == ("module", "function")
+    with pytest.raises(bench.BenchError, match="unsupported mode 'bwd' in --mode; with --host-cost choose from "
+                                               "nograd, grad, fwd\\+bwd"):
+        bench.make_config("mish", "cpu", modes="bwd", measure="host")
+    with pytest.raises(bench.BenchError, match="unsupported mode 'grad' in --mode; choose from fwd, bwd"):
+        bench.make_config("mish", "cpu", modes="grad")
+    with pytest.raises(bench.BenchError, match="unsupported provider 'module'.*actkit, eager, compile$"):
+        bench.make_config("mish", "cpu", providers="module")
+    with pytest.raises(bench.BenchError, match="unknown measurement 'latency'"):
+        bench.make_config("mish", "cpu", measure="latency")
+
+
+@pytest.mark.parametrize("name", [s.name for s in registry.REGISTRY.values() if s.torch_backward is not None])
+def test_minimal_function_is_the_eager_op_with_its_aten_backward(name):
+    """The baseline must compute what autograd of the eager op computes, or its cost means nothing."""
+    spec = registry.get(name)
+    fn = bench.minimal_function(spec)
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    dy = torch.randn(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = fn(xa), spec.reference(xb)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(ya, xa, dy)[0], torch.autograd.grad(yb, xb, dy)[0])
+    assert type(ya.grad_fn).__name__ == f"Minimal{spec.class_name}Backward"
+
+
+def test_no_minimal_function_without_an_aten_backward():
+    with pytest.raises(bench.BenchError, match="lisht: the registry has no ATen backward op"):
+        bench.minimal_function(registry.get("lisht"))
+
+
+@pytest.mark.parametrize("name", ["mish", "sigmoid", "prelu", "softmax"])
+def test_host_runners_do_what_their_mode_says(name):
+    """nograd records no graph; grad records one; fwd+bwd returns the gradients of x (and of a learnable
+    parameter), the same for every provider as for the eager op."""
+    spec = registry.get(name)
+    case = bench.make_host_case(spec, 16 if spec.kind != "learnable" else 128, torch.float32, "cpu")
+    providers = [p for p in ("actkit", "module", "eager", "function") if p != "function" or spec.torch_backward]
+    expected = bench.host_runner("eager", case, "fwd+bwd")()
+    assert len(expected) == (2 if spec.kind == "learnable" else 1)
+    for provider in providers:
+        y0 = bench.host_runner(provider, case, "nograd")()
+        assert not y0.requires_grad and y0.grad_fn is None
+        y = bench.host_runner(provider, case, "grad")()
+        assert y.requires_grad and y.grad_fn is not None
+        torch.testing.assert_close(y.detach(), y0)
+        for got, want in zip(bench.host_runner(provider, case, "fwd+bwd")(), expected):
+            torch.testing.assert_close(got, want)
+    assert case.x.grad is None and all(p.grad is None for p in case.module.parameters())
+
+
+def test_host_call_labels():
+    mish, prelu, softmax = (registry.get(n) for n in ("mish", "prelu", "softmax"))
+    assert bench.call_label("actkit", mish) == "actkit.functional.mish(x)"
+    assert bench.call_label("module", mish) == "actkit.nn.Mish()(x)"
+    assert bench.call_label("eager", mish) == "F.mish(x)"
+    assert bench.call_label("function", mish) == "autograd.Function(F.mish, aten.mish_backward)"
+    assert bench.call_label("compile", mish) == "torch.compile(F.mish)(x)"
+    assert bench.call_label("module", prelu) == "actkit.nn.PReLU(num_parameters=C)(x)"
+    assert bench.call_label("eager", softmax) == "torch.softmax(x, dim=-1)"
+
+
+def test_host_records(host_payload):
+    assert host_payload["schema"] == bench.HOST_SCHEMA and host_payload["config"]["measure"] == "host"
+    records = {(r["activation"], r["mode"], r["provider"]): r for r in host_payload["records"]}
+    assert len(records) == len(host_payload["records"])
+    expected = {("mish", m, p) for m in bench.HOST_MODES for p in ("actkit", "module", "eager", "function")}
+    expected |= {("prelu", m, p) for m in bench.HOST_MODES for p in ("actkit", "module", "eager")}
+    expected |= {("step", "nograd", p) for p in ("actkit", "module", "eager")}
+    assert set(records) == expected
+    notes = {(s["activation"], s["provider"], s["mode"]): s["reason"] for s in host_payload["skipped"]}
+    assert set(notes) == {("prelu", "function", None), ("step", "function", None), ("step", None, "grad"),
+                          ("step", None, "fwd+bwd")}
+    assert "no ATen backward op" in notes[("prelu", "function", None)]
+    for (act, mode, provider), r in records.items():
+        assert list(r) == list(bench.HOST_RECORD_FIELDS)
+        assert r["p20_us"] <= r["median_us"] <= r["p80_us"] and r["reps"] >= 1 and r["first_call_s"] >= 0
+        assert r["numel"] == 16 and r["size"] == "2^4" and r["dtype"] == "fp32" and r["device"] == "cpu"
+        assert r["call"] == bench.call_label(provider, registry.get(act))
+        assert r["backend"] == {"actkit": "torch", "module": "torch", "eager": "aten", "function": "aten"}[provider]
+        assert r["cost_vs_eager"] == pytest.approx(r["median_us"] / records[(act, mode, "eager")]["median_us"])
+        if act == "mish":
+            function = records[(act, mode, "function")]["median_us"]
+            assert r["cost_vs_function"] == pytest.approx(r["median_us"] / function)
+        else:
+            assert r["cost_vs_function"] is None
+    assert records[("prelu", "grad", "module")]["shape"] == [16]
+
+
+def test_host_targets_by_hand():
+    def record(provider, mode, median, eager=None, function=None):
+        return dict(activation="mish", dtype="fp32", numel=16, size="2^4", provider=provider, mode=mode,
+                    median_us=median, cost_vs_eager=eager, cost_vs_function=function)
+
+    records = [record("eager", "nograd", 1.7, 1.0), record("actkit", "nograd", 32.0, 32.0 / 1.7),
+               record("function", "grad", 5.2, 5.2 / 2.7, 1.0), record("module", "grad", 7.8, 7.8 / 2.7, 1.5)]
+    assert [ratio for _, ratio in bench.target_ratios(records, "mish", "fp32", 16)] == [32.0 / 1.7, 1.5]
+    assert bench.host_summary_line(records, "mish", "fp32", 16) == (
+        "mish fp32 2^4: no grad: actkit.functional 18.8x eager (target <= 3x: missed); "
+        "grad: actkit.nn 1.5x autograd.Function (target <= 2x: met)")
+    assert "grad: actkit.nn vs autograd.Function: not measured" in bench.host_summary_line(records[:2], "mish",
+                                                                                           "fp32", 16)
+
+
+def test_host_files_and_tables(host_payload, tmp_path):
+    json_path, csv_path = tmp_path / "host.json", tmp_path / "host.csv"
+    bench.write(host_payload, json_path, csv_path)
+    loaded = bench.load(json_path, measures=bench.MEASURES)
+    assert loaded["records"] == json.loads(json.dumps(host_payload["records"]))
+    with pytest.raises(bench.BenchError, match="holds host-cost results .*needs a file from actkit bench --json"):
+        bench.load(json_path)  # commands that plot GB/s need a bandwidth sweep
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == bench.HOST_RECORD_FIELDS
+        assert len(list(reader)) == len(host_payload["records"])
+
+    wide = bench.markdown_table(loaded)
+    assert "`actkit bench --device cpu --host-cost --quick`" in wide.splitlines()[0]
+    assert "| µs per call (no grad / grad / fwd+bwd) |" in wide
+    by_call = {line.split(" | ")[3]: line for line in wide.splitlines() if line.startswith("| mish | fp32 | 2^4 | `")}
+    assert set(by_call) == {f"`{bench.call_label(p, registry.get('mish'))}`"
+                            for p in ("actkit", "module", "eager", "function")}
+    module = {r["mode"]: r for r in host_payload["records"] if r["activation"] == "mish" and r["provider"] == "module"}
+    assert f"| {bench.format_us(module['nograd']['median_us'])} / " in by_call["`actkit.nn.Mish()(x)`"]
+    targets = next(line for line in wide.splitlines() if line.startswith("| mish | fp32 | 2^4 | ") and "`" not in line)
+    assert f"| {module['grad']['cost_vs_function']:.2f}x |" in targets
+    assert "| step | fp32 | 2^4 | " in wide and "(target <= 2x) |" in wide
+
+    long = bench.markdown_table(loaded, modes=["grad"], layout="long")
+    rows = [line for line in long.splitlines() if line.startswith("| ") and not line.startswith("| activation")]
+    assert len(rows) == 4 + 3 and all(" | grad | " in row for row in rows)  # mish 4 calls, prelu 3; step has no grad
+
+
+def test_resume_refuses_another_measurement(payload, host_payload):
+    with pytest.raises(bench.BenchError, match="made with measure 'bandwidth', this run has 'host'"):
+        bench.check_resumable(json.loads(json.dumps(payload)), host_config("mish"), payload["environment"])
+    with pytest.raises(bench.BenchError, match="made with measure 'host', this run has 'bandwidth'"):
+        bench.check_resumable(json.loads(json.dumps(host_payload)), tiny_config("mish"), host_payload["environment"])
+
+
+def test_files_from_before_host_cost_still_resume(payload, monkeypatch):
+    """A file written before the measure setting existed holds a bandwidth sweep."""
+    calls = _counting_cases(monkeypatch)
+    old = json.loads(json.dumps(payload))
+    del old["config"]["measure"]
+    config = tiny_config("mish,step,sigmoid", dtypes=("fp32", "bf16"), sizes=(1000, 2048))
+    assert bench.run(config, previous=old)["complete"] is True and calls == []
+
+
+def test_host_cost_with_compile():
+    """torch.compile's host cost (guards and the compiled call); its compile is the first call, apart."""
+    result = bench.run(host_config("relu", providers=("eager", "compile"), modes=("nograd",)))
+    compiled = next(r for r in result["records"] if r["provider"] == "compile")
+    assert compiled["backend"] == "inductor" and compiled["call"] == "torch.compile(F.relu)(x)"
+    assert compiled["first_call_s"] > 0 and compiled["cost_vs_eager"] > 0 and not result["skipped"]

@@ -48,6 +48,15 @@ def test_bad_options_are_one_line_exit_2(args, fragments):
     assert_usage_error(result, *fragments)
 
 
+@pytest.mark.parametrize("args,fragments", [
+    (["--mode", "bwd"], ["unsupported mode 'bwd'", "with --host-cost choose from nograd, grad, fwd+bwd"]),
+    (["--providers", "jax"], ["unsupported provider 'jax'", "actkit, module, eager, function, compile"]),
+    (["--sizes", "0"], ["bad size '0'"]),
+])
+def test_bad_host_cost_options_are_one_line_exit_2(args, fragments):
+    assert_usage_error(runner.invoke(app, ["bench", "--host-cost", "--device", "cpu", *args]), *fragments)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cuda_without_gpu():
     result = runner.invoke(app, ["bench", "--act", "mish", "--device", "cuda", "--quick"])
@@ -115,15 +124,16 @@ def test_bench_table_errors(tmp_path):
 # -- checkpoints, --resume and --overwrite ---------------------------------------------------------
 SMALL = ["bench", "--act", "mish,relu", "--device", "cpu", "--quick", "--sizes", "1024",
          "--providers", "actkit,eager", "--mode", "fwd"]
+SMALL_HOST = ["bench", "--host-cost", "--act", "mish,relu", "--device", "cpu", "--quick", "--sizes", "1024",
+              "--providers", "actkit,eager", "--mode", "nograd"]
 
 
 @pytest.fixture
 def cases(monkeypatch):
     """Short timing, and the cases the per-case runner was called for (``cases.interrupt_at``: raise
     KeyboardInterrupt on that call, as Ctrl-C would)."""
-    real_time_all, real_run_case = bench.time_all, bench._run_case
+    real_run_case = bench.sweep._run_case
     fast = dict(min_run_time=0.001, min_blocks=3, block_s=0.0002, warmup_calls=1)
-    monkeypatch.setattr(bench, "time_all", lambda fns, config: real_time_all(fns, dataclasses.replace(config, **fast)))
 
     class Calls(list):
         interrupt_at = None
@@ -134,16 +144,17 @@ def cases(monkeypatch):
         calls.append(spec.name)
         if len(calls) == calls.interrupt_at:
             raise KeyboardInterrupt
-        return real_run_case(config, spec, dtype_name, numel, env, tick)
+        return real_run_case(dataclasses.replace(config, **fast), spec, dtype_name, numel, env, tick)
 
-    monkeypatch.setattr(bench, "_run_case", run_case)
+    monkeypatch.setattr(bench.sweep, "_run_case", run_case)
     return calls
 
 
-def test_ctrl_c_saves_finished_cases_and_the_printed_command_resumes(tmp_path, cases):
+@pytest.mark.parametrize("small", [SMALL, SMALL_HOST], ids=["bandwidth", "host-cost"])
+def test_ctrl_c_saves_finished_cases_and_the_printed_command_resumes(tmp_path, cases, small):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     cases.interrupt_at = 2
-    result = runner.invoke(app, [*SMALL, "--json", str(out_json), "--csv", str(out_csv)])
+    result = runner.invoke(app, [*small, "--json", str(out_json), "--csv", str(out_csv)])
     assert result.exit_code == 130, result.output
     line, = result.stderr.strip().splitlines()
     assert line.startswith(f"Interrupted: 1 of 2 cases saved in {out_json}; resume with: actkit bench ")
@@ -154,6 +165,7 @@ def test_ctrl_c_saves_finished_cases_and_the_printed_command_resumes(tmp_path, c
 
     command = shlex.split(line.split("resume with: ")[1])
     assert command[:2] == ["actkit", "bench"] and command[-1] == "--resume"
+    assert ("--host-cost" in command) == ("--host-cost" in small)
     cases.clear()
     cases.interrupt_at = None
     result = runner.invoke(app, command[1:], env=WIDE)
@@ -205,3 +217,56 @@ def test_resume_refuses_a_file_that_is_not_a_bench_result(tmp_path):
     other = tmp_path / "other.json"
     other.write_text("{}")
     assert_usage_error(runner.invoke(app, [*SMALL, "--json", str(other), "--resume"]), "not an actkit bench result")
+
+
+def test_host_cost_table_json_and_markdown(tmp_path, cases):
+    out_json, out_csv = tmp_path / "host.json", tmp_path / "host.csv"
+    result = runner.invoke(app, ["bench", "--host-cost", "--act", "mish,step", "--device", "cpu", "--quick",
+                                 "--providers", "actkit,module,eager,function", "--threads", "1",
+                                 "--json", str(out_json), "--csv", str(out_csv), "--markdown"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "Host cost per call" in text and "fp32, 16 elements" in text
+    for call in ("actkit.functional.mish(x)", "actkit.nn.Mish()(x)", "F.mish(x)",
+                 "autograd.Function(F.mish, aten.mish_backward)", "actkit.nn.Step()(x)"):
+        assert call in text
+    summary = [line for line in text.splitlines() if line.startswith("mish fp32 2^4: ")]
+    assert len(summary) == 1 and "no grad: actkit.functional " in summary[0]
+    assert "x eager (target <= 3x: " in summary[0] and "x autograd.Function (target <= 2x: " in summary[0]
+    assert "skipped step grad: forward-only activation" in text and "skipped step function: no minimal" in text
+    assert "| µs per call (no grad / grad / fwd+bwd) |" in text  # --markdown
+    assert f"wrote {out_json}" in text and f"wrote {out_csv}" in text
+
+    data = json.loads(out_json.read_text())
+    assert data["schema"] == bench.HOST_SCHEMA and data["config"]["measure"] == "host"
+    assert data["environment"]["cpu_threads"] == 1
+    assert {(r["activation"], r["provider"], r["mode"]) for r in data["records"]} == \
+        {("mish", p, m) for p in ("actkit", "module", "eager", "function") for m in bench.HOST_MODES} | \
+        {("step", p, "nograd") for p in ("actkit", "module", "eager")}
+    with open(out_csv, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(data["records"]) == 15
+
+    table = runner.invoke(app, ["bench-table", str(out_json), "--mode", "grad", "--layout", "long"])
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| mish |")]
+    assert len(rows) == 4 and all(" | grad | " in row for row in rows)
+    assert_usage_error(runner.invoke(app, ["bench-table", str(out_json), "--mode", "bwd"]),
+                       "unsupported mode 'bwd'", "with --host-cost")
+
+
+def test_a_file_of_the_other_measurement_is_refused(tmp_path, cases):
+    out_json = tmp_path / "r.json"
+    assert runner.invoke(app, [*SMALL, "--json", str(out_json)]).exit_code == 0
+    before = out_json.read_text()
+    cases.clear()
+    result = runner.invoke(app, [*SMALL_HOST, "--json", str(out_json), "--resume"])
+    assert_usage_error(result, "cannot resume", "measure 'bandwidth'", "'host'")
+    assert cases == [] and out_json.read_text() == before
+
+    host_json = tmp_path / "host.json"
+    assert runner.invoke(app, [*SMALL_HOST, "--json", str(host_json)]).exit_code == 0
+    for command in (["plot", "bench", str(host_json)], ["report", str(host_json), "--out", str(tmp_path / "r.md")]):
+        refused = runner.invoke(app, command)  # a GB/s plot or report needs a bandwidth sweep
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+        assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+        assert "holds host-cost results" in refused.stderr
