@@ -10,8 +10,10 @@ which is how the tests run the real kernels without a GPU.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -55,13 +57,59 @@ def get_backend() -> str:
     return _choice
 
 
+# Triton from 3.3 on: the generic kernels take each activation's device functions as constexpr
+# arguments, which Triton 3.1 and 3.2 refuse ("Callable constexpr ... is not supported").
+TRITON_MIN_VERSION = (3, 3)
+
+
+def _triton_version() -> str | None:
+    for dist in ("triton", "pytorch-triton", "pytorch-triton-rocm"):  # the module is triton in each
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
 # Looked up once at import (cheap: no Triton import), so that backend_for stays a plain
 # function that torch.compile traces without a cache wrapper.
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+TRITON_VERSION = _triton_version() if _TRITON_INSTALLED else None
+_TRITON_TOO_OLD = TRITON_VERSION is not None and _version_tuple(TRITON_VERSION) < TRITON_MIN_VERSION
+_TRITON_USABLE = _TRITON_INSTALLED and not _TRITON_TOO_OLD
+_warned_old_triton = False
 
 
 def triton_installed() -> bool:
     return _TRITON_INSTALLED
+
+
+def triton_problem() -> str | None:
+    """Why the Triton kernels cannot run here (not installed, too old), or None."""
+    if not _TRITON_INSTALLED:
+        return "Triton is not installed (pip install triton)"
+    if _TRITON_TOO_OLD:
+        return (f"Triton {TRITON_VERSION} is installed; actkit's kernels need triton >= "
+                f"{'.'.join(map(str, TRITON_MIN_VERSION))} (they pass device functions as constexpr arguments, "
+                "which older Triton refuses): pip install -U triton")
+    return None
+
+
+def _fall_back_to_torch() -> str:
+    """auto on a CUDA tensor without a usable Triton: the PyTorch reference, said once."""
+    global _warned_old_triton
+    if _TRITON_TOO_OLD and not _warned_old_triton:
+        _warned_old_triton = True
+        warnings.warn(f"actkit runs the PyTorch fallback on CUDA: {triton_problem()}", RuntimeWarning, stacklevel=3)
+    return TORCH
 
 
 def interpreter_enabled() -> bool:
@@ -72,14 +120,16 @@ def backend_for(x: torch.Tensor) -> str:
     """The backend that an activation call on ``x`` runs: ``triton``, ``triton-interpreter`` or ``torch``."""
     choice = _choice or get_backend()
     if choice == "auto":  # the common case first: it runs on every activation call
-        return TRITON if x.is_cuda and _TRITON_INSTALLED and x.dtype in TRITON_DTYPES else TORCH
+        if not x.is_cuda or x.dtype not in TRITON_DTYPES:
+            return TORCH
+        return TRITON if _TRITON_USABLE else _fall_back_to_torch()
     if choice == TORCH or x.dtype not in TRITON_DTYPES:
         return TORCH
+    if not _TRITON_USABLE:
+        raise BackendError(f"backend 'triton' was requested but {triton_problem()}")
     if x.is_cuda:
-        if _TRITON_INSTALLED:
-            return TRITON
-        raise BackendError("backend 'triton' was requested but Triton is not installed (pip install triton)")
-    if x.device.type == "cpu" and _TRITON_INSTALLED and interpreter_enabled():
+        return TRITON
+    if x.device.type == "cpu" and interpreter_enabled():
         return TRITON_INTERPRETER
     raise BackendError(
         f"backend 'triton' cannot run on a {x.device.type} tensor: Triton kernels need a CUDA device, "
@@ -90,7 +140,7 @@ def backend_for(x: torch.Tensor) -> str:
 def available_backends() -> dict[str, bool]:
     """What this machine can run, for ``actkit list`` and result records."""
     return {
-        TRITON: triton_installed() and torch.cuda.is_available(),
-        TRITON_INTERPRETER: triton_installed() and interpreter_enabled(),
+        TRITON: _TRITON_USABLE and torch.cuda.is_available(),
+        TRITON_INTERPRETER: _TRITON_USABLE and interpreter_enabled(),
         TORCH: True,
     }

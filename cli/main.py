@@ -10,7 +10,7 @@ from rich.table import Table
 
 import actkit
 from actkit import registry
-from actkit.backend import available_backends
+from actkit.backend import available_backends, triton_problem
 
 app = typer.Typer(help="Activation functions as fused Triton kernels: list, benchmark, train, compare.",
                   no_args_is_help=True, rich_markup_mode="rich")
@@ -59,7 +59,7 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
     """Every activation: formula, range, properties, and the backends this machine can run."""
     backends = available_backends()
     if as_json:
-        typer.echo(json.dumps({"backends": backends,
+        typer.echo(json.dumps({"backends": backends, "triton_problem": triton_problem(),
                                "activations": [spec_record(s) for s in registry.REGISTRY.values()]}, indent=2))
         return
     table = Table(title="actkit activations", header_style="bold",
@@ -83,6 +83,9 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
     console.print(table)
     runnable = ", ".join(f"[green]{b}[/]" if ok else f"[dim]{b} (unavailable)[/]" for b, ok in backends.items())
     console.print(f"Backends on this machine: {runnable}. Configured: [bold]{actkit.get_backend()}[/].")
+    problem = triton_problem()
+    if problem:
+        console.print(f"[yellow]Triton kernels unavailable:[/] {problem}", highlight=False)
 
 
 # Commands defined in their own modules register themselves here, one import each.

@@ -80,3 +80,26 @@ def test_available_backends_reports_this_machine():
     found = actkit.available_backends()
     assert found["torch"] is True
     assert found["triton"] == torch.cuda.is_available()
+
+
+def test_triton_older_than_3_3_is_refused_with_the_reason(monkeypatch):
+    """Triton 3.1/3.2 refuse device functions as constexpr arguments (found by compiling with 3.1):
+    auto falls back to PyTorch on CUDA with one warning; an explicit triton request is one clear error."""
+    import actkit.backend as b
+
+    assert b._version_tuple("3.2.0") < b.TRITON_MIN_VERSION <= b._version_tuple("3.3.1+git1234")
+    monkeypatch.setattr(b, "TRITON_VERSION", "3.1.0")
+    monkeypatch.setattr(b, "_TRITON_TOO_OLD", True)
+    monkeypatch.setattr(b, "_TRITON_USABLE", False)
+    monkeypatch.setattr(b, "_warned_old_triton", False)
+    assert "triton >= 3.3" in b.triton_problem() and "3.1.0" in b.triton_problem()
+    assert b.available_backends()["triton"] is False
+    with backend("triton"):
+        with pytest.raises(BackendError, match="need triton >= 3.3"):
+            actkit.backend_for(torch.ones(3))
+    with pytest.warns(RuntimeWarning, match="PyTorch fallback on CUDA: Triton 3.1.0"):
+        assert b._fall_back_to_torch() == "torch"  # what auto does for a CUDA tensor
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert b._fall_back_to_torch() == "torch"  # said once per process
