@@ -144,36 +144,39 @@ def _vjp_grad(reference, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return dx.clone() if _shares_storage(dx, grad) else dx  # an op may not return its input
 
 
-@functools.lru_cache(maxsize=None)
-def _from_kernel_args(name: str, p0: float, p1: float) -> ElementwiseOp:
-    spec = registry.get(name)
-    return ElementwiseOp(spec, spec.params_from_kernel_args(p0, p1))
-
-
 def bind_by_name(name: str, params=()) -> ElementwiseOp:
     return bind(registry.get(name), (), dict(params))
 
 
-_BOUND: dict[tuple, ElementwiseOp] = {}
-_BOUND_LIMIT = 4096  # parameter combinations kept; more are bound afresh on every call
+_BY_CALL: dict[tuple, ElementwiseOp] = {}    # (name, args, kwargs) as written -> op
+_BY_VALUES: dict[tuple, ElementwiseOp] = {}  # (name, parameter values) -> the one op for them
+_CACHE_LIMIT = 4096  # parameter combinations kept; beyond that, ops are bound afresh per call
 
 
 def bind(spec: registry.ActivationSpec, args: tuple = (), kwargs: dict | None = None) -> ElementwiseOp:
-    """The op for ``spec`` with these parameters (validated once, then cached by value)."""
+    """The op for ``spec`` with these parameters: validated once, then looked up by how the call
+    spelled them; every spelling of the same values shares one op."""
     values = (*args, *(kwargs or {}).values())
-    cacheable = all(type(v) in (float, int) for v in values)
+    cacheable = all(type(v) in (float, int) for v in values)  # a tensor could change after binding
     key = (spec.name, args, tuple(sorted(kwargs.items())) if kwargs else ()) if cacheable else None
-    op = _BOUND.get(key) if cacheable else None
+    op = _BY_CALL.get(key) if cacheable else None
     if op is None:
-        op = ElementwiseOp(spec, spec.bind(args, kwargs))
-        if cacheable and len(_BOUND) < _BOUND_LIMIT:
-            _BOUND[key] = op
+        params = spec.bind(args, kwargs)
+        canonical = (spec.name, tuple(params.values()))
+        op = _BY_VALUES.get(canonical)
+        if op is None:
+            op = ElementwiseOp(spec, params)
+            if len(_BY_VALUES) < _CACHE_LIMIT:
+                _BY_VALUES[canonical] = op
+        if cacheable and len(_BY_CALL) < _CACHE_LIMIT:
+            _BY_CALL[key] = op
     return op
 
 
 # -- the traced route: torch.library custom ops ----------------------------------------------------
 def _impl(name: str, p0: float, p1: float, backend: str) -> ElementwiseImpl:
-    return _from_kernel_args(name, p0, p1).impl(backend)
+    spec = registry.get(name)
+    return bind(spec, (), spec.params_from_kernel_args(p0, p1)).impl(backend)
 
 
 @torch.library.custom_op("actkit::activation", mutates_args=())
