@@ -90,7 +90,14 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
 
 # Commands defined in their own modules register themselves here, one import each.
 # (keep this block at the end of the file)
-from . import plot as _plot  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401
-from . import bench as _bench  # noqa: E402,F401
-from . import report as _report  # noqa: E402,F401
+if __name__ == "__main__":
+    # python -m actkit.cli.main (torchrun -m ...): this file runs as __main__, a module apart from
+    # actkit.cli.main, on which the command modules register. Run that one.
+    from actkit.cli.main import app as _app
+
+    _app()
+else:
+    from . import plot as _plot  # noqa: E402,F401
+    from . import train as _train  # noqa: E402,F401
+    from . import bench as _bench  # noqa: E402,F401
+    from . import report as _report  # noqa: E402,F401

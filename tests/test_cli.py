@@ -35,3 +35,14 @@ def test_list_json_is_machine_readable():
     leaky = next(a for a in data["activations"] if a["name"] == "leaky_relu")
     assert leaky["params"] == [{"name": "negative_slope", "default": 0.01, "doc": "slope for x < 0"}]
     assert data["backends"]["torch"] is True
+
+
+def test_python_dash_m_runs_the_same_app():
+    """torchrun and SLURM scripts start workers as `python -m actkit.cli.main ...`."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "actkit.cli.main", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"actkit {actkit.__version__}"
