@@ -80,14 +80,14 @@ class LearnableOp:
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
-            impl = self.impl(backend)
-            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            impl = self.torch if backend == TORCH else self._triton or self.triton()
+            if (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled():
                 return EagerFunction.apply(impl, x, weight)
             return impl.forward(x, weight)
         return torch.ops.actkit.learnable(x, weight, self.name, backend)
 
     def reference(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return self.spec.reference(x, weight.to(x.dtype))
+        return self.spec.reference(x, weight if weight.dtype == x.dtype else weight.to(x.dtype))
 
     def _torch_grads(self, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor,
                      weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,19 +155,28 @@ def channels(x: torch.Tensor) -> int:
     return x.shape[1] if x.dim() >= 2 else 1
 
 
+def _same_device(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # Comparing torch.device objects costs a microsecond per call; the flags settle CPU and CUDA.
+    if a.is_cpu:
+        return b.is_cpu
+    if a.is_cuda:
+        return b.is_cuda and a.get_device() == b.get_device()
+    return a.device == b.device
+
+
 def check_parameter(spec: registry.ActivationSpec, x: torch.Tensor, weight: torch.Tensor) -> None:
-    pname = spec.params[0].name
     if not weight.is_floating_point():
-        raise TypeError(f"{spec.name}: {pname} must be a floating-point tensor, got {weight.dtype}")
+        raise TypeError(f"{spec.name}: {spec.params[0].name} must be a floating-point tensor, got {weight.dtype}")
     if weight.dim() > 1:
-        raise ValueError(f"{spec.name}: {pname} must be a scalar or a 1-D tensor (one entry per channel), "
-                         f"got shape {tuple(weight.shape)}")
-    if weight.device != x.device:
-        raise ValueError(f"{spec.name}: {pname} is on {weight.device} but the input is on {x.device}; "
+        raise ValueError(f"{spec.name}: {spec.params[0].name} must be a scalar or a 1-D tensor (one entry per "
+                         f"channel), got shape {tuple(weight.shape)}")
+    if not _same_device(weight, x):
+        raise ValueError(f"{spec.name}: {spec.params[0].name} is on {weight.device} but the input is on {x.device}; "
                          f"move the module or tensor to one device")
     n = weight.numel()
     if n == 1:
         return
+    pname = spec.params[0].name
     if x.dim() == 0:
         raise ValueError(f"{spec.name}: a 0-d input has no channel dimension; {pname} has {n} entries, "
                          f"only a single shared {pname} (num_parameters=1) is allowed")
@@ -182,6 +191,9 @@ def check_parameter(spec: registry.ActivationSpec, x: torch.Tensor, weight: torc
 def _weight(spec: registry.ActivationSpec, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
     """The parameter of a functional call: a tensor (1 or C entries, gradients flow) or a number
     (shared, constant), checked against x."""
+    if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):  # the usual call: f(x, weight)
+        check_parameter(spec, x, args[0])
+        return args[0]
     pname, default = spec.params[0].name, spec.params[0].default
     if len(args) > 1:
         raise TypeError(f"{spec.name}(x, {pname}) takes one parameter, got {len(args)} positional")

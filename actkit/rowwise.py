@@ -59,9 +59,18 @@ class RowwiseOp:
     def __init__(self, spec: registry.ActivationSpec):
         self.spec, self.name, self.log = spec, spec.name, _LOG[spec.name]
         reference, backward = spec.reference, _TORCH_BACKWARD[spec.name]
-        # torch.softmax returns a channels_last input contiguous: keep x's layout, as the kernels do.
-        self.torch = RowwiseImpl(TORCH, lambda x, dim: like_fake(reference(x, dim=dim), x),
-                                 lambda y, grad, dim: like_fake(backward(grad, y, dim, y.dtype), y))
+
+        # torch.softmax returns a channels_last input contiguous: keep x's layout, as the kernels
+        # do (a contiguous input needs no check: its result is contiguous too).
+        def forward(x: torch.Tensor, dim: int) -> torch.Tensor:
+            y = reference(x, dim)
+            return y if x.is_contiguous() and y.is_contiguous() else like_fake(y, x)
+
+        def input_grad(y: torch.Tensor, grad: torch.Tensor, dim: int) -> torch.Tensor:
+            dx = backward(grad, y, dim, y.dtype)
+            return dx if y.is_contiguous() and dx.is_contiguous() else like_fake(dx, y)
+
+        self.torch = RowwiseImpl(TORCH, forward, input_grad)
         self._triton = None  # made on first Triton use (imports Triton)
 
     def __reduce__(self):
@@ -81,7 +90,7 @@ class RowwiseOp:
 
     def __call__(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
-            impl = self.impl(backend_for(x))
+            impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
             if x.requires_grad and torch.is_grad_enabled():
                 return EagerFunction.apply(impl, x, dim)
             return impl.forward(x, dim)
@@ -101,7 +110,7 @@ def op_for(name: str) -> RowwiseOp:
 # -- the traced route: torch.library custom ops ----------------------------------------------------
 @torch.library.custom_op("actkit::rowwise", mutates_args=())
 def rowwise(x: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    return op_for(name).impl(backend).forward(x, dim)
+    return like_fake(op_for(name).impl(backend).forward(x, dim), x)
 
 
 @rowwise.register_fake
@@ -111,7 +120,7 @@ def _rowwise_fake(x, name, dim, backend):
 
 @torch.library.custom_op("actkit::rowwise_backward", mutates_args=())
 def rowwise_backward(y: torch.Tensor, grad: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    return op_for(name).impl(backend).input_grad(y, grad, dim)
+    return like_fake(op_for(name).impl(backend).input_grad(y, grad, dim), y)
 
 
 @rowwise_backward.register_fake
@@ -136,6 +145,8 @@ rowwise.register_autograd(_backward, setup_context=_setup_context)
 
 # -- argument checks ---------------------------------------------------------------------------
 def _as_int(name: str, dim) -> int:
+    if type(dim) is int:
+        return dim
     if not isinstance(dim, bool):
         try:
             return operator.index(dim)
@@ -161,6 +172,8 @@ def implicit_dim(ndim: int) -> int:
 
 def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """softmax / log_softmax of x over ``dim`` (default -1); ``dtype`` casts x first, as torch.softmax."""
+    if len(args) == 1 and not kwargs:  # the usual call: f(x, dim)
+        return _call(op_for(spec.name), x, args[0])
     if len(args) > 1:
         raise TypeError(f"{spec.name}(x, dim) takes one positional parameter, got {len(args)}")
     unknown = set(kwargs) - {"dim", "dtype"}
@@ -178,11 +191,23 @@ def _call(op: RowwiseOp, x: torch.Tensor, dim, dtype=None) -> torch.Tensor:
         x = x.to(dtype)
     if not x.is_floating_point():
         raise TypeError(f"{op.name} needs a floating-point tensor, got {x.dtype} (pass dtype=torch.float32)")
-    return op(x, wrap_dim(op.name, dim, x.dim()))
+    ndim = x.dim()
+    if type(dim) is int and -ndim <= dim < ndim:  # the usual case, checked and wrapped inline
+        return op(x, dim % ndim)
+    return op(x, wrap_dim(op.name, dim, ndim))
 
 
 def functional(spec: registry.ActivationSpec):
-    return lambda x, *args, **kwargs: apply(spec, x, *args, **kwargs)
+    op = op_for(spec.name)
+
+    def call(x, *args, **kwargs):
+        if len(args) == 1 and not kwargs:  # the usual calls: f(x, dim) and f(x, dim=dim)
+            return _call(op, x, args[0])
+        if not args and len(kwargs) == 1 and "dim" in kwargs:
+            return _call(op, x, kwargs["dim"])
+        return apply(spec, x, *args, **kwargs)
+
+    return call
 
 
 def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
