@@ -52,14 +52,16 @@ def _grid(n: int) -> tuple[int]:
 
 
 # One launcher per device function, made on first use: a call costs a dict lookup, not a JIT bind.
-_FORWARD: dict = {}
-_BACKWARD: dict = {}
+# Keyed by id: a JITFunction hashes its source key on every lookup; the device functions are
+# module globals, alive (so their ids unique) as long as the process.
+_FORWARD: dict[int, Kernel] = {}
+_BACKWARD: dict[int, Kernel] = {}
 
 
 def _kernel(cache: dict, kernel, fn, name: str) -> Kernel:
-    found = cache.get(fn)
+    found = cache.get(id(fn))
     if found is None:
-        found = cache[fn] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+        found = cache[id(fn)] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
     return found
 
 

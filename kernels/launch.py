@@ -61,6 +61,29 @@ def _arg_key(arg) -> object:
     return type(arg)  # floats: always fp32, never specialised
 
 
+def _key_function(args: tuple):
+    """A function computing the specialisation key of arguments of the types in ``args``.
+
+    Generated once per kernel, as Triton's own binder is: written out per argument, the key
+    costs a fraction of a generic loop over the arguments. It records each non-tensor's class,
+    so an argument of another type gives another key; a non-tensor where a tensor was raises
+    AttributeError, and the caller falls back to the generic :func:`_arg_key`.
+    """
+    names = [f"a{i}" for i in range(len(args))]
+    parts = ["device"]
+    for name, arg in zip(names, args):
+        if isinstance(arg, torch.Tensor):
+            parts.append(f"{name}.dtype, {name}.data_ptr() % 16 == 0")
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            parts.append(f"{name}.__class__, -0x80000000 <= {name} < 0x80000000, {name} < 0x8000000000000000, "
+                         f"{name} == 1, {name} % 16 == 0")
+        else:
+            parts.append(f"{name}.__class__")
+    namespace: dict = {}
+    exec(f"def key(device, {', '.join(names)}):\n    return ({', '.join(parts)},)\n", namespace)
+    return namespace["key"]
+
+
 def _label(value) -> str:
     fn = getattr(value, "fn", value)
     return getattr(fn, "__name__", None) or repr(value)
@@ -79,6 +102,7 @@ class Kernel:
         self.fn, self.meta = fn, meta
         self.direct = isinstance(fn, JITFunction)
         self.compiled: dict[tuple, CompiledKernel] = {}
+        self._key = None  # made from the first call's arguments
         _MADE.append(self)
         if self.direct:
             constexpr = [p.is_constexpr for p in fn.params]
@@ -102,7 +126,12 @@ class Kernel:
         if target_device >= 0 and target_device != device:
             with torch.cuda.device(target_device):  # launch on the tensors' GPU, as ATen ops do
                 return self(grid, *args)
-        key = (device, *map(_arg_key, args))
+        try:
+            key = self._key(device, *args)
+        except (TypeError, AttributeError):  # no key function yet, or arguments of other types
+            key = (device, *map(_arg_key, args))
+            if self._key is None:
+                self._key = _key_function(args)
         compiled = self.compiled.get(key)
         if compiled is None:
             self._first_launch(grid, args, key)
@@ -156,7 +185,9 @@ def kernels() -> list[Kernel]:
 
 def kernel(fn, **meta) -> Kernel:
     """The :class:`Kernel` for ``fn`` with these constexprs and options (one per combination)."""
-    key = (fn, *sorted(meta.items(), key=lambda item: item[0]))
+    # Device functions and kernels by id: a JITFunction hashes its source key on every lookup
+    # (they are module globals, so their ids stay unique while the process runs).
+    key = (id(fn), *((k, v if isinstance(v, (bool, int, float, str)) else id(v)) for k, v in sorted(meta.items())))
     found = _KERNELS.get(key)
     if found is None:
         found = _KERNELS[key] = Kernel(fn, **meta)
