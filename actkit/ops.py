@@ -15,11 +15,14 @@ Custom ops (rather than ``triton_op``) because they compile with ``torch.compile
 on CPU too: Inductor treats them as opaque calls and never tries to compile the Triton kernel for
 the CPU. ``backend`` is decided in Python before the call, so it is a constant in a traced graph.
 
-Autograd saves exactly one tensor: x, or y for specs with ``saves="y"`` (none for identity,
-whose derivative is 1). The backward recomputes f' rather than storing intermediates: in the
-Triton kernel, or on the PyTorch path with PyTorch's own backward op (``spec.torch_backward``)
-or, for composite references, a vector-Jacobian product of the reference; so the fallback's
-gradients are PyTorch's own, NaN and inf behaviour included.
+Autograd saves exactly one tensor: y wherever f' can be read from it with these parameters
+(``spec.saves_for(params)``: the ReLU family, ELU with alpha > 0, sigmoid, tanh, ...), since
+the next layer usually keeps y anyway; else x; nothing for identity, whose derivative is 1.
+The backward recomputes f' rather than storing intermediates: in the Triton kernel
+(``<name>_bwd`` of x or ``<name>_bwd_y`` of y), or on the PyTorch path with PyTorch's own
+backward op (``spec.torch_backward``, ``spec.torch_backward_y``) or, for composite references,
+a vector-Jacobian product of the reference; so the fallback's gradients are PyTorch's own,
+NaN and inf behaviour included.
 """
 from __future__ import annotations
 
@@ -86,31 +89,32 @@ class ElementwiseImpl:
 class ElementwiseOp:
     """An elementwise activation bound to its (validated) parameters; ``op(x)`` applies it."""
 
-    __slots__ = ("spec", "name", "params", "p0", "p1", "torch", "_triton")
+    __slots__ = ("spec", "name", "params", "p0", "p1", "saves", "torch", "_triton")
 
     def __init__(self, spec: registry.ActivationSpec, params: dict[str, float]):
         self.spec, self.name = spec, spec.name
         self.params = MappingProxyType(dict(params))
         self.p0, self.p1 = spec.kernel_args(params)
+        self.saves = spec.saves_for(params)
         bound = dict(params)
         reference = functools.partial(spec.reference, **bound) if bound else spec.reference
-        if spec.torch_backward is None:
+        backward = spec.torch_backward_y if self.saves == "y" else spec.torch_backward
+        if backward is None:
             input_grad = functools.partial(_vjp_grad, reference)
         else:
-            input_grad = functools.partial(spec.torch_backward, **bound) if bound else spec.torch_backward
+            input_grad = functools.partial(backward, **bound) if bound else backward
         self.torch = self._impl(TORCH, reference, input_grad)
         self._triton = None  # made on first Triton use (imports Triton)
 
     def _impl(self, backend: str, forward, input_grad) -> ElementwiseImpl:
-        spec = self.spec
-        return ElementwiseImpl(backend, forward, input_grad, spec.saves if spec.differentiable else "none",
-                               spec.differentiable)
+        return ElementwiseImpl(backend, forward, input_grad, self.saves, self.spec.differentiable)
 
     def triton(self) -> ElementwiseImpl:
         if self._triton is None:
             from actkit.kernels import elementwise
 
-            fwd, dfn = self.spec.triton_functions
+            fwd = self.spec.triton_functions[0]
+            dfn = self.spec.triton_derivative(self.saves) if self.saves != "none" else None
             p0, p1 = self.p0, self.p1
             # Looked up on the module at each call, so that tests can watch the launchers.
             self._triton = self._impl(TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),

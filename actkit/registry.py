@@ -15,8 +15,9 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-# Saved-tensor choices: "x" saves the input; "y" saves the output (for sigmoid and tanh,
-# whose derivatives are cheapest in y and whose output the next layer keeps anyway);
+# Saved-tensor choices: "x" saves the input; "y" saves the output, wherever f' can be read from
+# it (sigmoid, tanh, the ReLU family, ELU with alpha > 0, ...): the next layer usually keeps y
+# anyway (a convolution or linear layer saves its input), so saving y costs no memory at all;
 # "none" saves nothing, for a derivative that is 1 everywhere (identity): dx = dy.
 SAVES = ("x", "y", "none")
 # "elementwise": f(x) with scalar parameters (the generic kernels and custom op);
@@ -51,12 +52,23 @@ class ActivationSpec:
     native: bool = True
     """The reference is a single native torch op (False: a composite formula)."""
     kernel: str | None = None
-    """Prefix of the ``<kernel>_fwd``/``<kernel>_bwd`` device functions; defaults to ``name``."""
+    """Prefix of the device functions ``<kernel>_fwd`` (f), ``<kernel>_bwd`` (f' of x) and, for
+    specs that can save y, ``<kernel>_bwd_y`` (f' read from y); defaults to ``name``."""
     saves: str = "x"
+    """What autograd keeps at the default parameters: "x", "y" or "none" (see SAVES)."""
+    saves_y_when: Callable[[Mapping[str, float]], bool] | None = None
+    """For specs whose choice depends on the parameters: y when this is true of them, else x
+    (leaky_relu saves y only with a slope >= 0, where y > 0 exactly when x > 0)."""
+    saves_rule: str = ""
+    """``saves_y_when`` in words, for ``actkit list``: "y if negative_slope >= 0, else x"."""
     torch_backward: Callable[..., torch.Tensor] | None = None
-    """``torch_backward(grad, saved, **params) -> dx``: PyTorch's own backward op, used by the
+    """``torch_backward(grad, x, **params) -> dx``: PyTorch's own backward op, used by the
     PyTorch backend so that the fallback's backward costs what ATen's does. ``None``: a
     vector-Jacobian product of the reference (recomputes the forward; composites only)."""
+    torch_backward_y: Callable[..., torch.Tensor] | None = None
+    """``torch_backward_y(grad, y, **params) -> dx`` for specs that can save y: PyTorch's op
+    that reads the output where it has one (sigmoid_backward, threshold_backward, elu_backward
+    with is_result), else the same formula as the ``_bwd_y`` device function in torch ops."""
     differentiable: bool = True
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
@@ -71,8 +83,12 @@ class ActivationSpec:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}")
         if self.kind != "elementwise":
             return  # learnable and row-wise kinds bring their own ops (actkit.learnable, actkit.rowwise)
-        if self.saves == "y" and self.torch_backward is None:
-            raise ValueError(f"{self.name}: a spec that saves the output needs torch_backward")
+        if (self.saves_y_when is None) != (not self.saves_rule):
+            raise ValueError(f"{self.name}: saves_y_when and saves_rule go together")
+        if self.saves_y_when is not None and self.saves_for(self.defaults) != self.saves:
+            raise ValueError(f"{self.name}: saves={self.saves!r} but saves_y_when says otherwise at the defaults")
+        if (self.saves == "y" or self.saves_y_when is not None) and self.torch_backward_y is None:
+            raise ValueError(f"{self.name}: a spec that can save the output needs torch_backward_y")
         if len(self.params) > 2:
             raise ValueError(f"{self.name}: the elementwise kernels take at most two scalar parameters")
 
@@ -118,14 +134,39 @@ class ActivationSpec:
     def params_from_kernel_args(self, p0: float, p1: float) -> dict[str, float]:
         return {p.name: v for p, v in zip(self.params, (p0, p1))}
 
+    def aten_backward(self):
+        """(backward op, "x" or "y"): what a hand-written autograd.Function for this activation would
+        call, PyTorch's own backward op, in x where torch has one, else in y (sigmoid, tanh);
+        None for composite references."""
+        if self.torch_backward is not None:
+            return self.torch_backward, "x"
+        if self.torch_backward_y is not None and isinstance(self.torch_backward_y, torch._ops.OpOverloadPacket):
+            return self.torch_backward_y, "y"
+        return None
+
+    def saves_for(self, params: Mapping[str, float]) -> str:
+        """What autograd keeps with these parameters: "x", "y" or "none" (nothing to differentiate,
+        or a derivative of 1)."""
+        if not self.differentiable or self.saves == "none":
+            return "none"
+        if self.saves_y_when is not None:
+            return "y" if self.saves_y_when(params) else "x"
+        return self.saves
+
     # -- Triton -----------------------------------------------------------------------
     @property
     def triton_functions(self):
-        """The (forward, derivative) ``@triton.jit`` device functions. Imports Triton."""
+        """The ``@triton.jit`` device functions (f, f' of x). Imports Triton."""
         from actkit.kernels import activations
 
         prefix = self.kernel or self.name
         return getattr(activations, f"{prefix}_fwd"), getattr(activations, f"{prefix}_bwd")
+
+    def triton_derivative(self, saved: str):
+        """The device function of f' in terms of the saved tensor ("x" or "y"). Imports Triton."""
+        from actkit.kernels import activations
+
+        return getattr(activations, f"{self.kernel or self.name}_bwd{'_y' if saved == 'y' else ''}")
 
 
 # -- parameter checks ---------------------------------------------------------------------
@@ -165,7 +206,41 @@ _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
 def _hardtanh_grad(min_val: float, max_val: float):
-    return lambda grad, x: _aten.hardtanh_backward(grad, x, min_val, max_val)
+    # The same in x and in y: y sits on a clamp bound exactly where x is at or beyond it.
+    return lambda grad, v: _aten.hardtanh_backward(grad, v, min_val, max_val)
+
+
+def _relu_grad(grad: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return _aten.threshold_backward(grad, v, 0)  # the same in x and in y (y > 0 exactly where x > 0)
+
+
+def _positive_alpha(params: Mapping[str, float]) -> bool:
+    # ELU-like: with alpha > 0, y <= 0 exactly where x <= 0, and there f' = (y + alpha) / alpha-ish.
+    return params["alpha"] > 0
+
+
+# softplus reads f' = sigmoid(beta x) = -expm1(-beta y) from y. Where beta x is just at or below
+# the threshold, beta y = log1p(exp(beta x)) can pass it by exp(-threshold) and take the linear
+# branch (f' = 1): from a threshold of 15 that is < 3.1e-7, below fp32's rounding of a gradient.
+SOFTPLUS_Y_MIN_THRESHOLD = 15.0
+
+
+def _softplus_grad_y(grad: torch.Tensor, y: torch.Tensor, beta: float, threshold: float) -> torch.Tensor:
+    by = y * beta
+    return torch.where(by > threshold, grad, grad * -torch.expm1(-by))
+
+
+def _hardsigmoid_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.where((y > 0) & (y < 1), grad * (1.0 / 6.0), 0.0)  # as ATen: grad times 1/6
+
+
+def _logsigmoid_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return grad * -torch.expm1(y)  # sigmoid(-x) = 1 - exp(log sigmoid(x))
+
+
+def _softsign_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    d = 1 - y.abs()  # 1 / (1 + |x|)
+    return grad * (d * d)
 
 
 _SPECS = [
@@ -180,34 +255,44 @@ _SPECS = [
                          "almost everywhere and undefined at 0)."),
     ActivationSpec("sigmoid", "f(x) = 1 / (1 + exp(-x))", torch.sigmoid, "Sigmoid", "(0, 1)",
                    monotonic=True, smooth=True, zero_centred=False, saturating=True, aliases=("logistic",),
-                   saves="y", torch_backward=_aten.sigmoid_backward),
+                   saves="y", torch_backward_y=_aten.sigmoid_backward),
     ActivationSpec("tanh", "f(x) = tanh(x)", torch.tanh, "Tanh", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True,
-                   saves="y", torch_backward=_aten.tanh_backward),
+                   saves="y", torch_backward_y=_aten.tanh_backward),
     ActivationSpec("relu", "f(x) = max(0, x)", F.relu, "ReLU", "[0, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
-                   torch_backward=lambda grad, x: _aten.threshold_backward(grad, x, 0)),
+                   saves="y", torch_backward=_relu_grad, torch_backward_y=_relu_grad),
     ActivationSpec("relu6", "f(x) = min(max(0, x), 6)", F.relu6, "ReLU6", "[0, 6]",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True,
-                   torch_backward=_hardtanh_grad(0.0, 6.0)),
+                   saves="y", torch_backward=_hardtanh_grad(0.0, 6.0), torch_backward_y=_hardtanh_grad(0.0, 6.0)),
     ActivationSpec("leaky_relu", "f(x) = x if x > 0 else negative_slope * x", F.leaky_relu, "LeakyReLU",
                    "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False, saturating=False,
                    params=(Param("negative_slope", 0.01, "slope for x < 0"),), aliases=("lrelu", "leakyrelu"),
+                   saves="y", saves_y_when=lambda p: p["negative_slope"] >= 0,
+                   saves_rule="y if negative_slope >= 0, else x",
                    torch_backward=lambda grad, x, negative_slope: _aten.leaky_relu_backward(
-                       grad, x, negative_slope, False)),
+                       grad, x, negative_slope, False),
+                   torch_backward_y=lambda grad, y, negative_slope: _aten.leaky_relu_backward(
+                       grad, y, negative_slope, True)),
     ActivationSpec("elu", "f(x) = x if x > 0 else alpha * (exp(x) - 1)", F.elu, "ELU", "(-alpha, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
                    params=(Param("alpha", 1.0, "value approached as x -> -inf is -alpha"),),
-                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, False, x)),
+                   saves="y", saves_y_when=_positive_alpha, saves_rule="y if alpha > 0, else x",
+                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, False, x),
+                   torch_backward_y=lambda grad, y, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, True, y)),
     ActivationSpec("celu", "f(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))", F.celu, "CELU",
                    "(-alpha, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    params=(Param("alpha", 1.0, "scale of the negative part (non-zero)"),),
-                   validate=_nonzero("alpha"),
-                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, False, x)),
+                   validate=_nonzero("alpha"), saves="y", saves_y_when=_positive_alpha,
+                   saves_rule="y if alpha > 0, else x",
+                   torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, False, x),
+                   torch_backward_y=lambda grad, y, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, True, y)),
     ActivationSpec("selu", "f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)), "
                            "alpha = 1.6733, scale = 1.0507", F.selu, "SELU", "(-1.7581, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
-                   torch_backward=lambda grad, x: _aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, False, x)),
+                   saves="y",
+                   torch_backward=lambda grad, x: _aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, False, x),
+                   torch_backward_y=lambda grad, y: _aten.elu_backward(grad, _SELU_ALPHA, _SELU_SCALE, 1.0, True, y)),
     ActivationSpec("gelu", "f(x) = x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))", F.gelu, "GELU",
                    "[-0.17, inf)", monotonic=False, smooth=True, zero_centred=False, saturating=False,
                    torch_backward=_aten.gelu_backward),
@@ -230,22 +315,27 @@ _SPECS = [
                    "Softplus", "(0, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    params=(Param("beta", 1.0, "sharpness (non-zero)"),
                            Param("threshold", 20.0, "above beta * x > threshold the output is x")),
-                   validate=_nonzero("beta"), torch_backward=_aten.softplus_backward),
+                   validate=_nonzero("beta"), torch_backward=_aten.softplus_backward,
+                   saves="y", saves_y_when=lambda p: p["threshold"] >= SOFTPLUS_Y_MIN_THRESHOLD,
+                   saves_rule=f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x",
+                   torch_backward_y=_softplus_grad_y),
     ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
-                   monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False),
+                   monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False,
+                   saves="y", torch_backward_y=_softsign_grad_y),
     ActivationSpec("hardswish", "f(x) = x * relu6(x + 3) / 6", F.hardswish, "Hardswish", "[-0.375, inf)",
                    monotonic=False, smooth=False, zero_centred=False, saturating=False, aliases=("hard_swish",),
                    torch_backward=_aten.hardswish_backward),
     ActivationSpec("hardsigmoid", "f(x) = relu6(x + 3) / 6", F.hardsigmoid, "Hardsigmoid", "[0, 1]",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True, aliases=("hard_sigmoid",),
-                   torch_backward=_aten.hardsigmoid_backward),
+                   torch_backward=_aten.hardsigmoid_backward, saves="y", torch_backward_y=_hardsigmoid_grad_y),
     ActivationSpec("hardtanh", "f(x) = clamp(x, min_val, max_val)", F.hardtanh, "Hardtanh", "[min_val, max_val]",
                    monotonic=True, smooth=False, zero_centred=True, saturating=True,
                    params=(Param("min_val", -1.0, "lower clamp"), Param("max_val", 1.0, "upper clamp")),
-                   validate=_ordered, aliases=("hard_tanh",), torch_backward=_aten.hardtanh_backward),
+                   validate=_ordered, aliases=("hard_tanh",), saves="y", torch_backward=_aten.hardtanh_backward,
+                   torch_backward_y=_aten.hardtanh_backward),
     ActivationSpec("logsigmoid", "f(x) = log(sigmoid(x)) = -softplus(-x)", F.logsigmoid, "LogSigmoid",
                    "(-inf, 0)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
-                   aliases=("log_sigmoid",)),
+                   aliases=("log_sigmoid",), saves="y", torch_backward_y=_logsigmoid_grad_y),
     ActivationSpec("tanhshrink", "f(x) = x - tanh(x)", F.tanhshrink, "Tanhshrink", "(-inf, inf)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=False, native=False),
 ]

@@ -153,7 +153,7 @@ def _host_cases():
                 for provider in HOST_PROVIDERS:
                     case_id = f"{name}-{bench.size_label(size)}-{mode}-{provider}"
                     marks = ()
-                    if provider == "function" and spec.torch_backward is None:
+                    if provider == "function" and spec.aten_backward() is None:
                         marks = pytest.mark.skip(reason=f"{name}: no ATen backward op in the registry, so no minimal "
                                                         "autograd.Function baseline")
                     cases.append(pytest.param(name, size, mode, provider, id=case_id, marks=marks))
@@ -227,4 +227,4 @@ def test_host_cost_suite_covers_the_registry():
                         assert case_id not in params
                         continue
                     skipped = any(m.name == "skip" for m in params[case_id].marks)
-                    assert skipped == (provider == "function" and spec.torch_backward is None), case_id
+                    assert skipped == (provider == "function" and spec.aten_backward() is None), case_id

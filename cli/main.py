@@ -43,6 +43,7 @@ def spec_record(spec: registry.ActivationSpec) -> dict:
         "saturating": spec.saturating,
         "differentiable": spec.differentiable,
         "saves_for_backward": spec.saves,
+        "saves_rule": spec.saves_rule or None,
         "native_reference": spec.native,
         "class_name": spec.class_name,
         "notes": spec.notes,
@@ -62,9 +63,11 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
         typer.echo(json.dumps({"backends": backends, "triton_problem": triton_problem(),
                                "activations": [spec_record(s) for s in registry.REGISTRY.values()]}, indent=2))
         return
+    rules = "; ".join(f"{s.name}: {s.saves_rule}" for s in registry.REGISTRY.values() if s.saves_rule)
     table = Table(title="actkit activations", header_style="bold",
                   caption="mono: monotonic; smooth: C1; zero-c.: zero-centred; satur.: f' -> 0 on both sides; "
-                          "saves: the tensor kept for backward")
+                          "saves: the tensor kept for backward (y costs nothing where the next layer keeps it)"
+                          + (f"; * by parameters ({rules})" if rules else ""))
     table.add_column("name", no_wrap=True, style="bold cyan")
     table.add_column("formula", overflow="fold", min_width=24)
     table.add_column("range", no_wrap=True)
@@ -74,7 +77,7 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
     for spec in registry.REGISTRY.values():
         name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
         params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"
-        saves = spec.saves
+        saves = spec.saves + ("*" if spec.saves_rule else "")
         if spec.kind == "learnable":  # a learnable parameter (initial value shown), saved with x
             params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
         table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),

@@ -1,9 +1,10 @@
 """Per-activation Triton device functions: the value f and the derivative f'.
 
-Every function takes ``(v, p0, p1)``: ``v`` is an fp32 block (the input x, or the output
-y for activations whose registry spec saves the output), ``p0``/``p1`` are the
-activation's scalar parameters in registry order (unused ones are 0). The generic kernels
-in :mod:`elementwise` receive these functions as ``tl.constexpr`` arguments.
+Every function takes ``(v, p0, p1)``: ``v`` is an fp32 block, ``p0``/``p1`` are the
+activation's scalar parameters in registry order (unused ones are 0). ``<name>_fwd`` is f(x),
+``<name>_bwd`` is f'(x), and ``<name>_bwd_y`` is f' read from the output y, for activations
+whose registry spec can save y instead of x. The generic kernels in :mod:`elementwise` receive
+these functions as ``tl.constexpr`` arguments.
 
 Comparisons are written so that NaN takes the same branch as in PyTorch's own kernels
 (e.g. ``where(x < 0, 0, x)`` for ReLU keeps NaN, as ``clamp_min`` does), because the
@@ -55,7 +56,13 @@ def sigmoid_fwd(x, p0, p1):
 
 
 @triton.jit
-def sigmoid_bwd(y, p0, p1):
+def sigmoid_bwd(x, p0, p1):
+    # s (1 - s) with 1 - s = sigmoid(-x): no cancellation where s is close to 1.
+    return tl.sigmoid(x) * tl.sigmoid(-x)
+
+
+@triton.jit
+def sigmoid_bwd_y(y, p0, p1):
     return y * (1.0 - y)
 
 
@@ -65,7 +72,12 @@ def tanh_fwd(x, p0, p1):
 
 
 @triton.jit
-def tanh_bwd(y, p0, p1):
+def tanh_bwd(x, p0, p1):
+    return sech2(x)
+
+
+@triton.jit
+def tanh_bwd_y(y, p0, p1):
     return 1.0 - y * y
 
 
@@ -77,6 +89,9 @@ def relu_fwd(x, p0, p1):
 @triton.jit
 def relu_bwd(x, p0, p1):
     return tl.where(x <= 0.0, 0.0, 1.0)
+
+
+relu_bwd_y = relu_bwd  # y > 0 exactly where x > 0 (NaN stays NaN)
 
 
 @triton.jit
@@ -92,6 +107,9 @@ def hardtanh_bwd(x, p0, p1):
     return tl.where((x <= p0) | (x >= p1), 0.0, 1.0)
 
 
+hardtanh_bwd_y = hardtanh_bwd  # y sits on a bound exactly where x is at or beyond it
+
+
 @triton.jit
 def relu6_fwd(x, p0, p1):
     return hardtanh_fwd(x, 0.0, 6.0)
@@ -100,6 +118,9 @@ def relu6_fwd(x, p0, p1):
 @triton.jit
 def relu6_bwd(x, p0, p1):
     return hardtanh_bwd(x, 0.0, 6.0)
+
+
+relu6_bwd_y = relu6_bwd
 
 
 @triton.jit
@@ -111,6 +132,9 @@ def leaky_relu_fwd(x, p0, p1):
 @triton.jit
 def leaky_relu_bwd(x, p0, p1):
     return tl.where(x > 0.0, 1.0, p0)
+
+
+leaky_relu_bwd_y = leaky_relu_bwd  # with a slope >= 0 (the registry's rule), y > 0 exactly where x > 0
 
 
 @triton.jit
@@ -125,6 +149,12 @@ def elu_bwd(x, p0, p1):
 
 
 @triton.jit
+def elu_bwd_y(y, p0, p1):
+    # alpha > 0: y <= 0 exactly where x <= 0, and there alpha exp(x) = y + alpha (ATen's is_result form).
+    return tl.where(y <= 0.0, y + p0, 1.0)
+
+
+@triton.jit
 def celu_fwd(x, p0, p1):
     # p0 = alpha: alpha * (exp(x / alpha) - 1) below zero
     return tl.where(x <= 0.0, p0 * expm1(x / p0), x)
@@ -136,6 +166,12 @@ def celu_bwd(x, p0, p1):
 
 
 @triton.jit
+def celu_bwd_y(y, p0, p1):
+    # alpha > 0: exp(x / alpha) = (y + alpha) / alpha where y <= 0.
+    return tl.where(y <= 0.0, (y + p0) * (1.0 / p0), 1.0)
+
+
+@triton.jit
 def selu_fwd(x, p0, p1):
     return tl.where(x <= 0.0, expm1(x) * SELU_ALPHA, x) * SELU_SCALE
 
@@ -143,6 +179,12 @@ def selu_fwd(x, p0, p1):
 @triton.jit
 def selu_bwd(x, p0, p1):
     return tl.where(x <= 0.0, tl.exp(x) * SELU_ALPHA, 1.0) * SELU_SCALE
+
+
+@triton.jit
+def selu_bwd_y(y, p0, p1):
+    # scale alpha exp(x) = y + scale alpha where y <= 0.
+    return tl.where(y <= 0.0, y + SELU_ALPHA * SELU_SCALE, SELU_SCALE)
 
 
 @triton.jit
@@ -226,6 +268,14 @@ def softplus_bwd(x, p0, p1):
 
 
 @triton.jit
+def softplus_bwd_y(y, p0, p1):
+    # sigmoid(beta x) = 1 - exp(-beta y); the registry saves y only for thresholds where the
+    # linear branch's test on beta y agrees with the one on beta x to fp32 rounding.
+    by = y * p0
+    return tl.where(by > p1, 1.0, -expm1(-by))
+
+
+@triton.jit
 def softsign_fwd(x, p0, p1):
     return x / (1.0 + tl.abs(x))
 
@@ -237,6 +287,12 @@ def softsign_bwd(x, p0, p1):
     # The limit at +-inf is 0, but torch's autograd of x / (1 + |x|) gives inf/inf = NaN
     # there; the kernel matches torch rather than the limit.
     return tl.where(a == float("inf"), float("nan"), 1.0 / (d * d))
+
+
+@triton.jit
+def softsign_bwd_y(y, p0, p1):
+    d = 1.0 - tl.abs(y)  # 1 / (1 + |x|); y is NaN at x = +-inf, so the gradient is NaN there as in torch
+    return d * d
 
 
 @triton.jit
@@ -261,6 +317,11 @@ def hardsigmoid_bwd(x, p0, p1):
 
 
 @triton.jit
+def hardsigmoid_bwd_y(y, p0, p1):
+    return tl.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0)  # y is 0 or 1 exactly where |x| >= 3
+
+
+@triton.jit
 def logsigmoid_fwd(x, p0, p1):
     # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow.
     return tl.where(x < 0.0, x, 0.0) - log1p(tl.exp(-tl.abs(x)))
@@ -269,6 +330,11 @@ def logsigmoid_fwd(x, p0, p1):
 @triton.jit
 def logsigmoid_bwd(x, p0, p1):
     return tl.sigmoid(-x)
+
+
+@triton.jit
+def logsigmoid_bwd_y(y, p0, p1):
+    return -expm1(y)  # sigmoid(-x) = 1 - sigmoid(x) = 1 - exp(y)
 
 
 @triton.jit

@@ -115,13 +115,22 @@ def _arg_signature(arg):
 # -- workloads: every registry activation through its own Triton implementation ------------------
 def elementwise_workload(spec, dtype):
     from actkit import ops
+    from actkit.kernels import activations, elementwise
 
-    impl = ops.bind(spec).triton()
+    op = ops.bind(spec)
+    impl = op.triton()
     x = _aligned(2 ** 16, dtype)
     yield "forward", lambda: impl.forward(x)
-    if spec.differentiable and spec.saves != "none":
-        saved, dy = (impl.forward(x) if spec.saves == "y" else x), _aligned(2 ** 16, dtype)
-        yield "backward", lambda: impl.input_grad(dy, saved)
+    if op.saves != "none":
+        saved, dy = (impl.forward(x) if op.saves == "y" else x), _aligned(2 ** 16, dtype)
+        yield f"backward from {op.saves}", lambda: impl.input_grad(dy, saved)
+    # The derivative of the other tensor, which other parameters save (leaky_relu with a negative
+    # slope saves x): through the same launcher.
+    for other in ("x", "y"):
+        if other != op.saves and spec.differentiable and hasattr(activations, f"{spec.kernel or spec.name}_bwd"
+                                                                 + ("_y" if other == "y" else "")):
+            dfn, dy = spec.triton_derivative(other), _aligned(2 ** 16, dtype)
+            yield f"backward from {other}", lambda dfn=dfn, dy=dy: elementwise.backward(x, dy, dfn, op.p0, op.p1)
 
 
 def learnable_workload(spec, dtype):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import actkit
-from refcheck import KERNEL_DEVICE, OTHER_PARAMS, backend, elementwise_specs
+from refcheck import KERNEL_DEVICE, PARAM_CASES, SAVES_X_PARAMS, backend, elementwise_specs
 
 SPECS = elementwise_specs()
 DIFFERENTIABLE = [s for s in SPECS if s.differentiable]
@@ -23,9 +23,24 @@ def test_gradcheck_float64(spec):
     x = smooth_points().requires_grad_(True)
     fn = getattr(actkit.functional, spec.name)
     assert torch.autograd.gradcheck(fn, (x,))
-    if spec.name in OTHER_PARAMS:
-        params = OTHER_PARAMS[spec.name]
-        assert torch.autograd.gradcheck(lambda t: fn(t, **params), (x,))
+    for name, params in PARAM_CASES:
+        if name == spec.name:
+            assert torch.autograd.gradcheck(lambda t: fn(t, **params), (x,))
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("name", sorted(SAVES_X_PARAMS))
+def test_the_saved_tensor_follows_the_parameters(name, backend_name):
+    """y at the defaults (f' readable from y); x once a parameter makes it unreadable (a negative slope)."""
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    x = torch.randn(64, device=device, requires_grad=True)
+    for params, expected in (({}, "y"), (SAVES_X_PARAMS[name], "x")):
+        packed = []
+        with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t,
+                                                                             lambda t: t):
+            y = actkit.functional.apply(name, x, **params)
+        assert actkit.get(name).saves_for({**actkit.get(name).defaults, **params}) == expected
+        assert len(packed) == 1 and packed[0].data_ptr() == (y if expected == "y" else x).data_ptr(), (params, expected)
 
 
 def test_step_is_forward_only_with_zero_gradient():
@@ -51,11 +66,12 @@ def test_saves_exactly_one_tensor(spec, backend_name):
 
     with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = actkit.functional.apply(spec.name, x)
-    if not spec.differentiable or spec.saves == "none":
+    saves = spec.saves_for(spec.defaults)
+    if saves == "none":
         assert packed == []
         return
     assert len(packed) == 1
-    expected = y if spec.saves == "y" else x
+    expected = y if saves == "y" else x
     assert packed[0].data_ptr() == expected.data_ptr()
 
 

@@ -492,7 +492,7 @@ def test_host_config_defaults_and_vocabulary():
         bench.make_config("mish", "cpu", measure="latency")
 
 
-@pytest.mark.parametrize("name", [s.name for s in registry.REGISTRY.values() if s.torch_backward is not None])
+@pytest.mark.parametrize("name", [s.name for s in registry.REGISTRY.values() if s.aten_backward() is not None])
 def test_minimal_function_is_the_eager_op_with_its_aten_backward(name):
     """The baseline must compute what autograd of the eager op computes, or its cost means nothing."""
     spec = registry.get(name)
@@ -517,7 +517,7 @@ def test_host_runners_do_what_their_mode_says(name):
     parameter), the same for every provider as for the eager op."""
     spec = registry.get(name)
     case = bench.make_host_case(spec, 16 if spec.kind != "learnable" else 128, torch.float32, "cpu")
-    providers = [p for p in ("actkit", "module", "eager", "function") if p != "function" or spec.torch_backward]
+    providers = [p for p in ("actkit", "module", "eager", "function") if p != "function" or spec.aten_backward()]
     expected = bench.host_runner("eager", case, "fwd+bwd")()
     assert len(expected) == (2 if spec.kind == "learnable" else 1)
     for provider in providers:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import actkit
-from refcheck import (DTYPES, EXACT, KERNEL_DEVICE, KERNEL_TOLERANCE, OTHER_PARAMS, SPECIAL_VALUES, TORCH_TOLERANCE,
+from refcheck import (DTYPES, EXACT, KERNEL_DEVICE, KERNEL_TOLERANCE, PARAM_CASES, SPECIAL_VALUES, TORCH_TOLERANCE,
                      assert_matches, backend, elementwise_specs, run_actkit, run_reference)
 
 SPECS = elementwise_specs()
@@ -103,10 +103,11 @@ def test_dense_layouts_keep_their_memory_format(spec, dtype):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("name", sorted(OTHER_PARAMS))
-def test_parameters_reach_the_kernels(name, dtype, backend_name):
+@pytest.mark.parametrize("name, params", PARAM_CASES, ids=[f"{n}-{'-'.join(f'{k}={v:g}' for k, v in p.items())}"
+                                                          for n, p in PARAM_CASES])
+def test_parameters_reach_the_kernels(name, params, dtype, backend_name):
+    """Non-default parameters, including those that make an activation save x instead of y."""
     spec = actkit.get(name)
-    params = OTHER_PARAMS[name]
     values = SPECIAL_VALUES + [params.get("max_val", 0.0), params.get("min_val", 0.0), 2.5, 2.6, -0.7]
     x = torch.tensor(values, dtype=dtype, device=_device(backend_name))
     check(spec, x, params, backend_name)

@@ -10,7 +10,7 @@ For each activation, every provider x mode of a case is timed interleaved (see
 * ``eager``    - the spec's PyTorch reference, e.g. ``F.mish(x)``;
 * ``function`` - a minimal ``torch.autograd.Function`` around that reference and the spec's ATen
   backward op (e.g. ``aten.mish_backward``): the floor for any custom op with its own autograd,
-  measured only where the registry names a ``torch_backward``;
+  measured only where the registry names an ATen backward op (``spec.aten_backward()``);
 * ``compile``  - ``torch.compile`` of the reference (Dynamo's guards and the compiled call).
 
 Modes (:data:`.options.HOST_MODES`): ``nograd`` (a forward whose inputs do not require grad, so
@@ -122,13 +122,14 @@ def minimal_function(spec: registry.ActivationSpec) -> Callable[[torch.Tensor], 
     forward calls the eager op and saves x (or y), backward calls the registry's ATen backward op.
 
     What a user would write by hand for one activation; no custom op, no checks. Needs the spec's
-    ``torch_backward`` (native elementwise activations have one).
+    ATen backward op (``spec.aten_backward()``; native elementwise activations have one).
     """
-    if spec.torch_backward is None:
+    found = spec.aten_backward()
+    if found is None:
         raise BenchError(f"{spec.name}: the registry has no ATen backward op for it, so there is no minimal "
                          "autograd.Function baseline")
-    forward_op, backward_op, params = spec.reference, spec.torch_backward, spec.defaults
-    saves_output = spec.saves == "y"
+    (backward_op, saved), forward_op, params = found, spec.reference, spec.defaults
+    saves_output = saved == "y"
 
     def forward(ctx, x):
         y = forward_op(x, **params)
@@ -158,7 +159,7 @@ def call_label(provider: str, spec: registry.ActivationSpec) -> str:
     if provider == "eager":
         return f"{reference}(x{arg})"
     if provider == "function":
-        backward = spec.torch_backward
+        backward = spec.aten_backward()[0]
         backward_name = str(backward) if isinstance(backward, torch._ops.OpOverloadPacket) else "ATen backward"
         return f"autograd.Function({reference}, {backward_name})"
     if provider == "compile":
@@ -223,7 +224,7 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
     first_calls: dict[tuple[str, str], float] = {}
     for provider in config.providers:
         tick(f"{label}: {provider} (first calls)")
-        if provider == "function" and spec.torch_backward is None:
+        if provider == "function" and spec.aten_backward() is None:
             skipped.append(skip_note(spec.name, "no minimal autograd.Function baseline: the registry has no ATen "
                                      "backward op for it", dtype_name, numel, provider=provider))
             continue
