@@ -35,21 +35,47 @@ def check_tensor(name: str, x) -> None:
         raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
 
 
+class Implementation:
+    """Base of every per-backend implementation: ``forward``, ``save`` and ``backward`` come from
+    the kind; ``forward_and_save`` is what autograd's forward runs (few-bit implementations
+    override it, their forward makes the saved codes along with y)."""
+
+    __slots__ = ()
+
+    def forward_and_save(self, ctx, *inputs):
+        output = self.forward(*inputs)
+        self.save(ctx, inputs, output)
+        return output
+
+
 class EagerFunction(torch.autograd.Function):
-    """Autograd for one implementation of a bound op on the eager route: ``apply(impl, *inputs)``.
+    """Autograd for one implementation of a bound op on the eager route: ``apply(impl, x)``.
 
     The classic ``forward(ctx, ...)`` form on purpose: with a separate ``setup_context``,
     ``Function.apply`` rebinds its arguments through ``inspect.signature`` on every call,
-    which costs more than the rest of the call together.
+    which costs more than the rest of the call together. Fixed arguments rather than
+    ``*inputs`` for the same reason (packing and unpacking them costs about 2 us a call here):
+    :class:`EagerFunction2` is the same for ops of two inputs.
     """
 
     @staticmethod
-    def forward(ctx, impl, *inputs):
-        output = impl.forward(*inputs)
+    def forward(ctx, impl, x):
         ctx.impl = impl
-        impl.save(ctx, inputs, output)
-        return output
+        return impl.forward_and_save(ctx, x)
 
     @staticmethod
-    def backward(ctx, *grads):
-        return (None, *ctx.impl.backward(ctx, *grads))
+    def backward(ctx, grad):
+        return (None, *ctx.impl.backward(ctx, grad))
+
+
+class EagerFunction2(torch.autograd.Function):
+    """:class:`EagerFunction` for ops of two inputs: x and a parameter tensor, or x and a dim."""
+
+    @staticmethod
+    def forward(ctx, impl, x, other):
+        ctx.impl = impl
+        return impl.forward_and_save(ctx, x, other)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *ctx.impl.backward(ctx, grad))

@@ -26,11 +26,11 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .eager import EagerFunction, check_tensor, is_compiling
+from .eager import EagerFunction2, Implementation, check_tensor, is_compiling
 from .ops import like_fake
 
 
-class LearnableImpl:
+class LearnableImpl(Implementation):
     """One backend's implementation of a learnable activation: ``forward(x, weight)`` and
     ``input_grads(x, weight, grad, weight_grad) -> (dx, dweight)``."""
 
@@ -82,7 +82,7 @@ class LearnableOp:
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
             impl = self.torch if backend == TORCH else self._triton or self.triton()
             if (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled():
-                return EagerFunction.apply(impl, x, weight)
+                return EagerFunction2.apply(impl, x, weight)
             return impl.forward(x, weight)
         return torch.ops.actkit.learnable(x, weight, self.name, backend)
 

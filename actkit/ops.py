@@ -34,7 +34,7 @@ import torch
 
 from . import registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction, check_tensor, is_compiling
+from .eager import EagerFunction, Implementation, check_tensor, is_compiling
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -55,7 +55,7 @@ def like_fake(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out if out.stride() == target.stride() else target.copy_(out)
 
 
-class ElementwiseImpl:
+class ElementwiseImpl(Implementation):
     """One backend's implementation of a bound elementwise activation.
 
     ``forward(x)`` and ``input_grad(grad, saved)`` (ATen's argument order) are plain callables
@@ -70,10 +70,18 @@ class ElementwiseImpl:
         self.saves, self.differentiable = saves, differentiable
 
     def save(self, ctx, inputs, y: torch.Tensor) -> None:
-        if self.saves == "x":
-            ctx.save_for_backward(inputs[0])
-        elif self.saves == "y":
+        if self.saves == "y":
             ctx.save_for_backward(y)
+        elif self.saves == "x":
+            ctx.save_for_backward(inputs[0])
+
+    def forward_and_save(self, ctx, x: torch.Tensor) -> torch.Tensor:  # save() inlined: the hot path
+        y = self.forward(x)
+        if self.saves == "y":
+            ctx.save_for_backward(y)
+        elif self.saves == "x":
+            ctx.save_for_backward(x)
+        return y
 
     def backward(self, ctx, grad: torch.Tensor, input_grad=None) -> tuple[torch.Tensor]:
         """(dx,): zeros for a forward-only activation, dy itself where f' = 1, else ``input_grad``

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction, check_tensor, is_compiling
+from .eager import EagerFunction2, Implementation, check_tensor, is_compiling
 from .ops import like_fake
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -32,7 +32,7 @@ _TORCH_BACKWARD = {
 }
 
 
-class RowwiseImpl:
+class RowwiseImpl(Implementation):
     """One backend's implementation of softmax or log_softmax: ``forward(x, dim)`` and
     ``input_grad(y, grad, dim)``; autograd saves only y (both gradients are cheapest in y, and
     the next layer keeps it anyway)."""
@@ -92,7 +92,7 @@ class RowwiseOp:
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
             if x.requires_grad and torch.is_grad_enabled():
-                return EagerFunction.apply(impl, x, dim)
+                return EagerFunction2.apply(impl, x, dim)
             return impl.forward(x, dim)
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
