@@ -71,7 +71,12 @@ class Quantizer:
 
 @lru_cache(maxsize=None)
 def _tables(q: Quantizer, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(q.breakpoints, dtype=torch.float32, device=device),
+    # Breakpoints rounded down to fp32: then for every fp32 x, x > b32 exactly when x > b
+    # (hardsigmoid's jump to 0 at x = 3 sits at b = 3 - 1 ulp(double), which rounds to 3.0 to nearest).
+    b = np.array(q.breakpoints, dtype=np.float64)
+    b32 = b.astype(np.float32)
+    b32 = np.where(b32.astype(np.float64) > b, np.nextafter(b32, np.float32(-np.inf)), b32)
+    return (torch.tensor(b32, dtype=torch.float32, device=device),
             torch.tensor(q.levels, dtype=torch.float32, device=device))
 
 
@@ -128,14 +133,17 @@ def _quantize(name: str, params: tuple, bits: int) -> Quantizer:
         cuts.append(end)
     cuts.sort()
     bounds = [0, *cuts, GRID_CELLS]
-    levels = [(s1[hi] - s1[lo]) / (s0[hi] - s0[lo]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    # Each level: f''s weighted mean over its cells; exactly f' where it is constant there.
+    levels = [d[lo] if np.ptp(d[lo:hi]) == 0 else (s1[hi] - s1[lo]) / (s0[hi] - s0[lo])
+              for lo, hi in zip(bounds[:-1], bounds[1:])]
+    per_cell = np.repeat(levels, np.diff(bounds))
+    rms = math.sqrt(float(np.sum(weight * (d - per_cell) ** 2)))  # not best[-1]: that cancels to ~1e-17
     breakpoints = []
     for cut in cuts:
         left, right = d[cut - 1], d[cut]
         jumps = abs(right - left) > 1e-6 * (1 + abs(left) + abs(right)) and _is_step(spec, kw, centres, cut)
         breakpoints.append(_jump(spec, kw, centres[cut - 1], centres[cut]) if jumps else edges[cut])
-    return Quantizer(bits, tuple(float(v) for v in breakpoints), tuple(float(v) for v in levels),
-                     math.sqrt(max(float(best[GRID_CELLS]), 0.0)))
+    return Quantizer(bits, tuple(float(v) for v in breakpoints), tuple(float(v) for v in levels), rms)
 
 
 def _is_step(spec, params, centres, cut) -> bool:
@@ -163,7 +171,7 @@ def memory_order(t: torch.Tensor) -> torch.Tensor:
     return t.permute(order).reshape(-1)
 
 
-def encode(x: torch.Tensor, q: Quantizer) -> torch.Tensor:
+def pack_codes(x: torch.Tensor, q: Quantizer) -> torch.Tensor:
     """Packed int32 codes of a dense x, in memory order."""
     breakpoints, _ = q.tables(x.device)
     codes = torch.bucketize(memory_order(x).float(), breakpoints, right=False).to(torch.int32)
@@ -175,10 +183,151 @@ def encode(x: torch.Tensor, q: Quantizer) -> torch.Tensor:
     return (padded.view(-1, per) << shifts).sum(1, dtype=torch.int32)
 
 
-def decode(words: torch.Tensor, n: int, q: Quantizer) -> torch.Tensor:
+def unpack_derivative(words: torch.Tensor, n: int, q: Quantizer) -> torch.Tensor:
     """f' (fp32) of the n elements whose codes ``words`` holds, in memory order."""
     per = codes_per_word(q.bits)
     shifts = torch.arange(per, dtype=torch.int32, device=words.device) * q.bits
     codes = ((words[:, None] >> shifts) & ((1 << q.bits) - 1)).reshape(-1)[:n]
     _, levels = q.tables(words.device)
     return levels[codes.long()]
+
+
+# -- the bound op: y as the activation gives it, codes instead of x for backward -------------------
+from .backend import TORCH, TRITON, backend_for  # noqa: E402
+from .eager import Implementation  # noqa: E402
+from .ops import ElementwiseOp, like_fake  # noqa: E402
+
+
+class FewBitImpl(Implementation):
+    """One backend's few-bit implementation: ``forward(x)`` (no grad: y only), ``encode(x) -> (y,
+    codes)`` and ``decode(codes, grad, stride) -> dx``."""
+
+    __slots__ = ("backend", "forward", "encode", "decode")
+
+    def __init__(self, backend: str, forward, encode, decode):
+        self.backend, self.forward, self.encode, self.decode = backend, forward, encode, decode
+
+    def forward_and_save(self, ctx, x: torch.Tensor) -> torch.Tensor:
+        y, codes = self.encode(x)
+        ctx.save_for_backward(codes)
+        ctx.stride = y.stride()  # the codes follow y's memory order
+        return y
+
+    def save(self, ctx, inputs, output) -> None:
+        y, codes = output
+        ctx.save_for_backward(codes)
+        ctx.stride = y.stride()
+
+    def backward(self, ctx, grad: torch.Tensor, decode=None) -> tuple[torch.Tensor]:
+        (codes,) = ctx.saved_tensors
+        return ((decode or self.decode)(codes, grad, ctx.stride),)
+
+
+def _like_stride(t: torch.Tensor, stride) -> torch.Tensor:
+    if t.stride() == tuple(stride):
+        return t
+    return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+
+
+class FewBitOp(ElementwiseOp):
+    """An elementwise activation whose backward reads f' from ``bits``-bit codes (see the module doc)."""
+
+    __slots__ = ("bits", "quantizer")
+
+    def __init__(self, spec: registry.ActivationSpec, params: dict[str, float], bits: int):
+        super().__init__(spec, params)
+        self.bits = check_bits(bits)
+        self.quantizer = q = quantizer(spec, dict(params), bits)
+        self.saves = "codes"
+        reference = self.torch.forward
+
+        def encode(x):
+            y = like_fake(reference(x), x)
+            return y, pack_codes(_like_stride(x, y.stride()), q)
+
+        def decode(codes, grad, stride):
+            dx = torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device)
+            fprime = unpack_derivative(codes, dx.numel(), q)
+            memory_order(dx).copy_(memory_order(_like_stride(grad, stride)).float() * fprime)
+            return dx
+
+        self.torch = FewBitImpl(TORCH, reference, encode, decode)
+
+    def triton(self) -> FewBitImpl:
+        if self._triton is None:
+            from actkit.kernels import elementwise, fewbit as kernels
+
+            fwd = self.spec.triton_functions[0]
+            p0, p1, bits, q = self.p0, self.p1, self.bits, self.quantizer
+            tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by device index
+
+            def on(t: torch.Tensor):
+                found = tables.get(t.get_device())
+                if found is None:
+                    found = tables[t.get_device()] = q.tables(t.device)
+                return found
+
+            self._triton = FewBitImpl(
+                TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
+                lambda x: kernels.forward(x, fwd, p0, p1, on(x)[0], bits),
+                lambda codes, grad, stride: kernels.backward(codes, on(codes)[1], grad, stride, bits))
+        return self._triton
+
+    def __reduce__(self):
+        from .ops import bind_by_name
+
+        return bind_by_name, (self.name, tuple(self.params.items()), self.bits)
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", saved_bits={self.bits})"
+
+    def traced(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = torch.ops.actkit.fewbit(x, self.name, self.p0, self.p1, self.bits, backend_for(x))
+        return y
+
+
+# -- the traced route: torch.library custom ops ----------------------------------------------------
+def _impl(name: str, p0: float, p1: float, bits: int, backend: str) -> FewBitImpl:
+    from .ops import bind
+
+    spec = registry.get(name)
+    return bind(spec, (), {**spec.params_from_kernel_args(p0, p1), "saved_bits": bits}).impl(backend)
+
+
+@torch.library.custom_op("actkit::fewbit", mutates_args=())
+def fewbit(x: torch.Tensor, name: str, p0: float, p1: float, bits: int,
+           backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _impl(name, p0, p1, bits, backend).encode(x)
+
+
+@fewbit.register_fake
+def _fewbit_fake(x, name, p0, p1, bits, backend):
+    per = codes_per_word(bits)
+    return torch.empty_like(x), x.new_empty(((x.numel() + per - 1) // per,), dtype=torch.int32)
+
+
+@torch.library.custom_op("actkit::fewbit_backward", mutates_args=())
+def fewbit_backward(codes: torch.Tensor, grad: torch.Tensor, stride: list[int], name: str, p0: float, p1: float,
+                    bits: int, backend: str) -> torch.Tensor:
+    return _impl(name, p0, p1, bits, backend).decode(codes, grad, stride)
+
+
+@fewbit_backward.register_fake
+def _fewbit_backward_fake(codes, grad, stride, name, p0, p1, bits, backend):
+    return torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device)
+
+
+def _setup_context(ctx, inputs, output):
+    x, name, p0, p1, bits, backend = inputs
+    ctx.name, ctx.p0, ctx.p1, ctx.bits, ctx.backend = name, p0, p1, bits, backend
+    _impl(name, p0, p1, bits, backend).save(ctx, (x,), output)
+
+
+def _backward(ctx, grad, _grad_codes):
+    (dx,) = _impl(ctx.name, ctx.p0, ctx.p1, ctx.bits, ctx.backend).backward(ctx, grad, decode=(
+        lambda codes, dy, stride: fewbit_backward(codes, dy, list(stride), ctx.name, ctx.p0, ctx.p1, ctx.bits,
+                                                  ctx.backend)))
+    return dx, None, None, None, None, None
+
+
+fewbit.register_autograd(_backward, setup_context=_setup_context)

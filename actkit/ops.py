@@ -146,6 +146,10 @@ class ElementwiseOp:
                 return EagerFunction.apply(impl, x)
             return impl.forward(x)
         check_tensor(self.name, x)
+        return self.traced(x)
+
+    def traced(self, x: torch.Tensor) -> torch.Tensor:
+        """The call as torch.compile and tensor subclasses see it: the custom op."""
         return torch.ops.actkit.activation(x, self.name, self.p0, self.p1, backend_for(x))
 
 
@@ -156,28 +160,40 @@ def _vjp_grad(reference, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return dx.clone() if _shares_storage(dx, grad) else dx  # an op may not return its input
 
 
-def bind_by_name(name: str, params=()) -> ElementwiseOp:
-    return bind(registry.get(name), (), dict(params))
+def bind_by_name(name: str, params=(), saved_bits: int | None = None) -> ElementwiseOp:
+    return bind(registry.get(name), (), {**dict(params), "saved_bits": saved_bits})
 
 
 _BY_CALL: dict[tuple, ElementwiseOp] = {}    # (name, args, kwargs) as written -> op
-_BY_VALUES: dict[tuple, ElementwiseOp] = {}  # (name, parameter values) -> the one op for them
+_BY_VALUES: dict[tuple, ElementwiseOp] = {}  # (name, parameter values, saved bits) -> the one op for them
 _CACHE_LIMIT = 4096  # parameter combinations kept; beyond that, ops are bound afresh per call
 
 
 def bind(spec: registry.ActivationSpec, args: tuple = (), kwargs: dict | None = None) -> ElementwiseOp:
     """The op for ``spec`` with these parameters: validated once, then looked up by how the call
-    spelled them; every spelling of the same values shares one op."""
+    spelled them; every spelling of the same values shares one op. ``saved_bits=k`` (1..8) among
+    the keywords gives the few-bit op (:mod:`actkit.fewbit`); None or 0, the exact one."""
     values = (*args, *(kwargs or {}).values())
-    cacheable = all(type(v) in (float, int) for v in values)  # a tensor could change after binding
+    cacheable = all(type(v) in (float, int) or v is None for v in values)  # a tensor could change later
     key = (spec.name, args, tuple(sorted(kwargs.items())) if kwargs else ()) if cacheable else None
     op = _BY_CALL.get(key) if cacheable else None
     if op is None:
-        params = spec.bind(args, kwargs)
-        canonical = (spec.name, tuple(params.values()))
+        scalars = dict(kwargs or {})
+        bits = scalars.pop("saved_bits", None)
+        params = spec.bind(args, scalars)
+        if bits is None or (type(bits) is int and bits == 0):
+            bits = None
+        else:
+            from . import fewbit  # imports scipy: only when few-bit is asked for
+
+            bits = fewbit.check_bits(bits)  # before the lookup: True == 1 would find the 1-bit op
+        canonical = (spec.name, tuple(params.values()), bits)
         op = _BY_VALUES.get(canonical)
         if op is None:
-            op = ElementwiseOp(spec, params)
+            if bits is None:
+                op = ElementwiseOp(spec, params)
+            else:
+                op = fewbit.FewBitOp(spec, params, bits)
             if len(_BY_VALUES) < _CACHE_LIMIT:
                 _BY_VALUES[canonical] = op
         if cacheable and len(_BY_CALL) < _CACHE_LIMIT:
@@ -243,13 +259,18 @@ def functional(spec: registry.ActivationSpec):
 
 
 def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
-    return [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=float)
-            for p in spec.params]
+    scalars = [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=float)
+               for p in spec.params]
+    if spec.differentiable:
+        scalars.append(inspect.Parameter("saved_bits", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation="int | None"))
+    return scalars
 
 
 def init_module(module, *args, **kwargs) -> None:
     module._op = bind(module.spec, args, kwargs)
     module._params = dict(module._op.params)
+    module.saved_bits = getattr(module._op, "bits", None)
     # The op is the module's forward: nn.Module.__call__ (hooks included) calls it directly,
     # without a Python frame of ours in between.
     module.forward = module._op
@@ -260,4 +281,7 @@ def module_forward(module, x: torch.Tensor) -> torch.Tensor:
 
 
 def module_repr(module) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in module.params.items())
+    shown = [f"{k}={v:g}" for k, v in module.params.items()]
+    if module.saved_bits:
+        shown.append(f"saved_bits={module.saved_bits}")
+    return ", ".join(shown)

@@ -126,12 +126,12 @@ class Kernel:
         if target_device >= 0 and target_device != device:
             with torch.cuda.device(target_device):  # launch on the tensors' GPU, as ATen ops do
                 return self(grid, *args)
+        if self._key is None:
+            self._key = _key_function(args)
         try:
             key = self._key(device, *args)
-        except (TypeError, AttributeError):  # no key function yet, or arguments of other types
+        except (TypeError, AttributeError):  # arguments of other types than the first call's
             key = (device, *map(_arg_key, args))
-            if self._key is None:
-                self._key = _key_function(args)
         compiled = self.compiled.get(key)
         if compiled is None:
             self._first_launch(grid, args, key)

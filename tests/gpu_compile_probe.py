@@ -114,7 +114,7 @@ def _arg_signature(arg):
 
 # -- workloads: every registry activation through its own Triton implementation ------------------
 def elementwise_workload(spec, dtype):
-    from actkit import ops
+    from actkit import ops, registry
     from actkit.kernels import activations, elementwise
 
     op = ops.bind(spec)
@@ -131,6 +131,13 @@ def elementwise_workload(spec, dtype):
                                                                  + ("_y" if other == "y" else "")):
             dfn, dy = spec.triton_derivative(other), _aligned(2 ** 16, dtype)
             yield f"backward from {other}", lambda dfn=dfn, dy=dy: elementwise.backward(x, dy, dfn, op.p0, op.p1)
+    if op.saves == "x":  # few-bit backward, where it saves memory; the bit widths rotate over the registry
+        savers = [s.name for s in registry.REGISTRY.values() if s.kind == "elementwise" and s.saves == "x"]
+        bits = 1 + savers.index(spec.name) % 8
+        fewbit = ops.bind(spec, (), {"saved_bits": bits}).triton()
+        yield f"few-bit forward, {bits} bits", lambda: fewbit.encode(x)
+        y, codes = fewbit.encode(x)
+        yield f"few-bit backward, {bits} bits", lambda: fewbit.decode(codes, y, y.stride())
 
 
 def learnable_workload(spec, dtype):

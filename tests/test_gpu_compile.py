@@ -61,8 +61,10 @@ def test_every_activation_dtype_and_direction_is_covered(results, arch):
     assert any("one pass" in w for w in rowwise) and any("two passes" in w for w in rowwise)
     assert any("stride 8" in w for w in rowwise), "softmax over a dim that is not innermost"
     compiled = [c for i in items for c in i["compiled"]]
+    assert {bits for c in compiled if c["kernel"].startswith("fewbit") for bits in [c["meta"]["K"]]} == set(range(1, 9))
     assert {"learnable_fwd_kernel", "learnable_bwd_kernel", "column_sum_kernel", "softmax_fwd_kernel",
-            "softmax_bwd_kernel", "activation_fwd_kernel", "activation_bwd_kernel"} <= {c["kernel"] for c in compiled}
+            "softmax_bwd_kernel", "activation_fwd_kernel", "activation_bwd_kernel", "fewbit_fwd_kernel",
+            "fewbit_bwd_kernel"} <= {c["kernel"] for c in compiled}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,0 +1,189 @@
+"""Few-bit backward (actkit.fewbit): the quantised derivative, the packed codes, and autograd through
+both backends, against independent references (numerical integration, torch.bucketize of x)."""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+import actkit
+from actkit import fewbit
+from refcheck import DTYPES, KERNEL_DEVICE, backend, elementwise_specs
+
+DIFFERENTIABLE = [s for s in elementwise_specs() if s.differentiable]
+SMOOTH_X = [s for s in DIFFERENTIABLE if s.saves == "x"]  # where few-bit saves memory: f' needs x
+
+
+def _expected_grad(name, params, bits, x, dy):
+    """dy times the level of x's interval, found with torch.bucketize on fp32 x (x > b goes right)."""
+    q = fewbit.quantizer(actkit.get(name), {**actkit.get(name).defaults, **params}, bits)
+    breakpoints, levels = q.tables("cpu")
+    codes = torch.bucketize(x.detach().cpu().float().contiguous(), breakpoints)
+    return (dy.detach().cpu().float() * levels[codes]).to(dy.dtype)
+
+
+def _mse(spec, q) -> float:
+    """E[(f'(x) - q(x))^2] for x ~ N(0, 1) by adaptive quadrature on each interval, in float64:
+    independent of the grid that chose the breakpoints."""
+    def fprime(v):
+        t = torch.tensor([v], dtype=torch.float64, requires_grad=True)
+        return torch.autograd.grad(spec.reference(t, **spec.defaults).sum(), t)[0].item()
+
+    edges = [-np.inf, *q.breakpoints, np.inf]
+    total = 0.0
+    for lo, hi, level in zip(edges[:-1], edges[1:], q.levels):
+        value, _ = integrate.quad(lambda v: (fprime(v) - level) ** 2 * stats.norm.pdf(v), max(lo, -12), min(hi, 12),
+                                  limit=200, points=[0.0] if max(lo, -12) < 0 < min(hi, 12) else None)
+        total += value
+    return total
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "mish", "hardswish"])
+def test_quantizer_error_matches_quadrature_and_falls_with_bits(name):
+    spec = actkit.get(name)
+    errors = []
+    for bits in (1, 2, 3, 4):
+        q = fewbit.quantizer(spec, spec.defaults, bits)
+        assert len(q.breakpoints) == 2 ** bits - 1 and len(q.levels) == 2 ** bits
+        assert all(a < b for a, b in zip(q.breakpoints, q.breakpoints[1:]))
+        # The grid (1024 cells over [-8, 8]) places breakpoints to 1/64: its error estimate and the
+        # exact integral for those breakpoints agree to a few percent.
+        assert q.rms_error == pytest.approx(np.sqrt(_mse(spec, q)), rel=0.05)
+        errors.append(q.rms_error)
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 4
+
+
+def test_quantizer_breakpoints_are_locally_optimal():
+    """Moving any breakpoint of GELU's 2-bit quantiser (with levels re-fitted) does not lower the error."""
+    spec = actkit.get("gelu")
+    q = fewbit.quantizer(spec, {}, 2)
+    base = _mse(spec, q)
+    for i in range(len(q.breakpoints)):
+        for delta in (-0.05, 0.05):
+            moved = list(q.breakpoints)
+            moved[i] += delta
+            edges = [-np.inf, *moved, np.inf]
+            levels = []
+            for lo, hi in zip(edges[:-1], edges[1:]):  # the best level of an interval is f''s mean on it
+                x = torch.linspace(max(lo, -8), min(hi, 8), 4001, dtype=torch.float64, requires_grad=True)
+                d = torch.autograd.grad(spec.reference(x).sum(), x)[0].numpy()
+                w = stats.norm.pdf(x.detach().numpy())
+                levels.append(float((d * w).sum() / w.sum()))
+            other = fewbit.Quantizer(2, tuple(moved), tuple(levels), 0.0)
+            assert _mse(spec, other) >= base * (1 - 1e-3)
+
+
+@pytest.mark.parametrize("name, bits, breakpoints", [("relu", 1, [0.0]), ("leaky_relu", 1, [0.0]),
+                                                      ("hardsigmoid", 2, [-3.0, 3.0])])
+def test_piecewise_constant_derivatives_are_exact(name, bits, breakpoints):
+    """One bit is exact for ReLU and Leaky ReLU; hardsigmoid's three pieces fit in two bits."""
+    spec = actkit.get(name)
+    q = fewbit.quantizer(spec, spec.defaults, bits)
+    assert q.rms_error < 1e-12
+    for b in breakpoints:
+        assert min(abs(v - b) for v in q.breakpoints) < 1e-12
+    x = torch.tensor([-5.0, -3.0, -1e-3, 0.0, 1e-3, 2.9, 3.0, 7.0], requires_grad=True)
+    for backend_name in ("torch", "triton"):
+        xd = x.detach().to(KERNEL_DEVICE if backend_name == "triton" else "cpu").requires_grad_(True)
+        with backend(backend_name):
+            dx = torch.autograd.grad(actkit.functional.apply(name, xd, saved_bits=bits).sum(), xd)[0]
+        exact = torch.autograd.grad(spec.reference(x).sum(), x)[0]
+        torch.testing.assert_close(dx.cpu(), exact, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("n", [1, 31, 33, 1000])
+def test_codes_pack_and_unpack(bits, n):
+    q = fewbit.quantizer(actkit.get("gelu"), {}, bits)
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 2
+    words = fewbit.pack_codes(x, q)
+    assert words.dtype == torch.int32 and words.numel() == -(-n // fewbit.codes_per_word(bits))
+    _, levels = q.tables("cpu")
+    expected = levels[torch.bucketize(x, q.tables("cpu")[0])]
+    torch.testing.assert_close(fewbit.unpack_derivative(words, n, q), expected, rtol=0, atol=0)
+
+
+LAYOUTS = {
+    "contiguous": lambda: torch.randn(3, 50),
+    "channels_last": lambda: torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
+    "transposed": lambda: torch.randn(9, 7).t(),
+    "sliced": lambda: torch.randn(40, 50)[3:, ::3],
+    "empty": lambda: torch.randn(0, 3),
+}
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("spec", SMOOTH_X, ids=[s.name for s in SMOOTH_X])
+def test_backward_is_dy_times_the_level_of_x(spec, layout, dtype, backend_name):
+    bits = 1 + SMOOTH_X.index(spec) % 8  # every bit width across the registry
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    x = (LAYOUTS[layout]() * 3).to(dtype).to(device).requires_grad_(True)
+    dy = torch.randn_like(x)
+    with backend(backend_name):
+        y = actkit.functional.apply(spec.name, x, saved_bits=bits)
+        exact_y = actkit.functional.apply(spec.name, x)
+        dx = torch.autograd.grad(y, x, dy)[0]
+    torch.testing.assert_close(y, exact_y, rtol=0, atol=0)  # the forward is the activation itself
+    assert dx.shape == x.shape and dx.dtype == dtype
+    tol = {torch.float32: 0, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]  # one rounding of dy * level
+    torch.testing.assert_close(dx.cpu(), _expected_grad(spec.name, {}, bits, x, dy), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+def test_saves_only_the_packed_codes(bits, backend_name):
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    x = torch.randn(4, 1000, device=device, requires_grad=True)
+    packed = []
+    with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t,
+                                                                         lambda t: t):
+        actkit.nn.GELU(saved_bits=bits)(x)
+    assert len(packed) == 1 and packed[0].dtype == torch.int32
+    assert packed[0].untyped_storage().nbytes() == 4 * -(-x.numel() // fewbit.codes_per_word(bits))
+    assert fewbit.saved_bytes_per_element(bits) == pytest.approx(packed[0].numel() * 4 / x.numel(), rel=0.01)
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+def test_custom_op_route_and_torch_compile_match_eager(backend_name):
+    import torch._functorch.config as functorch_config
+
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), actkit.nn.SiLU(saved_bits=3), torch.nn.Linear(16, 4)).to(device)
+    x = torch.randn(5, 8, device=device, requires_grad=True)
+    with backend(backend_name):
+        y = net(x)
+        grads = torch.autograd.grad(y.sum(), [x, *net.parameters()])
+        torch._dynamo.reset()
+        patch = functorch_config.patch(enable_autograd_cache=False) if hasattr(
+            functorch_config, "enable_autograd_cache") else torch._dynamo.config.patch()
+        with patch:
+            compiled = torch.compile(net, fullgraph=True)
+            y_c = compiled(x)
+            grads_c = torch.autograd.grad(y_c.sum(), [x, *net.parameters()])
+    torch.testing.assert_close(y_c, y, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_saved_bits_are_one_clear_error():
+    x = torch.randn(4)
+    actkit.functional.gelu(x, saved_bits=1)  # cached: True == 1 must not find it
+    for bad in (0.5, 9, -1, "2", True):
+        with pytest.raises((ValueError, TypeError), match="saved_bits must be an integer from 1 to 8"):
+            actkit.functional.gelu(x, saved_bits=bad)
+    with pytest.raises(ValueError, match="step has no backward"):
+        actkit.functional.step(x, saved_bits=2)
+    assert actkit.functional.gelu(x, saved_bits=0).equal(actkit.functional.gelu(x))  # 0: exact, as None
+
+
+def test_modules_with_saved_bits_pickle_and_show_it():
+    m = actkit.nn.Activation("elu", alpha=-0.5, saved_bits=3)
+    assert "saved_bits=3" in repr(m) and m.saved_bits == 3
+    x = torch.randn(6, requires_grad=True)
+    for clone in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert clone.saved_bits == 3 and clone.params == {"alpha": -0.5}
+        torch.testing.assert_close(torch.autograd.grad(clone(x).sum(), x)[0], torch.autograd.grad(m(x).sum(), x)[0])
