@@ -190,7 +190,8 @@ def _same(m: nn.Module) -> tuple[str, dict] | None:
     if _is_actkit(m):
         spec = m.spec
         if spec.kind == "elementwise":
-            return spec.name, dict(m.params)
+            bits = getattr(m, "saved_bits", None)
+            return spec.name, {**m.params, **({"saved_bits": bits} if bits else {})}
         if spec.kind == "learnable":
             return spec.name, {"num_parameters": m.num_parameters}
         return spec.name, {"dim": m.dim}
@@ -210,6 +211,13 @@ def _build(model, old, name, kwargs, impl, reuse_parameter):
     return new
 
 
+def _keeps_input(name: str, kwargs: dict) -> bool:
+    """An elementwise activation that saves x for backward with these parameters."""
+    spec = registry.get(name)
+    scalars = {k: v for k, v in kwargs.items() if k != "saved_bits"}
+    return spec.kind == "elementwise" and spec.saves_for({**spec.defaults, **scalars}) == "x"
+
+
 def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
     """The learnable parameter to carry over when ``old`` computes activation ``name``."""
     if type(old) is nn.PReLU and name == "prelu":
@@ -219,7 +227,8 @@ def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
     return None
 
 
-def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_params) -> PatchReport:
+def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_bits: int | None = None,
+          **act_params) -> PatchReport:
     """Replace the activation modules of ``model`` in place; returns a :class:`PatchReport`.
 
     act: ``None`` keeps every activation's function and parameters and swaps in actkit's
@@ -229,6 +238,10 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_
         parameters on the model's device and dtype.
     impl: ``"actkit"`` (actkit's custom ops: Triton on CUDA, PyTorch on CPU) or ``"torch"``
         (the registry's PyTorch reference in plain eager ops, a baseline).
+    saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward
+        (GELU, SiLU, Mish, ...) a few-bit backward instead (:mod:`actkit.fewbit`); those that keep
+        their output y (ReLU, ELU, ...) stay as they are, since y is usually kept by the next layer
+        anyway. None or 0: exact backward.
 
     Patch before ``torch.compile`` and before building the optimiser when ``act`` adds
     parameters. ``unpatch(model)`` restores the original modules.
@@ -250,6 +263,12 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_
     elif act_params:
         raise TypeError(f"activation parameters {sorted(act_params)} need act=<name>; with act=None each "
                         f"module keeps its own parameters")
+    if saved_bits:
+        from .fewbit import check_bits
+
+        saved_bits = check_bits(saved_bits)
+        if impl != "actkit":
+            raise ValueError("saved_bits needs impl='actkit': the PyTorch reference keeps x for backward")
 
     report = PatchReport(act=act, impl=impl)
     if _same(model) is not None:
@@ -286,6 +305,8 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", **act_
         name, kwargs = same
         if target is not None and registry.get(name).kind in _POINTWISE:
             name, kwargs = target.name, dict(act_params)
+        if saved_bits and _keeps_input(name, kwargs):
+            kwargs = {**kwargs, "saved_bits": saved_bits}
         if type(old) is _class_for(name, impl) and _same(old) == (name, kwargs):
             continue  # already what was asked for
         if id(old) not in built:

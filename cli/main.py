@@ -104,3 +104,4 @@ else:
     from . import train as _train  # noqa: E402,F401
     from . import bench as _bench  # noqa: E402,F401
     from . import report as _report  # noqa: E402,F401
+    from . import memory as _memory  # noqa: E402,F401

@@ -304,3 +304,23 @@ def test_compiled_conv_net_with_per_channel_parameters():
     assert g.keys() == g_ref.keys()
     for name, grad in g_ref.items():
         torch.testing.assert_close(g[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_saved_bits_reach_the_activations_that_keep_x():
+    """patch(model, saved_bits=2): GELU (keeps x) gets a few-bit backward; ReLU keeps its free y; the
+    forward is unchanged."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 2))
+    x = torch.randn(4, 6)
+    before = model(x)
+    report = actkit.patch(model, saved_bits=2)
+    assert model[1].saved_bits == 2 and "saved_bits=2" in str(report)
+    assert model[3].saved_bits is None
+    torch.testing.assert_close(model(x), before)
+    actkit.unpatch(model)
+    with pytest.raises(ValueError, match="saved_bits needs impl='actkit'"):
+        actkit.patch(model, impl="torch", saved_bits=2)
+    with pytest.raises(ValueError, match="saved_bits must be an integer from 1 to 8"):
+        actkit.patch(model, saved_bits=12)
+    assert type(model[1]) is torch.nn.GELU  # nothing was touched by the refused calls

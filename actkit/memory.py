@@ -1,0 +1,114 @@
+"""What autograd keeps for backward: counted, and compared on a whole network.
+
+``saved_bytes(run)`` counts the distinct storages that autograd packs while ``run()`` executes
+(``torch.autograd.graph.saved_tensors_hooks``): a tensor two layers both save (an activation's
+output and the next convolution's input) counts once, which is how the memory is really held.
+Parameters saved by a layer (a convolution keeps its weight) are storages too and are counted,
+and reported apart.
+
+``network_comparison`` runs one training step (forward of a classification loss) of torchvision's
+ResNet-18 with its ReLUs replaced by each activation, in plain PyTorch (the registry's reference:
+torch's own op, what its module calls) and after :func:`actkit.patch`, exact, and few-bit for the
+activations that would otherwise keep x.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import registry
+from .patch import patch
+
+MODELS = ("resnet18",)
+
+
+def saved_storages(run: Callable[[], Any]) -> dict[int, int]:
+    """{storage address: bytes} of every storage autograd saves while ``run()`` runs."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = run()
+    del out
+    return storages
+
+
+def saved_bytes(run: Callable[[], Any]) -> int:
+    """Bytes autograd keeps for backward after ``run()``, each storage once."""
+    return sum(saved_storages(run).values())
+
+
+@dataclass
+class NetworkMemory:
+    """One network and activation: bytes saved for backward in one training step."""
+    model: str
+    activation: str
+    impl: str
+    """"torch" (the PyTorch reference) or "actkit"."""
+    saved_bits: int | None
+    saved_bytes: int
+    parameter_bytes: int
+    """The part of ``saved_bytes`` that is the network's parameters (convolution weights, ...)."""
+    batch: int
+    image_size: int
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.saved_bytes - self.parameter_bytes
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "activation_bytes": self.activation_bytes}
+
+
+def _network(model: str, num_classes: int = 10) -> nn.Module:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    import torchvision
+
+    return torchvision.models.resnet18(weights=None, num_classes=num_classes)
+
+
+def network_memory(act: str, impl: str, saved_bits: int | None = None, model: str = "resnet18", batch: int = 8,
+                   image_size: int = 64, device: str = "cpu", seed: int = 0) -> NetworkMemory:
+    """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``."""
+    spec = registry.get(act)
+    if spec.kind not in ("elementwise", "learnable"):
+        raise ValueError(f"{spec.name} is {spec.kind}: it cannot stand in for a network's ReLUs")
+    torch.manual_seed(seed)
+    net = _network(model).to(device).train()
+    patch(net, spec.name, impl="torch")  # torch's own op for every activation
+    if impl == "actkit":
+        patch(net, saved_bits=saved_bits)  # the same functions, actkit's modules
+    elif impl != "torch" or saved_bits:
+        raise ValueError(f"impl must be 'torch' or 'actkit' (saved_bits needs actkit), got {impl!r}")
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    storages = saved_storages(lambda: F.cross_entropy(net(x), labels))
+    parameters = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    return NetworkMemory(model, spec.name, impl, saved_bits or None, sum(storages.values()),
+                         sum(n for ptr, n in storages.items() if ptr in parameters), batch, image_size)
+
+
+def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (), **kwargs) -> list[dict]:
+    """For each activation: torch, actkit, and actkit with each of ``saved_bits``; each record has the
+    ratio to torch (``vs_torch``, below 1: actkit keeps less)."""
+    rows = []
+    for act in acts:
+        spec = registry.get(act)
+        base = network_memory(act, "torch", **kwargs)
+        variants = [base, network_memory(act, "actkit", **kwargs)]
+        if spec.kind == "elementwise" and spec.saves == "x":  # few-bit replaces a saved x; y is free already
+            variants += [network_memory(act, "actkit", bits, **kwargs) for bits in saved_bits if bits]
+        for v in variants:
+            rows.append({**v.as_dict(), "vs_torch": v.saved_bytes / base.saved_bytes,
+                         "activation_vs_torch": v.activation_bytes / base.activation_bytes
+                         if base.activation_bytes else None})
+    return rows
