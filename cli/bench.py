@@ -204,6 +204,9 @@ def bench_command(
     markdown: bool = typer.Option(False, "--markdown", help="Also print actkit's figures as a markdown table."),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for the run \\[default: torch's]; "
                                           "1 is steadier on a shared machine."),
+    saved_bits: Optional[int] = typer.Option(None, "--saved-bits", help="actkit keeps a k-bit code per element "
+                                             "(1..8) for backward instead of x (few-bit backward; elementwise "
+                                             "activations); compare saved B/elem and speed."),
     resume: bool = typer.Option(False, "--resume", help="Continue the sweep saved in --json FILE: check its "
                                 "settings match, run only the cases it lacks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json FILE instead of "
@@ -224,7 +227,7 @@ def bench_command(
         _fail("--resume and --overwrite contradict each other: choose one")
     try:
         config = bench.make_config(act, device, dtype, sizes, mode, providers, quick=quick, threads=threads,
-                                   measure="host" if host_cost else "bandwidth")
+                                   measure="host" if host_cost else "bandwidth", saved_bits=saved_bits)
     except bench.BenchError as exc:
         _fail(str(exc))
     previous = None

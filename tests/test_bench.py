@@ -635,3 +635,17 @@ def test_host_cost_with_compile():
     compiled = next(r for r in result["records"] if r["provider"] == "compile")
     assert compiled["backend"] == "inductor" and compiled["call"] == "torch.compile(F.relu)(x)"
     assert compiled["first_call_s"] > 0 and compiled["cost_vs_eager"] > 0 and not result["skipped"]
+
+
+def test_saved_bits_give_actkit_a_few_bit_backward():
+    """--saved-bits k: actkit's records carry k and keep k/8 bytes per element (rounded up to whole
+    int32 words); the references are untouched; a forward-only activation is left exact."""
+    config = dataclasses.replace(tiny_config("gelu,step", sizes=(4096,), modes=("fwd", "fwd+bwd")), saved_bits=3)
+    records = bench.run(config)["records"]
+    gelu = {r["provider"]: r for r in records if r["activation"] == "gelu" and r["mode"] == "fwd+bwd"}
+    assert gelu["actkit"]["saved_bits"] == 3 and gelu["eager"]["saved_bits"] is None
+    assert gelu["actkit"]["saved_bytes_per_element"] == pytest.approx(4 / (32 // 3), rel=0.01)
+    assert gelu["eager"]["saved_bytes_per_element"] == 4
+    assert all(r["saved_bits"] is None for r in records if r["activation"] == "step")
+    with pytest.raises(bench.BenchError, match="saved_bits must be an integer from 1 to 8"):
+        bench.make_config("gelu", "cpu", saved_bits=9)

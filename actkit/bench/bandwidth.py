@@ -21,7 +21,7 @@ RECORD_FIELDS = (
     "median_ms", "p20_ms", "p80_ms", "reps", "timer", "cache_flushed",
     "bytes_moved", "gbps", "copy_median_ms", "copy_gbps", "pct_of_copy",
     "actkit_speedup", "speedup_vs_eager", "speedup_vs_compile",
-    "saved_bytes_per_element", "peak_mem_bytes", "first_call_s", "note",
+    "saved_bytes_per_element", "peak_mem_bytes", "first_call_s", "note", "saved_bits",
     "device", "device_name", "torch", "triton", "cuda", "cpu_threads", "actkit", "timestamp",
 )
 """Every record (one per activation x dtype x size x mode x provider) has exactly these keys.
@@ -41,6 +41,9 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
     skipped = [skip_note(spec.name, "forward-only activation: no backward to time", dtype_name, numel, mode=m)
                for m in config.modes if m not in modes]
     inputs = make_inputs(spec, numel, dtype, device, seed=config.seed)
+    few_bit = config.saved_bits if spec.kind == "elementwise" and spec.differentiable else None
+    if few_bit:
+        inputs.actkit_kwargs["saved_bits"] = few_bit
     x = inputs.x
     params = spec.defaults  # learnable kinds: the parameter's initial value (one per channel, see shape)
     itemsize = x.element_size()
@@ -81,6 +84,7 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
             "speedup_vs_eager": None, "speedup_vs_compile": None,
             "saved_bytes_per_element": fact["saved"], "peak_mem_bytes": fact["peak"] if mode == "fwd+bwd" else None,
             "first_call_s": fact["first_call_s"], "note": fact["notes"].get(mode),
+            "saved_bits": few_bit if provider == "actkit" else None,
         }
         if provider == "actkit":
             for other in ("eager", "compile"):
@@ -96,7 +100,7 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
 def prepare_provider(spec, provider: str, modes: Sequence[str], inputs: CaseInputs, device: str,
                      key) -> tuple[dict[str, Any], dict[tuple[str, str], Callable[[], Any]]]:
     """First call, saved bytes and peak memory of one provider, and its warmed runner per mode."""
-    fn = provider_fn(provider, spec, inputs.kwargs, key=key)
+    fn = provider_fn(provider, spec, inputs.kwargs, key=key, actkit_kwargs=inputs.actkit_kwargs)
 
     first_call_s = time_first_call(mode_runner(fn, "fwd+bwd" if spec.differentiable else "fwd", inputs), device)
     facts = {"backend": backend_label(provider, inputs.x), "first_call_s": first_call_s,

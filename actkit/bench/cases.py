@@ -86,6 +86,8 @@ class CaseInputs:
     dy: torch.Tensor
     args: tuple[torch.Tensor, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    actkit_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options of actkit's own call only, not the reference's: ``saved_bits``."""
 
     @property
     def wrt(self) -> tuple[torch.Tensor, ...]:

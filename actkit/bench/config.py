@@ -44,6 +44,8 @@ class BenchConfig:
     """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
     measure: str = "bandwidth"
     """``bandwidth``: the sweep (see :mod:`.bandwidth`); ``host``: µs per call (see :mod:`.hostcost`)."""
+    saved_bits: int | None = None
+    """actkit's few-bit backward (:mod:`actkit.fewbit`) for the differentiable elementwise activations."""
 
     @property
     def device_type(self) -> str:
@@ -54,7 +56,8 @@ class BenchConfig:
 
 
 def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, modes=None, providers=None,
-                quick: bool = False, threads: int | None = None, measure: str = "bandwidth") -> BenchConfig:
+                quick: bool = False, threads: int | None = None, measure: str = "bandwidth",
+                saved_bits: int | None = None) -> BenchConfig:
     """Validate user options (strings or sequences) into a :class:`BenchConfig`; :class:`BenchError` if bad.
 
     ``measure="host"`` takes the host-cost vocabulary for modes and providers and defaults to
@@ -79,6 +82,13 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
     timing = {}
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
+    if saved_bits:
+        from actkit.fewbit import check_bits
+
+        try:
+            saved_bits = check_bits(saved_bits)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
     return BenchConfig(activations=activations, device=device, dtypes=tuple(dtype_names), sizes=tuple(size_list),
                        modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, threads=threads,
-                       measure=measure, **timing)
+                       measure=measure, saved_bits=saved_bits or None, **timing)

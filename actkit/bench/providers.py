@@ -68,15 +68,18 @@ def donated_buffers_off():
 
 
 def provider_fn(provider: str, spec: registry.ActivationSpec, kwargs: Mapping[str, Any] | None = None,
-                key: Any = None, donated_buffers: bool = True) -> Callable[..., torch.Tensor]:
+                key: Any = None, donated_buffers: bool = True,
+                actkit_kwargs: Mapping[str, Any] | None = None) -> Callable[..., torch.Tensor]:
     """``f(x, *args)`` for one provider; ``key`` identifies the case for ``compile`` (see
-    :func:`compiled_reference`). ``kwargs`` default to the spec's parameter defaults."""
+    :func:`compiled_reference`). ``kwargs`` default to the spec's parameter defaults;
+    ``actkit_kwargs`` (``saved_bits``) go to actkit's call only."""
     if spec.kind not in KINDS:
         raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
                          f"(supported: {', '.join(KINDS)})")
     kwargs = dict((spec.defaults if spec.kind != "learnable" else {}) if kwargs is None else kwargs)
     if provider == "actkit":
-        return lambda x, *args: functional.apply(spec.name, x, *args, **kwargs)
+        options = {**kwargs, **(actkit_kwargs or {})}
+        return lambda x, *args: functional.apply(spec.name, x, *args, **options)
     if provider == "eager":
         return lambda x, *args: spec.reference(x, *args, **kwargs)
     if provider == "compile":
@@ -92,7 +95,7 @@ def prepared_runner(provider: str, spec: registry.ActivationSpec, mode: str, inp
     second backward on the same graph; for ``bwd`` the reference is then compiled again without
     donated buffers, and the note says so.
     """
-    fn = provider_fn(provider, spec, inputs.kwargs, key=key) if fn is None else fn
+    fn = provider_fn(provider, spec, inputs.kwargs, key=key, actkit_kwargs=inputs.actkit_kwargs) if fn is None else fn
     runner = mode_runner(fn, mode, inputs)
     try:
         runner()

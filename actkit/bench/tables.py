@@ -126,7 +126,8 @@ def _heading(payload: Mapping[str, Any], records: Sequence[Mapping[str, Any]], e
     device_type = torch.device(env.get("device", "cpu")).type
     flags = (" --host-cost" if config.get("measure") == "host" else "") + \
         (" --quick" if config.get("quick") else "") + \
-        (f" --threads {config['threads']}" if config.get("threads") else "")
+        (f" --threads {config['threads']}" if config.get("threads") else "") + \
+        (f" --saved-bits {config['saved_bits']}" if config.get("saved_bits") else "")
     backends = ", ".join(sorted({str(r["backend"]) for r in records if r["provider"] in ("actkit", "module")})) or "-"
     n_threads = env.get("cpu_threads")
     threads = f", {n_threads} thread{'' if n_threads == 1 else 's'}" if device_type == "cpu" else ""
