@@ -24,10 +24,26 @@ from __future__ import annotations
 
 import torch
 
+from . import registry
+
 # Dynamo treats this function as the constant True while tracing. A call takes the eager route
 # when ``type(x) is torch.Tensor and not is_compiling()``, written out in each op's __call__
 # (a helper function would be one more Python frame on every activation call).
 is_compiling = torch.compiler.is_compiling
+
+
+def op_cache(make):
+    """``op_for(name)``: one bound op per activation, ``make(spec)`` on first use (for kinds whose
+    ops have no parameters to bind)."""
+    ops: dict = {}
+
+    def op_for(name: str):
+        op = ops.get(name)
+        if op is None:
+            op = ops[name] = make(registry.get(name))
+        return op
+
+    return op_for
 
 
 def check_tensor(name: str, x) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .eager import EagerFunction2, Implementation, check_tensor, is_compiling
+from .eager import EagerFunction2, Implementation, check_tensor, is_compiling, op_cache
 from .ops import like_fake
 
 
@@ -101,14 +101,7 @@ class LearnableOp:
         return dx, dweight.contiguous()
 
 
-_OPS: dict[str, LearnableOp] = {}
-
-
-def op_for(name: str) -> LearnableOp:
-    op = _OPS.get(name)
-    if op is None:
-        op = _OPS[name] = LearnableOp(registry.get(name))
-    return op
+op_for = op_cache(LearnableOp)
 
 
 # -- the traced route: torch.library custom ops ----------------------------------------------------

@@ -24,6 +24,7 @@ from . import registry
 from .patch import patch
 
 MODELS = ("resnet18",)
+NETWORK_KINDS = ("elementwise", "learnable")  # what can replace a ReLU without changing shapes
 
 
 def saved_storages(run: Callable[[], Any]) -> dict[int, int]:
@@ -80,7 +81,7 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
                    image_size: int = 64, device: str = "cpu", seed: int = 0) -> NetworkMemory:
     """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``."""
     spec = registry.get(act)
-    if spec.kind not in ("elementwise", "learnable"):
+    if spec.kind not in NETWORK_KINDS:
         raise ValueError(f"{spec.name} is {spec.kind}: it cannot stand in for a network's ReLUs")
     torch.manual_seed(seed)
     net = _network(model).to(device).train()

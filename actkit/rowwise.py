@@ -22,7 +22,7 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, check_tensor, is_compiling
+from .eager import EagerFunction2, Implementation, check_tensor, is_compiling, op_cache
 from .ops import like_fake
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -97,14 +97,7 @@ class RowwiseOp:
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
 
-_OPS: dict[str, RowwiseOp] = {}
-
-
-def op_for(name: str) -> RowwiseOp:
-    op = _OPS.get(name)
-    if op is None:
-        op = _OPS[name] = RowwiseOp(registry.get(name))
-    return op
+op_for = op_cache(RowwiseOp)
 
 
 # -- the traced route: torch.library custom ops ----------------------------------------------------

@@ -12,6 +12,7 @@ from rich.table import Table
 from actkit import memory, registry, results
 
 from .main import app, console
+from .plot import parse_activations
 
 
 def _fail(message: str) -> None:
@@ -20,22 +21,15 @@ def _fail(message: str) -> None:
 
 
 def _parse_acts(value: str) -> list[str]:
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    if not names:
-        _fail("--act is empty; give activations (comma-separated) or all")
-    if any(n.lower() == "all" for n in names):
-        return [s.name for s in registry.REGISTRY.values() if s.kind in ("elementwise", "learnable")]
-    out = []
+    if value.strip().lower() == "all":
+        return [s.name for s in registry.REGISTRY.values() if s.kind in memory.NETWORK_KINDS]
+    names = parse_activations(value)
     for name in names:
-        try:
-            spec = registry.get(name)
-        except ValueError as exc:
-            _fail(str(exc))
-        if spec.kind not in ("elementwise", "learnable"):
-            _fail(f"{spec.name} is {spec.kind}: it cannot stand in for a network's ReLUs; "
+        kind = registry.get(name).kind
+        if kind not in memory.NETWORK_KINDS:
+            _fail(f"{name} is {kind}: it cannot stand in for a network's ReLUs; "
                   "choose elementwise or learnable activations")
-        out.append(spec.name)
-    return list(dict.fromkeys(out))
+    return names
 
 
 def _parse_bits(value: str) -> list[int]:

@@ -138,17 +138,9 @@ def mode_runner(fn: Callable, mode: str, inputs: CaseInputs) -> Callable[[], Any
 
 def saved_bytes_per_element(fn: Callable, inputs: CaseInputs) -> float:
     """Bytes autograd keeps for backward after one forward, per element of x (each storage once)."""
-    storages: dict[int, int] = {}
+    from actkit.memory import saved_bytes
 
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn(inputs.x, *inputs.args)
-    del y
-    return sum(storages.values()) / max(inputs.x.numel(), 1)
+    return saved_bytes(lambda: fn(inputs.x, *inputs.args)) / max(inputs.x.numel(), 1)
 
 
 def sync(device: str) -> None:
