@@ -22,6 +22,8 @@ once per call, rather than passing a backend name down, keeps string handling of
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from . import registry
@@ -44,6 +46,12 @@ def op_cache(make):
         return op
 
     return op_for
+
+
+def cached_op(module: str, name: str):
+    """What unpickling a cached op calls (the closure ``op_for`` cannot be pickled itself):
+    the op of ``name`` from the cache of the kind module ``module``."""
+    return importlib.import_module(module).op_for(name)
 
 
 def check_tensor(name: str, x) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, check_tensor, is_compiling, op_cache
+from .eager import EagerFunction2, Implementation, cached_op, check_tensor, is_compiling, op_cache
 from .ops import like_fake
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -74,7 +74,7 @@ class RowwiseOp:
         self._triton = None  # made on first Triton use (imports Triton)
 
     def __reduce__(self):
-        return op_for, (self.name,)
+        return cached_op, (__name__, self.name)
 
     def triton(self) -> RowwiseImpl:
         if self._triton is None:

@@ -43,7 +43,12 @@ def test_non_string_name_is_a_type_error():
 def test_functional_and_module_exist_for_every_activation(name):
     spec = actkit.get(name)
     fn = getattr(actkit.functional, name)
-    assert list(inspect.signature(fn).parameters)[1:] == [p.name for p in spec.params]
+    signature = inspect.signature(fn).parameters.values()
+    assert [p.name for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD] == [p.name for p in spec.params]
+    # Options are keyword-only, so they never shadow an activation parameter: softmax's dtype, and
+    # the few-bit backward wherever there is a backward to quantise (not step, whose f' is 0).
+    options = {"rowwise": ["dtype"], "learnable": []}.get(spec.kind, ["saved_bits"] if spec.differentiable else [])
+    assert [p.name for p in signature if p.kind is p.KEYWORD_ONLY] == options
     assert isinstance(getattr(actkit.nn, spec.class_name)(), actkit.nn.Activation)
     x = torch.linspace(-4, 4, 41)
     torch.testing.assert_close(fn(x), spec.reference(x, **spec.defaults))
