@@ -27,19 +27,43 @@ MODELS = ("resnet18",)
 NETWORK_KINDS = ("elementwise", "learnable")  # what can replace a ReLU without changing shapes
 
 
-def saved_storages(run: Callable[[], Any]) -> dict[int, int]:
-    """{storage address: bytes} of every storage autograd saves while ``run()`` runs."""
-    storages: dict[int, int] = {}
+class SavedTensorCounter:
+    """Context manager: records ``{storage address: bytes}`` (``.storages``) of every storage autograd
+    saves inside the block. The hook hands each tensor back unchanged, so what is computed inside
+    (the first step of a training run, say) is bit-for-bit what it would be without it."""
 
-    def pack(t: torch.Tensor):
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        self.storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def __enter__(self) -> "SavedTensorCounter":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+    def excluding(self, tensors: Iterable[torch.Tensor]) -> int:
+        """Bytes saved apart from the storages of ``tensors`` (a model's parameters, kept anyway)."""
+        skip = {t.untyped_storage().data_ptr() for t in tensors}
+        return sum(n for ptr, n in self.storages.items() if ptr not in skip)
+
+
+def saved_storages(run: Callable[[], Any]) -> dict[int, int]:
+    """{storage address: bytes} of every storage autograd saves while ``run()`` runs."""
+    with SavedTensorCounter() as counter:
         out = run()
     del out
-    return storages
+    return counter.storages
 
 
 def saved_bytes(run: Callable[[], Any]) -> int:
@@ -92,10 +116,11 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
         raise ValueError(f"impl must be 'torch' or 'actkit' (saved_bits needs actkit), got {impl!r}")
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
-    storages = saved_storages(lambda: F.cross_entropy(net(x), labels))
-    parameters = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    return NetworkMemory(model, spec.name, impl, saved_bits or None, sum(storages.values()),
-                         sum(n for ptr, n in storages.items() if ptr in parameters), batch, image_size)
+    with SavedTensorCounter() as saved:
+        loss = F.cross_entropy(net(x), labels)
+    del loss
+    return NetworkMemory(model, spec.name, impl, saved_bits or None, saved.total,
+                         saved.total - saved.excluding(net.parameters()), batch, image_size)
 
 
 def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (), **kwargs) -> list[dict]:

@@ -83,7 +83,8 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     Learnable activations (``prelu``, ``swish_beta``) get one parameter per channel (``channels``: the
     conv width, or the features of a dense layer), initialised to their parameter's value (default or
     given, e.g. ``prelu:weight=0.1``); the initial value is a constant, so adding them does not shift the
-    random initialisation of the other layers.
+    random initialisation of the other layers. ``saved_bits`` in ``params`` gives actkit's few-bit
+    backward (elementwise activations, ``impl="actkit"`` only).
     """
     impl = check_impl(impl)
     spec = registry.get(name)
@@ -93,9 +94,17 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
                          "training models take elementwise and learnable activations")
     if not spec.differentiable:
         raise ValueError(f"activation {spec.name!r} has no gradient, so a network using it cannot be trained")
-    params = spec.bind((), dict(params or {}))
+    params = dict(params or {})
+    bits = params.pop("saved_bits", None)
+    params = spec.bind((), params)
     if impl != "actkit":
+        if bits:
+            raise ValueError(f"saved_bits={bits}: the few-bit backward is actkit's; impl {impl!r} runs PyTorch's op")
         return ReferenceActivation(spec.name, channels, **params)
+    if bits:
+        if kind != "elementwise":
+            raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
+        params["saved_bits"] = bits
     cls = CLASSES.get(spec.name)  # the named class (actkit.nn.ReLU, ...): clearer model printouts
     if kind == "learnable":
         init = params[spec.params[0].name]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import plots
-from .results import atomic_write_text, timestamp
+from .results import atomic_write_text, format_bytes, timestamp
 from .runs import RunSet
 
 ALPHA = 0.05
@@ -144,13 +144,18 @@ def cost_rows(rs: RunSet) -> list[dict]:
                 continue
             steps = [r["timing"].get("step_time_ms") for r in rs.select(label, impl)]
             steps = [s for s in steps if s is not None]
-            peaks = [r.get("memory", {}).get("peak_bytes") for r in rs.select(label, impl)]
-            peaks = [p for p in peaks if p is not None]
             rows.append({"label": label, "impl": impl, "throughput": t,
                          "step_ms": sum(steps) / len(steps) if steps else None,
                          "relative_time": fastest / t.mean if t is not None and fastest else None,
-                         "peak_bytes": max(peaks) if peaks else None})
+                         "peak_bytes": _largest_memory(rs.select(label, impl), "peak_bytes"),
+                         "saved_bytes": _largest_memory(rs.select(label, impl), "saved_bytes")})
     return rows
+
+
+def _largest_memory(records, key: str) -> int | None:
+    """The largest ``memory[key]`` over the records (None where none has it: CPU peaks, older records)."""
+    values = [r.get("memory", {}).get(key) for r in records]
+    return max((v for v in values if v is not None), default=None)
 
 
 def _throughput_test(rs: RunSet, a: str, b: str, impl: str):
@@ -408,9 +413,10 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
                                                 if not math.isnan(r["throughput"].half_width) else ""))
              if r["throughput"] else "-",
              _num(r["step_ms"], ".1f"), _num(r["relative_time"], ".2f") + ("x" if r["relative_time"] else ""),
-             _bytes(r["peak_bytes"])] for r in cost_rows(rs)]
+             format_bytes(r["saved_bytes"]), format_bytes(r["peak_bytes"])] for r in cost_rows(rs)]
     md.append(_table(["activation", "impl", "train images/s (mean ± 95% CI)", "step ms",
-                      "time per image vs fastest", "peak GPU memory"], rows, "llrrrr"))
+                      "time per image vs fastest", "saved for backward (1 step)", "peak GPU memory"], rows,
+                     "llrrrrr"))
     if "runs_throughput" in made:
         md.append(_figure_md(made["runs_throughput"], base, "training throughput"))
 
@@ -444,12 +450,6 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
 def _sizes(data: Mapping) -> str:
     keys = [k for k in ("train", "val", "test") if k in data]
     return ", ".join(f"{data[k]:,} {k}" for k in keys) if keys else "sizes not recorded"
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 2**20:.0f} MiB" if value < 2**30 else f"{value / 2**30:.2f} GiB"
 
 
 def _bench_figure(payload: Mapping, path: Path) -> Path | None:

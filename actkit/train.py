@@ -59,7 +59,10 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
                      allocated when it started (the device-resident dataset, ``resident_bytes``): the
                      memory the run itself needed (weights, optimizer state, activations, workspace);
                      ``null`` on CPU. ``peak_rss_bytes``: the process's peak resident memory so far
-                     (process-wide, so it only grows over a sweep)
+                     (process-wide, so it only grows over a sweep). ``saved_bytes``: what autograd
+                     keeps for backward in one training step (distinct storages, counted on the first
+                     step of the last epoch, any device; :mod:`actkit.memory`), of which
+                     ``saved_parameter_bytes`` are the model's own parameters
 ``diagnostics``      ``{callback name: [event, ...]}``; each event is the dict a :class:`Callback`
                      returned plus ``event`` (``start``/``epoch``/``end``) and ``epoch``
 ``resumed_from_epoch``  0, or the checkpointed epoch this run continued from
@@ -67,6 +70,7 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -83,6 +87,7 @@ import torch.nn.functional as F
 from . import registry, results, stats
 from .backend import backend_for
 from .data import Batcher, Dataset, dataset_info, load as load_dataset
+from .memory import SavedTensorCounter
 from .models import IMPLS, build_model, check_impl, check_model, maybe_compile
 
 RUN_SCHEMA = "actkit.train.run/1"
@@ -105,22 +110,31 @@ class ResultsExistError(TrainError):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ActChoice:
-    """An activation with explicit parameters, from ``name`` or ``name:param=value[:param=value]``."""
+    """An activation with explicit parameters, from ``name`` or ``name:param=value[:param=value]``.
+    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.fewbit`)."""
 
     name: str
     given: tuple[tuple[str, float], ...] = ()
 
     @property
+    def saved_bits(self) -> int | None:
+        return dict(self.given).get("saved_bits")
+
+    @property
     def params(self) -> dict[str, float]:
-        return registry.get(self.name).bind((), dict(self.given))
+        given = dict(self.given)
+        bits = given.pop("saved_bits", None)
+        return {**registry.get(self.name).bind((), given), **({"saved_bits": bits} if bits else {})}
 
     @property
     def label(self) -> str:
         return self.name + "".join(f"_{k}={v:g}" for k, v in self.given)
 
 
-def parse_activations(text: str | Sequence[str]) -> list[ActChoice]:
-    """``"relu,leaky_relu:negative_slope=0.1"`` -> choices; ``all``: every trainable elementwise or learnable one."""
+def parse_activations(text: str | Sequence[str], saved_bits: int | None = None) -> list[ActChoice]:
+    """``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2"`` -> choices; ``all``: every trainable
+    elementwise or learnable one. ``saved_bits``: the few-bit backward for every elementwise one that
+    does not say otherwise (``--saved-bits``; learnable activations have none and are refused)."""
     items = [t for part in ([text] if isinstance(text, str) else text) for t in part.split(",")]
     items = [t.strip() for t in items if t.strip()]
     if not items:
@@ -144,10 +158,31 @@ def parse_activations(text: str | Sequence[str]) -> list[ActChoice]:
             if not sep:
                 raise TrainError(f"activation parameter {assignment!r} in {item!r} must look like name=value")
             given[key.strip()] = value.strip()
+        bits = given.pop("saved_bits", saved_bits)
         bound = spec.bind((), given)  # validates names and values
-        out.append(ActChoice(spec.name, tuple((k, bound[k]) for k in given)))
-    unique = list(dict.fromkeys(out))
-    return unique
+        choice = tuple((k, bound[k]) for k in given)
+        if bits is not None and _check_saved_bits(spec, bits):  # 0: the exact backward, as if not given
+            choice += (("saved_bits", _check_saved_bits(spec, bits)),)
+        out.append(ActChoice(spec.name, choice))
+    return list(dict.fromkeys(out))
+
+
+def _check_saved_bits(spec: registry.ActivationSpec, bits) -> int:
+    """``saved_bits`` as given (a string from the command line, or an int): 0 (exact) or 1..8."""
+    from . import fewbit  # imports scipy: only when a few-bit backward is asked for
+
+    if isinstance(bits, str) and bits.strip().isdigit():
+        bits = int(bits)
+    if type(bits) is int and bits == 0:
+        return 0
+    try:
+        value = fewbit.check_bits(bits)
+    except ValueError as exc:
+        raise TrainError(f"{spec.name}: {exc}") from None
+    if value and spec.kind != "elementwise":
+        raise TrainError(f"{spec.name} is a {spec.kind} activation: it has no few-bit backward (saved_bits "
+                         "applies to elementwise activations)")
+    return value
 
 
 def resolve_device(device: str) -> str:
@@ -245,6 +280,10 @@ class Sweep:
             raise TrainError(f"learning rate must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise TrainError(f"weight decay must be >= 0, got {self.weight_decay}")
+        few_bit = [a.label for a in self.activations if a.saved_bits]
+        if few_bit and set(self.impls) - {"actkit"}:
+            raise TrainError(f"{', '.join(few_bit)}: a few-bit backward is actkit's; run it with --impl actkit "
+                             f"(PyTorch's ops have none), not {', '.join(i for i in self.impls if i != 'actkit')}")
         labels = [a.label for a in self.activations]
         if self.baseline is None:
             self.baseline = "relu" if "relu" in labels else labels[0]
@@ -435,6 +474,7 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
     timing = {"train_s": 0.0, "eval_s": 0.0, "steps": 0, "images": 0, "warmup_steps": 0, "warmup_s": 0.0,
               "steady_s": 0.0, "steady_images": 0, "steady_steps": 0}
     status, start_epoch = "finished", 0
+    saved_for_backward = {"saved_bytes": None, "saved_parameter_bytes": None}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
 
     def record_event(cb: Callback, event: str, epoch: int, value: dict | None) -> None:
@@ -473,8 +513,14 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         t_epoch = t_mark = time.perf_counter()
         steady_start_images = warm_steps = 0
         for i, (x, y) in enumerate(train_batches):
-            logits = runner(x)
-            loss = F.cross_entropy(logits, y)
+            # What autograd keeps for backward, counted on each epoch's first step (so a resumed run
+            # counts too); the hook returns each tensor untouched, the step is the same without it.
+            with SavedTensorCounter() if i == 0 else contextlib.nullcontext() as saved:
+                logits = runner(x)
+                loss = F.cross_entropy(logits, y)
+            if i == 0:
+                saved_for_backward = {"saved_bytes": saved.total,
+                                      "saved_parameter_bytes": saved.total - saved.excluding(model.parameters())}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             ctx.step += 1
@@ -569,7 +615,7 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         "timing": timing,
         "memory": {"peak_bytes": torch.cuda.max_memory_allocated(device) - resident if on_cuda else None,
                    "resident_bytes": resident if on_cuda else None,
-                   "peak_rss_bytes": _peak_rss_bytes()},
+                   "peak_rss_bytes": _peak_rss_bytes(), **saved_for_backward},
         "diagnostics": diagnostics,
         "resumed_from_epoch": start_epoch,
         "started": started,
@@ -584,7 +630,7 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
 # --------------------------------------------------------------------------------------------
 RUN_CSV_FIELDS = ("id", "status", "activation", "act_label", "impl", "seed", "dataset", "model", "epochs",
                   "test_acc", "test_loss", "f1_macro", "precision_macro", "recall_macro", "best_val_acc",
-                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "device", "backend")
+                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend")
 
 
 def run_row(record: Mapping) -> dict:
@@ -596,7 +642,8 @@ def run_row(record: Mapping) -> dict:
             "recall_macro": f["recall_macro"], "best_val_acc": f["best_val_acc"],
             "train_images_per_s": t["train_images_per_s"], "step_time_ms": t["step_time_ms"],
             "train_s": t["train_s"], "wall_s": t["wall_s"], "peak_bytes": record["memory"]["peak_bytes"],
-            "device": record["env"]["device"], "backend": record["backend"]}
+            "saved_bytes": record["memory"].get("saved_bytes"), "device": record["env"]["device"],
+            "backend": record["backend"]}
 
 
 def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:
@@ -622,6 +669,7 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
         worst = min(seeds, key=lambda s: by_seed[s]["final"]["test_acc"])
         rs = [by_seed[s] for s in seeds]
         peaks = [r["memory"]["peak_bytes"] for r in rs if r["memory"]["peak_bytes"] is not None]
+        saved = [r["memory"]["saved_bytes"] for r in rs if r["memory"].get("saved_bytes") is not None]
         row = {"act_label": label, "activation": rs[0]["config"]["activation"], "impl": impl, "n": len(seeds),
                "seeds": seeds, "test_acc_mean": ci.mean, "test_acc_ci": ci.half_width, "test_acc_std": ci.std,
                "best_seed": best, "best_acc": by_seed[best]["final"]["test_acc"], "worst_seed": worst,
@@ -633,6 +681,7 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
                "train_images_per_s": mean_of(rs, lambda r: r["timing"]["train_images_per_s"]),
                "step_time_ms": mean_of(rs, lambda r: r["timing"]["step_time_ms"]),
                "peak_bytes": max(peaks) if peaks else None,
+               "saved_bytes": max(saved) if saved else None,
                "diverged": sum(r["status"] == "diverged" for r in rs),
                "baseline": baseline, "diff": None, "diff_ci": None, "p_value": None, "p_holm": None,
                "significant": None, "paired_n": 0}

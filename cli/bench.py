@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actkit import bench
+from actkit.results import format_bytes
 
 from .main import app, console
 
@@ -31,12 +32,7 @@ def _check_output(path: Optional[Path], option: str) -> None:
 
 
 def _size_of(nbytes: Optional[float]) -> str:
-    if nbytes is None:
-        return "[dim]n/m[/]"
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes:.0f} B"
+    return "[dim]n/m[/]" if nbytes is None else format_bytes(nbytes)
 
 
 def _ratio(value: Optional[float]) -> str:

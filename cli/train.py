@@ -16,6 +16,7 @@ from actkit import diagnostics as diag_mod
 from actkit import train as tr
 from actkit.backend import BackendError
 from actkit.models import IMPLS, MODELS
+from actkit.results import format_bytes
 
 from .main import app
 
@@ -29,12 +30,6 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _pct(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.{digits}f}"
-
-
-def _bytes(value: Optional[int]) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 2**20:.0f} MiB" if value < 2**30 else f"{value / 2**30:.2f} GiB"
 
 
 def _num(value: Optional[float], fmt: str) -> str:
@@ -106,8 +101,10 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
     table.add_column("activation")
     if len(impls) > 1:
         table.add_column("impl")
+    peaks = any(r["peak_bytes"] is not None for r in summary)  # CUDA only: no empty column on CPU
     for column in ("seeds", "test acc %", "best / worst (seed)", "test loss", "train img/s", "step ms",
-                   "peak mem", f"Δ vs {baseline} (pp)", "p (paired t)", "signif."):
+                   "saved for bwd", *(["peak mem"] if peaks else []), f"Δ vs {baseline} (pp)", "p (paired t)",
+                   "signif."):
         table.add_column(column, justify="right", no_wrap=column != "p (paired t)")
     for r in summary:
         ci = f" ± {_pct(r['test_acc_ci'])}" if r["test_acc_ci"] is not None else " ± n/a"
@@ -126,10 +123,12 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
             str(r["n"]), _pct(r["test_acc_mean"]) + ci,
             f"{_pct(r['best_acc'])} ({r['best_seed']}) / {_pct(r['worst_acc'])} ({r['worst_seed']})",
             _num(r["test_loss_mean"], ".4f"), _num(r["train_images_per_s"], ",.0f"),
-            _num(r["step_time_ms"], ".1f"), _bytes(r["peak_bytes"]), diff, p, sig]
+            _num(r["step_time_ms"], ".1f"), format_bytes(r.get("saved_bytes")),
+            *([format_bytes(r["peak_bytes"])] if peaks else []), diff, p, sig]
         table.add_row(*cells)
     table.caption = ("Paired t-test on per-seed test accuracy against the baseline with the same impl; "
-                     "significant: Holm-adjusted p < 0.05. Precision, recall, macro-F1: summary.json / runs/*.json.")
+                     "significant: Holm-adjusted p < 0.05. Saved for bwd: what autograd keeps in one training "
+                     "step; peak mem: peak CUDA memory of a run. Precision, recall, macro-F1: summary.json / runs/*.json.")
     return table
 
 
@@ -139,7 +138,10 @@ def train_command(
                                 help=f"One of: {', '.join(data_mod.DATASETS)}."),
     act: str = typer.Option("relu", "--act", "-a",
                             help="Activations, comma-separated; parameters as name:param=value "
-                                 "(leaky_relu:negative_slope=0.1); 'all' for every trainable one."),
+                                 "(leaky_relu:negative_slope=0.1, gelu:saved_bits=2); 'all' for every trainable one."),
+    saved_bits: Optional[int] = typer.Option(None, "--saved-bits",
+                                             help="Few-bit backward for every elementwise activation: keep a k-bit "
+                                                  "code (1..8) per element instead of x (actkit impl only)."),
     model: str = typer.Option("convnet", "--model", "-m", help=f"One of: {', '.join(MODELS)}."),
     impl: str = typer.Option("actkit", "--impl",
                              help=f"Activation implementation(s), comma-separated: {', '.join(IMPLS)} "
@@ -186,7 +188,7 @@ def train_command(
     if first_seed < 0:
         _fail(f"--first-seed must be >= 0, got {first_seed}")
     try:
-        sweep = tr.Sweep(dataset=dataset, model=model, activations=tr.parse_activations(act),
+        sweep = tr.Sweep(dataset=dataset, model=model, activations=tr.parse_activations(act, saved_bits),
                          impls=[i for i in impl.split(",") if i.strip()], seeds=list(range(first_seed, first_seed + seeds)),
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          optimizer=optimizer.strip().lower(), val_size=val_size, subset=subset, augment=augment,

@@ -34,6 +34,15 @@ def test_two_activations_two_seeds_prints_the_comparison_table(tmp_path):
         "elu-actkit-seed0.json", "elu-actkit-seed1.json", "relu-actkit-seed0.json", "relu-actkit-seed1.json"]
 
 
+def test_saved_bits_option_trains_with_a_few_bit_backward(tmp_path):
+    out = tmp_path / "out"
+    result = invoke("train", *FAST, "--act", "gelu", "--saved-bits", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "runs" / "gelu_saved_bits=2-actkit-seed0.json").read_text())
+    assert record["config"]["act_params"] == {"saved_bits": 2} and record["memory"]["saved_bytes"] > 0
+    assert "saved for bwd" in result.output
+
+
 def test_rerun_refuses_then_resume_skips(tmp_path):
     out = tmp_path / "out"
     assert invoke("train", *FAST, "--seeds", "1", "--out", out).exit_code == 0
@@ -70,6 +79,9 @@ def test_resume_without_out_continues_the_newest_matching_sweep(tmp_path, monkey
     (["--act", "prelu:weight=abc"], "must be a real number"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--subset", "999999"], "--subset must be between 1 and"),
+    (["--saved-bits", "9"], "relu: saved_bits must be an integer from 1 to 8"),
+    (["--act", "relu,prelu", "--saved-bits", "2"], "prelu is a learnable activation: it has no few-bit backward"),
+    (["--act", "gelu:saved_bits=2", "--impl", "actkit,compile"], "run it with --impl actkit"),
 ])
 def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path, args, message):
     result = invoke("train", "--dataset", "synthetic", "--out", tmp_path / "out", *args)

@@ -9,6 +9,7 @@ import torch
 from actkit import data as D
 from actkit import results
 from actkit import train as T
+from actkit.models import build_model
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL = dict(dataset="synthetic", model="simple", epochs=2, batch_size=64, val_size=200, subset=640)
@@ -220,6 +221,42 @@ def test_parse_activations():
         T.parse_activations("gleu")
     with pytest.raises(T.TrainError, match="name=value"):
         T.parse_activations("elu:1.0")
+
+
+def test_parse_activations_with_a_few_bit_backward():
+    acts = T.parse_activations("gelu:saved_bits=2,relu,elu:saved_bits=0", saved_bits=3)
+    assert [a.label for a in acts] == ["gelu_saved_bits=2", "relu_saved_bits=3", "elu"]
+    assert acts[0].params == {"saved_bits": 2} and acts[1].saved_bits == 3
+    assert acts[2].params == {"alpha": 1.0} and acts[2].saved_bits is None  # 0: the exact backward
+    for text, bits, match in [("gelu:saved_bits=9", None, "from 1 to 8"), ("gelu:saved_bits=two", None, "from 1 to 8"),
+                              ("prelu:saved_bits=2", None, "prelu is a learnable activation"),
+                              ("relu,prelu", 2, "prelu is a learnable activation")]:
+        with pytest.raises(T.TrainError, match=match):
+            T.parse_activations(text, bits)
+    with pytest.raises(T.TrainError, match="gelu_saved_bits=2: a few-bit backward is actkit's; run it with "
+                                           "--impl actkit .*not torch"):
+        sweep(acts="gelu:saved_bits=2", impls=["actkit", "torch"])
+
+
+def test_run_records_the_bytes_saved_for_backward(small_data):
+    """The record's saved bytes, exact against 2-bit GELU: the difference is what the activations' saved
+    inputs weigh (4 bytes per element in fp32) less their packed 2-bit codes (one int32 per 16 elements),
+    counted from the activation layers' input sizes, an independent account."""
+    exact, few = (T.train_run(c, small_data) for c in sweep(acts="gelu,gelu:saved_bits=2", epochs=1).runs())
+    assert exact["config"]["act_params"] == {} and few["config"]["act_params"] == {"saved_bits": 2}
+    sizes = []
+    model = build_model("simple", "gelu", "actkit", {}, small_data.info.shape, small_data.info.num_classes)
+    for _, layer in model.activation_layers():
+        layer.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].numel()))
+    model(torch.zeros(SMALL["batch_size"], *small_data.info.shape))
+    assert len(sizes) == 3
+    expected = sum(4 * n - 4 * -(-n // 16) for n in sizes)
+    assert exact["memory"]["saved_bytes"] - few["memory"]["saved_bytes"] == expected
+    parameters = sum(p.numel() * 4 for p in model.parameters() if p.dim() > 1)  # weights; linear/conv keep them
+    assert exact["memory"]["saved_parameter_bytes"] == parameters
+    assert T.run_row(few)["saved_bytes"] == few["memory"]["saved_bytes"]
+    rows = {r["act_label"]: r for r in T.summarise([exact, few], "gelu")}
+    assert rows["gelu_saved_bits=2"]["saved_bytes"] == few["memory"]["saved_bytes"]
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(),
