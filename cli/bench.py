@@ -294,6 +294,7 @@ def bench_table_command(
     path: Path = typer.Argument(..., help="A JSON file written by actkit bench --json (or --host-cost --json)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Only these modes (comma list)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes (comma list)."),
+    act: Optional[str] = typer.Option(None, "--act", help="Only these activations (comma list)."),
     layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
                                "modes side by side; long: a row per mode too."),
 ) -> None:
@@ -303,7 +304,8 @@ def bench_table_command(
         payload = bench.load(path, measures=bench.MEASURES)
         modes = bench.parse_modes(mode, bench.measure_of(payload)) if mode is not None else None
         dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
-        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout)
+        activations = bench.parse_activations(act) if act is not None else None
+        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
     except bench.BenchError as exc:
         _fail(str(exc))
     typer.echo(text, nl=False)

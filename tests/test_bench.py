@@ -319,6 +319,11 @@ def test_markdown_table_from_file(payload, tmp_path):
     assert "| - / - / - |" in rows["step fp32 1,000"]  # no bwd, and no saved tensors
     with pytest.raises(bench.BenchError, match="unknown table layout"):
         bench.markdown_table(loaded, layout="tall")
+    only = bench.markdown_table(loaded, activations=["sigmoid"])
+    assert [line.split(" | ")[0][2:] for line in only.splitlines()
+            if line.startswith("| ") and not line.startswith("| activation")] == ["sigmoid"] * 4
+    with pytest.raises(bench.BenchError, match="no records of relu; it has: mish, step, sigmoid"):
+        bench.markdown_table(loaded, activations=["relu"])
 
 
 def test_load_rejects_other_files(tmp_path):

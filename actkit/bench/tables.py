@@ -61,17 +61,25 @@ LAYOUTS = ("wide", "long")
 
 
 def markdown_table(payload: Mapping[str, Any], modes: Sequence[str] | None = None,
-                   dtypes: Sequence[str] | None = None, layout: str = "wide") -> str:
+                   dtypes: Sequence[str] | None = None, layout: str = "wide",
+                   activations: Sequence[str] | None = None) -> str:
     """A results payload (as :func:`run` returns or a bench JSON file holds) as a markdown table of
     actkit's figures, headed by where and how it was measured.
 
     ``wide``: one row per activation x dtype x size, the modes side by side (fwd / bwd / fwd+bwd).
     ``long``: one row per activation x dtype x size x mode, with actkit's median time.
-    A host-cost payload gets its own tables (see :func:`_host_markdown_table`).
+    A host-cost payload gets its own tables (see :func:`_host_markdown_table`). ``activations``: only
+    these (in the file's order).
     """
     measure = measure_of(payload)
     if layout not in LAYOUTS:
         raise BenchError(f"unknown table layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if activations is not None:
+        held = list(dict.fromkeys(r["activation"] for r in payload["records"]))
+        missing = [a for a in activations if a not in held]
+        if missing:
+            raise BenchError(f"the results file has no records of {', '.join(missing)}; it has: {', '.join(held)}")
+        payload = {**payload, "records": [r for r in payload["records"] if r["activation"] in activations]}
     if measure == "host":
         return _host_markdown_table(payload, modes, dtypes, layout)
     records = [r for r in payload["records"] if r["provider"] == "actkit"
