@@ -98,7 +98,7 @@ class RichReporter(tr.Reporter):
 def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
     impls = {r["impl"] for r in summary}
     table = Table(title=f"Test accuracy over seeds (mean ± 95% CI), {device}", header_style="bold")
-    table.add_column("activation")
+    table.add_column("activation", overflow="fold")  # labels carry parameters: never cut them short
     if len(impls) > 1:
         table.add_column("impl")
     peaks = any(r["peak_bytes"] is not None for r in summary)  # CUDA only: no empty column on CPU
