@@ -12,7 +12,8 @@ Output directory (``--out``)
 ----------------------------
 ::
 
-    <out>/config.json              the sweep: {"schema": "actkit.train.sweep/1", "sweep": {...}, "env": {...}}
+    <out>/config.json              the sweep: {"schema": "actkit.train.sweep/1", "sweep": {...}, "workers": N,
+                                   "env": {...}}
     <out>/runs/<run id>.json       one record per finished run (schema below), written atomically
     <out>/checkpoints/<run id>.pt  the last finished epoch of an unfinished run (deleted when it finishes)
     <out>/runs.csv                 one row per finished run (RUN_CSV_FIELDS)
@@ -34,9 +35,9 @@ Under ``torchrun`` (``RANK``/``WORLD_SIZE``) or with ``--shard K/N`` the sweep's
 (in the order of :meth:`Sweep.runs`) are dealt out, run ``i`` to worker ``i mod N``
 (:mod:`actkit.distributed`), each worker on its own GPU (``LOCAL_RANK``), all writing into one
 ``--out``: each run is one worker's, and its record one atomically renamed file. The first worker
-creates ``config.json`` (an atomic create-if-absent), the others must match it. A worker without
-``resume`` refuses only when records or checkpoints of *its own* runs exist (the others' may
-already be there when it starts). ``runs.csv`` and the summaries are written only from a complete
+creates ``config.json`` (an atomic create-if-absent), the others must match it, in the number of
+workers too until every planned run is finished. A worker without ``resume`` refuses only when
+records or checkpoints of *its own* runs exist (the others' may already be there when it starts). ``runs.csv`` and the summaries are written only from a complete
 sweep, by :func:`assemble`: the worker that finds every planned record on disk after its last run
 (workers finishing at once write identical files), or any later ``--resume`` or ``actkit report``.
 A killed worker is resumed by rerunning its command with ``--resume``. With ``--parallel data``
@@ -854,35 +855,49 @@ def _shown(key: str, value) -> str:
     return json.dumps(value)
 
 
-def _check_settings(out: Path, saved: Mapping, sweep: Sweep, shared: bool) -> bool:
-    """Refuse a sweep whose settings clash with those ``out`` was made with, naming the settings.
+def _check_settings(out: Path, saved: Mapping, sweep: Sweep, workers: int) -> bool:
+    """Refuse a sweep whose settings clash with those ``out`` was made with (``saved``, its ``config.json``),
+    naming the settings.
 
     Returns whether ``config.json`` must be replaced: the planned runs grew (or the baseline changed),
     which one process may do with ``--resume``, and workers of a shared sweep only once every run of
-    the saved plan is finished (until then another worker may still be dealing out that plan).
+    the saved plan is finished (until then another worker may still be dealing out that plan). The
+    number of workers the runs are dealt among may change only then too: dealt among another number,
+    some runs would be trained twice and others by nobody.
     """
+    theirs = saved["sweep"]
     mine = json.loads(json.dumps(sweep.as_dict()))
-    differ = [k for k in dict.fromkeys([*saved, *mine]) if saved.get(k) != mine.get(k)]
+    differ = [k for k in dict.fromkeys([*theirs, *mine]) if theirs.get(k) != mine.get(k)]
     fixed = [k for k in differ if k not in PLAN_KEYS]
-    what = "; ".join(f"{k} is {_shown(k, saved.get(k))} there, {_shown(k, mine.get(k))} here"
+    what = "; ".join(f"{k} is {_shown(k, theirs.get(k))} there, {_shown(k, mine.get(k))} here"
                      for k in (fixed or differ))
     if fixed:
         raise TrainError(f"{out} holds a sweep with a different configuration ({what}): every worker of a sweep, "
                          "and --resume, must use the same settings; give a different sweep another --out")
-    if differ and shared and not all((out / "runs" / f"{i}.json").is_file() for i in _run_ids(saved)):
-        raise TrainError(f"{out} holds an unfinished sweep with other settings ({what}): every worker of a sweep "
-                         "must use the same settings (a sweep may grow, with more activations or seeds, once all "
-                         "its runs are finished)")
-    return bool(differ)
+    dealt = saved.get("workers")
+    dealt = dealt if isinstance(dealt, int) else workers  # a config.json from before the count was kept
+    if (differ and workers > 1) or dealt != workers:
+        if not all((out / "runs" / f"{i}.json").is_file() for i in _run_ids(theirs)):
+            if dealt != workers:
+                raise TrainError(
+                    f"{out} holds an unfinished sweep dealt out among {dealt} worker(s), and this command is one of "
+                    f"{workers} (workers is {dealt} there, {workers} here): dealt out anew, some runs would be "
+                    f"trained twice and some never; rerun each of the {dealt} workers' commands with --resume "
+                    f"(--shard K/{dealt}, or torchrun with as many processes)")
+            raise TrainError(f"{out} holds an unfinished sweep with other settings ({what}): every worker of a sweep "
+                             "must use the same settings (a sweep may grow, with more activations or seeds, once all "
+                             "its runs are finished)")
+    return bool(differ) or dealt != workers
 
 
-def _write_config(out: Path, sweep: Sweep, saved: Mapping | None, replace: bool, shared: bool) -> None:
-    payload = {"schema": SWEEP_SCHEMA, "sweep": sweep.as_dict(), "env": results.environment(sweep.device)}
+def _write_config(out: Path, sweep: Sweep, saved: Mapping | None, replace: bool, workers: int) -> None:
+    payload = {"schema": SWEEP_SCHEMA, "sweep": sweep.as_dict(), "workers": workers,
+               "env": results.environment(sweep.device)}
     if saved is None:
         if results.create_json(out / "config.json", payload):
             return
         # another worker made it since we looked: the same check as for one found at the start
-        replace = _check_settings(out, _read_config(out)["sweep"], sweep, shared)
+        replace = _check_settings(out, _read_config(out), sweep, workers)
     if replace:
         results.write_json(out / "config.json", payload)
 
@@ -1003,7 +1018,7 @@ def _run_sweep(sweep: Sweep, out: Path, *, resume: bool, data: Dataset | None, d
     runs = sweep.runs()
     mine = [c for i, c in enumerate(runs) if workers.owns(i)]
     saved = _read_config(out)
-    replace_config = saved is not None and _check_settings(out, saved["sweep"], sweep, shared)
+    replace_config = saved is not None and _check_settings(out, saved, sweep, workers.count)
     if not resume:
         # A worker of a shared sweep looks only at its own runs: the others' records may already be there.
         existing = (_existing_results(out) if not shared else
@@ -1034,7 +1049,7 @@ def _run_sweep(sweep: Sweep, out: Path, *, resume: bool, data: Dataset | None, d
     except OSError as exc:
         raise TrainError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     if writer:
-        _write_config(out, sweep, saved, replace_config, shared)
+        _write_config(out, sweep, saved, replace_config, workers.count)
     if shared:
         reporter.note(f"Worker {workers}: {len(mine)} of the sweep's {len(runs)} runs are this worker's "
                       f"(run i goes to worker i mod {workers.count}).")
