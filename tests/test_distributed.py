@@ -1,0 +1,319 @@
+"""Sweeps and runs over several processes, on CPU with gloo: a sweep under torchrun and one split by
+``--shard K/N`` (a worker killed with SIGKILL, then resumed) against the same sweep in one process, a
+data-parallel run's loss curve against the one-process run, and the one-line errors of bad launches.
+
+The workers are real processes started as users start them: ``python -m torch.distributed.run``
+(torchrun, ``--standalone``: it picks a free port) and ``python -m actkit.cli.main``.
+"""
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from actkit import results
+from actkit import train as T
+from actkit.cli.main import app
+
+# A tiny sweep: 4 runs (2 activations x 2 seeds) of 2 epochs, 4 steps each, so a worker's run takes about
+# a second; most of a test's time is the workers' start (importing torch).
+OPTIONS = dict(dataset="synthetic", model="simple", epochs=2, batch_size=32, val_size=64, subset=128, device="cpu")
+ACTS, SEEDS = "relu,tanh", 2
+CLI = [x for key, value in OPTIONS.items() for x in (f"--{key.replace('_', '-')}", str(value))] + [
+    "--act", ACTS, "--seeds", str(SEEDS), "--no-diagnostics"]
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TIMEOUT_S = 300
+
+
+def sweep(acts=ACTS, seeds=SEEDS) -> T.Sweep:
+    return T.Sweep(activations=T.parse_activations(acts), seeds=list(range(seeds)), **OPTIONS)
+
+
+PLANNED = [c.id for c in sweep().runs()]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The workers run with one thread each (torchrun's default for several processes on a machine, and set
+    for the --shard workers below); the reference does too, so that a run is computed the same way, to the
+    bit: CPU kernels may split a reduction differently for another number of threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The sweep in this process, as one worker."""
+    with one_thread():
+        return T.run_sweep(sweep(), tmp_path_factory.mktemp("reference") / "out")
+
+
+@pytest.fixture(autouse=True)
+def not_under_a_launcher(monkeypatch):
+    for name in LAUNCH_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def launch(*commands, cwd):
+    """Start ``commands`` together and wait for all; ``(return code, stdout + stderr)`` of each. A launch
+    that hangs is killed whole (its session: torchrun and its workers) and fails the test."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env.update(OMP_NUM_THREADS="1", ACTKIT_NO_DOWNLOAD="1")
+    procs = [subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True) for command in commands]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+        return [(p.returncode, output) for p, output in zip(procs, outputs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def torchrun(nproc: int, *args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", nproc,
+            "-m", "actkit.cli.main", "train", *args]
+
+
+def worker(*args):
+    return [sys.executable, "-m", "actkit.cli.main", "train", *args]
+
+
+def invoke(*args):
+    """``actkit train ARGS`` in this process."""
+    return CliRunner().invoke(app, ["train", *map(str, args)], catch_exceptions=False)
+
+
+def records_in(out) -> dict:
+    return {p.stem: results.read_json(p) for p in (out / "runs").glob("*.json")}
+
+
+def assert_same_run(got: dict, want: dict) -> None:
+    """The same run: same configuration, and the same numbers to the bit (same seed, same arithmetic)."""
+    assert got["config"] == want["config"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert got["history"][key] == want["history"][key], (got["id"], key)
+    for key in ("test_acc", "test_loss", "confusion"):
+        assert got["final"][key] == want["final"][key], (got["id"], key)
+
+
+SUMMARY_KEYS = ("act_label", "impl", "n", "seeds", "test_acc_mean", "test_acc_ci", "best_seed", "worst_seed",
+                "test_loss_mean", "f1_macro_mean", "diff", "diff_ci", "p_value", "p_holm", "paired_n")
+
+
+def assert_assembled(out, reference) -> None:
+    """runs.csv and the summaries cover every planned run, and agree with the one-process sweep's."""
+    with open(out / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == PLANNED
+    assert [float(r["test_acc"]) for r in rows] == [r["final"]["test_acc"] for r in reference.records]
+    summary = results.read_json(out / "summary.json")
+    assert [{k: r[k] for k in SUMMARY_KEYS} for r in summary["rows"]] == [
+        {k: r[k] for k in SUMMARY_KEYS} for r in reference.summary]
+    with open(out / "summary.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(reference.summary)
+
+
+def test_a_sweep_under_torchrun_is_dealt_out_to_the_workers_and_matches_one_process(tmp_path, reference):
+    out = tmp_path / "out"
+    [(code, output)] = launch(torchrun(2, *CLI, "--out", out), cwd=tmp_path)
+    assert code == 0, output
+    records = records_in(out)
+    assert sorted(records) == sorted(PLANNED)  # none lost, none extra
+    want = {r["id"]: r for r in reference.records}
+    for i, run_id in enumerate(PLANNED):  # run i is worker i mod 2's, and trained once
+        assert output.count(f"{run_id}: started") == 1 and f"[worker {i % 2}/2] {run_id}: started" in output
+        assert records[run_id]["worker"]["rank"] == i % 2 and records[run_id]["worker"]["shard"] == f"{i % 2}/2"
+        assert records[run_id]["worker"]["world_size"] == 2
+        assert_same_run(records[run_id], want[run_id])
+    assert_assembled(out, reference)
+    assert output.count("Test accuracy over seeds") == 1  # the worker that finished last printed the sweep's table
+    assert not any((out / "checkpoints").iterdir())
+
+
+# Worker 1 of 2, as `--shard 1/2` runs it, killing itself with SIGKILL in the first step of epoch 2 of its
+# first run (after epoch 1's checkpoint): a deterministic point to be killed at.
+KILLED_WORKER = textwrap.dedent("""
+    import json, os, signal, sys
+    from actkit import train as T
+    from actkit.distributed import Shard
+
+    class Kill(T.Callback):
+        def on_step(self, ctx):
+            if ctx.epoch == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    options, acts, seeds = json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    sweep = T.Sweep(activations=T.parse_activations(acts), seeds=list(range(seeds)), **options)
+    T.run_sweep(sweep, sys.argv[1], shard=Shard(1, 2), callbacks=lambda config: [Kill()])
+""")
+
+
+def test_shard_workers_as_separate_processes_one_killed_and_resumed(tmp_path, reference):
+    out = tmp_path / "out"
+    killed = [sys.executable, "-c", KILLED_WORKER, out, json.dumps(OPTIONS), ACTS, SEEDS]
+    (code0, output0), (code1, output1) = launch(worker(*CLI, "--out", out, "--shard", "0/2"), killed, cwd=tmp_path)
+    assert code0 == 0, output0
+    assert code1 == -signal.SIGKILL, output1
+    first = PLANNED[1]  # worker 1's first run: its checkpoint of epoch 1, no record
+    assert (out / "checkpoints" / f"{first}.pt").is_file() and not (out / "runs" / f"{first}.json").exists()
+    assert sorted(records_in(out)) == sorted(PLANNED[0::2])
+    # worker 0 finished first and did not write a summary of half a sweep
+    assert "The sweep has 2 of 4 runs finished" in " ".join(output0.split())
+    assert not any((out / name).exists() for name in ("runs.csv", "summary.csv", "summary.json"))
+
+    # the killed worker's command rerun with --resume (here, in this process): its runs, the first from its
+    # checkpoint; then, last to finish, it assembles the sweep
+    with one_thread():
+        resumed = invoke(*CLI, "--out", out, "--shard", "1/2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    records, want = records_in(out), {r["id"]: r for r in reference.records}
+    assert sorted(records) == sorted(PLANNED)
+    for run_id in PLANNED:
+        assert_same_run(records[run_id], want[run_id])
+    assert records[first]["resumed_from_epoch"] == 1 and records[PLANNED[3]]["resumed_from_epoch"] == 0
+    assert [records[i]["worker"]["shard"] for i in PLANNED] == ["0/2", "1/2", "0/2", "1/2"]
+    assert_assembled(out, reference)
+    assert "Test accuracy over seeds" in resumed.output and not any((out / "checkpoints").iterdir())
+
+
+def test_a_data_parallel_run_follows_the_one_process_loss_curve(tmp_path, reference):
+    out = tmp_path / "out"
+    [(code, output)] = launch(torchrun(2, *CLI, "--act", "relu", "--seeds", "1", "--parallel", "data",
+                                       "--out", out), cwd=tmp_path)
+    assert code == 0, output
+    assert output.count("Data-parallel over 2 processes (gloo): global batch 32 = 2 x 16, lr 0.001") == 1
+    assert output.count("Test accuracy over seeds") == 1  # rank 0 reports
+    (got,) = records_in(out).values()  # one record, written by rank 0
+    want = next(r for r in reference.records if r["id"] == "relu-actkit-seed0")  # the same run in one process
+    assert got["config"] == want["config"]
+    assert got["parallel"] == {"mode": "data", "world_size": 2, "backend": "gloo", "global_batch_size": 32,
+                               "per_process_batch_size": 16, "lr": 0.001, "sync_batchnorm": False}
+    # every test image evaluated once, by one of the processes
+    assert got["final"]["test_n"] == want["final"]["test_n"] == sum(map(sum, got["final"]["confusion"]))
+    assert got["timing"]["images"] == want["timing"]["images"] and got["timing"]["steps"] == want["timing"]["steps"]
+
+    # Tolerance. The model ("simple") has no BatchNorm and no dropout, so both runs compute the same
+    # function of the same data; they differ only in rounding. Each step's gradient is, in one process, a
+    # sum over the global batch and, data-parallel, two half-batch sums all-reduced: the same fp32 terms
+    # added in another order, a relative difference of about sqrt(n) u for n terms (u = 2^-24; the
+    # probabilistic bound of a sum, as in refcheck.sum_error_bound), n at most the first convolution's
+    # weight gradient's 32 images x 26 x 26 output pixels. Adam's step does not depend on the gradient's
+    # scale, so that becomes at most the same relative difference of each step; over S steps the
+    # differences add up (first order), S sqrt(n) u relative: 7e-5 here. Measured: about 1e-7.
+    steps = got["timing"]["steps"]
+    rtol = steps * math.sqrt(OPTIONS["batch_size"] * 26 * 26) * 2.0 ** -24
+    for key in ("train_loss", "val_loss"):
+        assert len(got["history"][key]) == OPTIONS["epochs"]
+        for a, b in zip(got["history"][key], want["history"][key]):
+            assert a == pytest.approx(b, rel=rtol, abs=0), key
+    assert got["final"]["test_loss"] == pytest.approx(want["final"]["test_loss"], rel=rtol, abs=0)
+
+
+# -- bad launches: one line each ------------------------------------------------------------------
+QUICK = ["--dataset", "synthetic", "--model", "simple", "--epochs", "1", "--subset", "64", "--val-size", "32",
+         "--batch-size", "32", "--act", "relu,tanh", "--seeds", "1", "--no-diagnostics", "--device", "cpu"]
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("Error: ") and message in text, text
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--shard", "3/2"], {}, "--shard 3/2: K must be between 0 and 1 (K/N: worker K of N, K = 0..N-1; "
+                             "a SLURM array for N workers is --array=0-1)"),
+    (["--shard", "0/0"], {}, "--shard 0/0: N, the number of workers, must be at least 1"),
+    (["--shard", "1of2"], {}, "--shard must look like K/N (worker K of N, K = 0..N-1), got '1of2'"),
+    (["--parallel", "model"], {}, "unknown --parallel 'model'; choose none"),
+    (["--parallel", "data"], {}, "--parallel data needs a process group: start the command with torchrun, e.g. "
+                                 "torchrun --nproc-per-node N -m actkit.cli.main train ... --parallel data"),
+    (["--parallel", "data"], {"RANK": "0", "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+     "--batch-size 32 is not divisible by the 3 processes of --parallel data: the batch size is global"),
+    ([], {"RANK": "2", "WORLD_SIZE": "2"}, "$RANK=2 and $WORLD_SIZE=2 do not fit: the rank must be below"),
+    ([], {"WORLD_SIZE": "two"}, "$WORLD_SIZE must be a non-negative integer, got 'two'"),
+])
+def test_bad_launches_are_one_line_errors(tmp_path, monkeypatch, args, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = invoke(*QUICK, "--out", tmp_path / "out", *args)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_several_workers_need_one_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(invoke(*QUICK, "--shard", "0/2"), "--out is required when the sweep is spread over "
+                                                            "several workers (--shard, torchrun)")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_on_an_existing_file_is_refused_and_the_file_kept(tmp_path):
+    file = tmp_path / "results.txt"
+    file.write_text("precious\n")
+    assert_one_line_error(invoke(*QUICK, "--out", file),
+                          f"--out {file}: {file} is an existing file, not a directory; give a directory")
+    assert_one_line_error(invoke(*QUICK, "--out", file / "sweep"), f"{file} is an existing file, not a directory")
+    assert file.read_text() == "precious\n"
+
+
+def test_workers_with_other_settings_are_refused_naming_the_setting(tmp_path):
+    out = tmp_path / "out"
+    first = invoke(*QUICK, "--out", out, "--shard", "0/2")  # worker 0 trains relu; tanh is worker 1's
+    assert first.exit_code == 0, first.output
+    made = (out / "config.json").read_bytes()
+    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "1/2", "--lr", "0.01"),
+                          f"{out} holds a sweep with a different configuration (lr is 0.001 there, 0.01 here)")
+    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "1/2", "--act", "relu,tanh,gelu"),
+                          f"{out} holds an unfinished sweep with other settings (activations is relu,tanh there, "
+                          "relu,tanh,gelu here)")
+    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "2/3", "--resume"),
+                          f"{out} holds an unfinished sweep dealt out among 2 worker(s), and this command is one of 3 "
+                          "(workers is 2 there, 3 here)")
+    assert_one_line_error(invoke(*QUICK, "--out", out, "--resume"), "(workers is 2 there, 1 here)")
+    assert (out / "config.json").read_bytes() == made and sorted(records_in(out)) == ["relu-actkit-seed0"]
+    # worker 0 again without --resume: its own run is there
+    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "0/2"),
+                          f"{out} already holds results of worker 0/2's runs (1 file(s), e.g. relu-actkit-seed0.json)")
+    # the right worker finishes the sweep; then it may be resumed by any number of workers, and grow
+    assert invoke(*QUICK, "--out", out, "--shard", "1/2").exit_code == 0
+    assert (out / "summary.json").is_file()
+    grown = invoke(*QUICK, "--out", out, "--resume", "--act", "relu,tanh,gelu")
+    assert grown.exit_code == 0, grown.output
+    assert sorted(records_in(out)) == ["gelu-actkit-seed0", "relu-actkit-seed0", "tanh-actkit-seed0"]
+    assert results.read_json(out / "config.json")["workers"] == 1
+
+
+def test_actkit_report_assembles_a_finished_sweep_and_names_the_missing_runs(tmp_path, reference):
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (out / "config.json").write_bytes((reference.out / "config.json").read_bytes())
+    for run_id in PLANNED[:-1]:  # the records of the workers that finished, without the last worker's
+        (out / "runs" / f"{run_id}.json").write_bytes((reference.out / "runs" / f"{run_id}.json").read_bytes())
+    report = ["report", out, "--out", tmp_path / "report.md", "--no-figures"]
+    partial = CliRunner().invoke(app, [str(a) for a in report], catch_exceptions=False)
+    assert partial.exit_code == 0, partial.output
+    assert (f"note: the sweep in {out} has 3 of 4 planned runs finished (missing: {PLANNED[-1]}); the report covers "
+            "the finished ones") in " ".join(partial.output.split())
+    assert not any((out / name).exists() for name in ("runs.csv", "summary.csv", "summary.json"))
+    last = PLANNED[-1]
+    (out / "runs" / f"{last}.json").write_bytes((reference.out / "runs" / f"{last}.json").read_bytes())
+    whole = CliRunner().invoke(app, [str(a) for a in report], catch_exceptions=False)
+    assert whole.exit_code == 0, whole.output
+    assert "note:" not in whole.output
+    assert_assembled(out, reference)
