@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from actkit import results
 from actkit import train as T
 from actkit.cli.main import app
+from actkit.distributed import Launch, LaunchError, Shard, bind_device
 
 # A tiny sweep: 4 runs (2 activations x 2 seeds) of 2 epochs, 4 steps each, so a worker's run takes about
 # a second; most of a test's time is the workers' start (importing torch).
@@ -221,6 +222,37 @@ def test_a_data_parallel_run_follows_the_one_process_loss_curve(tmp_path, refere
         for a, b in zip(got["history"][key], want["history"][key]):
             assert a == pytest.approx(b, rel=rtol, abs=0), key
     assert got["final"]["test_loss"] == pytest.approx(want["final"]["test_loss"], rel=rtol, abs=0)
+
+
+# -- where a process sits ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shards,world", [(1, 1), (1, 3), (3, 1), (2, 4), (4, 2)])
+def test_every_run_goes_to_exactly_one_worker(shards, world):
+    """--shard K/N for every K, each under torchrun with `world` processes: every run index once."""
+    n = 23
+    owners = {i: [] for i in range(n)}
+    for k in range(shards):
+        for rank in range(world):
+            worker = Shard(k, shards).within(Launch(rank=rank, world_size=world))
+            assert worker.count == shards * world
+            for i in range(n):
+                if worker.owns(i):
+                    owners[i].append((k, rank))
+    assert all(len(who) == 1 for who in owners.values()), owners
+    # run i is worker (i mod N)'s, workers numbered shard-major: worker K x W + RANK
+    assert all(k * world + rank == i % (shards * world) for i, [(k, rank)] in owners.items())
+
+
+def test_launch_from_torchruns_environment():
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "node0",
+           "MASTER_PORT": "29500"}
+    assert Launch.from_env(env) == Launch(rank=3, world_size=4, local_rank=1, local_world_size=2, rendezvous=True)
+    assert Launch.from_env({}) == Launch()  # started on its own: rank 0 of 1, no GPU assigned, no rendezvous
+    assert Launch.from_env({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500"}).rendezvous is False
+    assert bind_device("cpu", Launch.from_env(env)) == "cpu"
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(LaunchError, match=r"\$LOCAL_RANK=7 but this machine has \d+ CUDA device\(s\): start at "
+                                              r"most \d+ worker\(s\) per machine"):
+            bind_device("cuda", Launch(rank=7, world_size=8, local_rank=7, local_world_size=8))
 
 
 # -- bad launches: one line each ------------------------------------------------------------------
