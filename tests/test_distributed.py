@@ -72,6 +72,8 @@ def launch(*commands, cwd):
     that hangs is killed whole (its session: torchrun and its workers) and fails the test."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     env.update(OMP_NUM_THREADS="1", ACTKIT_NO_DOWNLOAD="1")
+    if sys.platform.startswith("linux"):  # gloo between processes of this machine: over loopback, whatever the
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # host name resolves to
     procs = [subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True) for command in commands]
     try:
@@ -256,10 +258,6 @@ def test_launch_from_torchruns_environment():
 
 
 # -- bad launches: one line each ------------------------------------------------------------------
-QUICK = ["--dataset", "synthetic", "--model", "simple", "--epochs", "1", "--subset", "64", "--val-size", "32",
-         "--batch-size", "32", "--act", "relu,tanh", "--seeds", "1", "--no-diagnostics", "--device", "cpu"]
-
-
 def assert_one_line_error(result, message: str) -> None:
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
@@ -283,68 +281,73 @@ def assert_one_line_error(result, message: str) -> None:
 def test_bad_launches_are_one_line_errors(tmp_path, monkeypatch, args, env, message):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = invoke(*QUICK, "--out", tmp_path / "out", *args)
+    result = invoke(*CLI, "--out", tmp_path / "out", *args)
     assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
 
 
 def test_several_workers_need_one_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(invoke(*QUICK, "--shard", "0/2"), "--out is required when the sweep is spread over "
-                                                            "several workers (--shard, torchrun)")
+    assert_one_line_error(invoke(*CLI, "--shard", "0/2"),
+                          "--out is required when the sweep is spread over several workers (--shard, torchrun)")
     assert not (tmp_path / "runs").exists()
 
 
 def test_out_on_an_existing_file_is_refused_and_the_file_kept(tmp_path):
     file = tmp_path / "results.txt"
     file.write_text("precious\n")
-    assert_one_line_error(invoke(*QUICK, "--out", file),
+    assert_one_line_error(invoke(*CLI, "--out", file),
                           f"--out {file}: {file} is an existing file, not a directory; give a directory")
-    assert_one_line_error(invoke(*QUICK, "--out", file / "sweep"), f"{file} is an existing file, not a directory")
+    assert_one_line_error(invoke(*CLI, "--out", file / "sweep"), f"{file} is an existing file, not a directory")
     assert file.read_text() == "precious\n"
 
 
-def test_workers_with_other_settings_are_refused_naming_the_setting(tmp_path):
+def copy_sweep(reference, out, run_ids, workers: int = 1) -> None:
+    """``out`` as workers of the reference sweep leave it: its config.json (dealt among ``workers``) and the
+    records of ``run_ids``."""
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    config = results.read_json(reference.out / "config.json")
+    results.write_json(out / "config.json", {**config, "workers": workers})
+    for run_id in run_ids:
+        (out / "runs" / f"{run_id}.json").write_bytes((reference.out / "runs" / f"{run_id}.json").read_bytes())
+
+
+def test_workers_with_other_settings_are_refused_naming_the_setting(tmp_path, reference):
     out = tmp_path / "out"
-    first = invoke(*QUICK, "--out", out, "--shard", "0/2")  # worker 0 trains relu; tanh is worker 1's
-    assert first.exit_code == 0, first.output
+    copy_sweep(reference, out, PLANNED[0::2], workers=2)  # worker 0 of 2 is done, worker 1 has not started
     made = (out / "config.json").read_bytes()
-    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "1/2", "--lr", "0.01"),
+    assert_one_line_error(invoke(*CLI, "--out", out, "--shard", "1/2", "--lr", "0.01"),
                           f"{out} holds a sweep with a different configuration (lr is 0.001 there, 0.01 here)")
-    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "1/2", "--act", "relu,tanh,gelu"),
+    assert_one_line_error(invoke(*CLI, "--out", out, "--shard", "1/2", "--act", "relu,tanh,gelu"),
                           f"{out} holds an unfinished sweep with other settings (activations is relu,tanh there, "
                           "relu,tanh,gelu here)")
-    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "2/3", "--resume"),
+    assert_one_line_error(invoke(*CLI, "--out", out, "--shard", "2/3", "--resume"),
                           f"{out} holds an unfinished sweep dealt out among 2 worker(s), and this command is one of 3 "
                           "(workers is 2 there, 3 here)")
-    assert_one_line_error(invoke(*QUICK, "--out", out, "--resume"), "(workers is 2 there, 1 here)")
-    assert (out / "config.json").read_bytes() == made and sorted(records_in(out)) == ["relu-actkit-seed0"]
-    # worker 0 again without --resume: its own run is there
-    assert_one_line_error(invoke(*QUICK, "--out", out, "--shard", "0/2"),
-                          f"{out} already holds results of worker 0/2's runs (1 file(s), e.g. relu-actkit-seed0.json)")
-    # the right worker finishes the sweep; then it may be resumed by any number of workers, and grow
-    assert invoke(*QUICK, "--out", out, "--shard", "1/2").exit_code == 0
-    assert (out / "summary.json").is_file()
-    grown = invoke(*QUICK, "--out", out, "--resume", "--act", "relu,tanh,gelu")
-    assert grown.exit_code == 0, grown.output
-    assert sorted(records_in(out)) == ["gelu-actkit-seed0", "relu-actkit-seed0", "tanh-actkit-seed0"]
+    assert_one_line_error(invoke(*CLI, "--out", out, "--resume"), "(workers is 2 there, 1 here)")
+    # worker 0 again, without --resume: its own runs are there
+    assert_one_line_error(invoke(*CLI, "--out", out, "--shard", "0/2"),
+                          f"{out} already holds results of worker 0/2's runs (2 file(s), e.g. relu-actkit-seed0.json)")
+    assert (out / "config.json").read_bytes() == made and sorted(records_in(out)) == sorted(PLANNED[0::2])
+    # once every run is finished, any number of workers may resume the sweep (to grow it): nothing to train
+    copy_sweep(reference, out, PLANNED[1::2], workers=2)
+    resumed = invoke(*CLI, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "0 run(s) to do, 4 already finished (skipped)" in " ".join(resumed.output.split())
     assert results.read_json(out / "config.json")["workers"] == 1
+    assert_assembled(out, reference)
 
 
 def test_actkit_report_assembles_a_finished_sweep_and_names_the_missing_runs(tmp_path, reference):
     out = tmp_path / "out"
-    (out / "runs").mkdir(parents=True)
-    (out / "config.json").write_bytes((reference.out / "config.json").read_bytes())
-    for run_id in PLANNED[:-1]:  # the records of the workers that finished, without the last worker's
-        (out / "runs" / f"{run_id}.json").write_bytes((reference.out / "runs" / f"{run_id}.json").read_bytes())
+    copy_sweep(reference, out, PLANNED[:-1], workers=2)  # the last worker's last run is missing
     report = ["report", out, "--out", tmp_path / "report.md", "--no-figures"]
     partial = CliRunner().invoke(app, [str(a) for a in report], catch_exceptions=False)
     assert partial.exit_code == 0, partial.output
     assert (f"note: the sweep in {out} has 3 of 4 planned runs finished (missing: {PLANNED[-1]}); the report covers "
             "the finished ones") in " ".join(partial.output.split())
     assert not any((out / name).exists() for name in ("runs.csv", "summary.csv", "summary.json"))
-    last = PLANNED[-1]
-    (out / "runs" / f"{last}.json").write_bytes((reference.out / "runs" / f"{last}.json").read_bytes())
+    copy_sweep(reference, out, PLANNED[-1:], workers=2)
     whole = CliRunner().invoke(app, [str(a) for a in report], catch_exceptions=False)
     assert whole.exit_code == 0, whole.output
     assert "note:" not in whole.output
