@@ -15,9 +15,20 @@ The real datasets are read by torchvision's own classes (``MNIST``, ``FashionMNI
 
 Official files found outside torchvision's layout are staged into it under ``<data_dir>``
 (IDX files decompressed, each written atomically; plain files symlinked), once, and then read
-by torchvision. When nothing is found, :class:`DatasetNotFoundError` says where it looked and
-the exact command that gets the data. ``--download`` uses torchvision's downloader (with its
-checksums).
+by torchvision.
+
+Downloading
+-----------
+When nothing is found, :func:`load` downloads the dataset with torchvision's own downloader
+(its mirrors, its progress bar, its MD5 checksums) into ``<data_dir>`` in torchvision's layout,
+unless downloads are off (``download=False``, ``--no-download``, or ``$ACTKIT_NO_DOWNLOAD=1``,
+for clusters whose compute nodes have no internet): then :class:`DatasetNotFoundError` says
+where it looked and the exact command that gets the data. torchvision downloads in place and
+leaves a corrupted or partial file where it failed (checked with torchvision 0.29), and the
+offline search above would take such a file for an official one; so the download goes into a
+temporary directory inside ``<data_dir>`` and its files are moved into place only after
+torchvision has verified them. A lock file serialises concurrent downloads of one dataset into
+one directory (the workers of a sweep): the first downloads, the others wait and then find it.
 
 Batching
 --------
@@ -37,18 +48,21 @@ test set is always complete.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 DATA_DIR_ENV = "ACTKIT_DATA_DIR"
+NO_DOWNLOAD_ENV = "ACTKIT_NO_DOWNLOAD"
 
 
 class DatasetError(ValueError):
@@ -264,11 +278,25 @@ def _find_cifar(info: DatasetInfo, data_dir: Path) -> tuple[Path, str, list[str]
         from torchvision.datasets.utils import extract_archive
 
         root = _writable_root(data_dir)
-        extract_archive(str(archive), str(root))
-        if _has_cifar_files(root / _CIFAR_FOLDER):
-            return root, str(archive), looked
-        raise DatasetError(f"{archive} did not contain {_CIFAR_FOLDER}/ with {', '.join(_CIFAR_FILES)}")
+        with tempfile.TemporaryDirectory(dir=root, prefix=".actkit-extract-") as tmp:
+            extract_archive(str(archive), tmp)
+            if not _has_cifar_files(Path(tmp) / _CIFAR_FOLDER):
+                raise DatasetError(f"{archive} did not contain {_CIFAR_FOLDER}/ with {', '.join(_CIFAR_FILES)}")
+            _move_into_place(Path(tmp) / _CIFAR_FOLDER, root / _CIFAR_FOLDER)
+        return root, str(archive), looked
     raise _not_found(info, data_dir, looked)
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """Move every file of ``staged`` (complete, checked) into ``target``, each by an atomic rename.
+
+    An interruption leaves some complete files in ``target`` and never a partial one; the
+    search above wants all of a dataset's files, so it then counts the dataset as missing.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staged.iterdir()):
+        if path.is_file():
+            os.replace(path, target / path.name)
 
 
 def _not_found(info: DatasetInfo, data_dir: Path, looked: Sequence[str]) -> DatasetNotFoundError:
@@ -337,18 +365,112 @@ def _check_split(info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor, 
         raise DatasetError(f"{info.name} {which} labels from {source} fall outside 0..{info.num_classes - 1}")
 
 
-def _download(info: DatasetInfo, data_dir: Path) -> None:
-    import torchvision.datasets as tvd
+# --------------------------------------------------------------------------------------------
+# Downloading through torchvision
+# --------------------------------------------------------------------------------------------
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
-    cls = getattr(tvd, info.torchvision_class)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
+
+def downloads_allowed(download: bool | None = None) -> bool:
+    """``download`` when given (``--download`` / ``--no-download``); else yes, unless ``$ACTKIT_NO_DOWNLOAD``
+    is set to anything but ``0``, ``false`` or ``no``."""
+    if download is not None:
+        return bool(download)
+    return os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def _torchvision_folder(info: DatasetInfo) -> Path:
+    """Where torchvision keeps the dataset's files under its root."""
+    return Path(_CIFAR_FOLDER) if info.name == "cifar10" else Path(info.torchvision_class) / "raw"
+
+
+@contextlib.contextmanager
+def _download_lock(path: Path, log: Callable[[str], None]):
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; released if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): concurrent downloads are not serialised, each still verified
+        yield
+        return
+    with open(path, "a") as fh:
         try:
-            cls(str(data_dir), train=train, download=True)
-        except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
-            raise DatasetNotFoundError(
-                f"downloading {info.name} into {data_dir} failed ({type(exc).__name__}: {exc}). "
-                f"Without internet:\n  {info.get_hint.format(data_dir=data_dir)}") from exc
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"Waiting for another process that is downloading into {path.parent} ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike | None = None,
+             log: Callable[[str], None] | None = None) -> Path:
+    """Download ``name`` with torchvision into ``data_dir`` (torchvision's layout) and return the folder
+    that holds its files. Nothing is kept unless torchvision verified it (see the module docstring)."""
+    info = dataset_info(name)
+    if info.torchvision_class is None:
+        raise DatasetError(f"{info.name} is generated, not downloaded")
+    log = log or _stderr
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    target = data_dir / _torchvision_folder(info)
+    prefix = f".actkit-download-{info.name}-"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(data_dir, os.W_OK | os.X_OK)
+    except OSError as exc:
+        writable, reason = False, exc.strerror or str(exc)
+    else:
+        reason = "permission denied"
+    if not writable:
+        raise DatasetNotFoundError(f"{info.name} cannot be downloaded into {data_dir} ({reason}); "
+                                   f"pass --data-dir with a writable directory")
+    finder = _find_cifar if info.name == "cifar10" else _find_idx
+    with _download_lock(data_dir / f".actkit-download-{info.name}.lock", log):
+        with contextlib.suppress(DatasetNotFoundError):
+            finder(info, data_dir)  # another process finished the download while we waited for the lock
+            return target
+        for stale in data_dir.glob(prefix + "*"):  # left by a killed download; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, info.torchvision_class)
+        log(f"{info.name} is not on this machine: downloading it with torchvision into {data_dir} "
+            f"(--no-download or {NO_DOWNLOAD_ENV}=1 turns this off)")
+        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=prefix))
+        try:
+            # Downloads every file of the dataset, checks each MD5 and extracts; then reads one split,
+            # for CIFAR-10 after checking the MD5 of every extracted batch.
+            cls(str(tmp), train=False, download=True)
+            _move_into_place(tmp / _torchvision_folder(info), target)
+        except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError, ...)
+            reason = " ".join(str(exc).split())
+            raise DatasetNotFoundError(f"downloading {info.name} into {data_dir} failed ({type(exc).__name__}: "
+                                       f"{reason}); nothing was kept") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"{info.name}: downloaded and verified (MD5) into {target}")
+    return target
+
+
+def _locate(info: DatasetInfo, data_dir: Path, download: bool | None,
+            log: Callable[[str], None] | None) -> tuple[Path, str]:
+    """(torchvision root, source description): found on disk, else downloaded when allowed."""
+    finder = _find_cifar if info.name == "cifar10" else _find_idx
+    try:
+        root, source, _ = finder(info, data_dir)
+        return root, source
+    except DatasetNotFoundError as missing:
+        if not downloads_allowed(download):
+            why = "--no-download" if download is False else f"${NO_DOWNLOAD_ENV} is set; --download overrides it"
+            raise DatasetNotFoundError(f"{missing}\n(Downloading is off: {why}.)") from None
+        try:
+            download_dataset(info.name, data_dir, log)
+        except DatasetNotFoundError as failed:
+            raise DatasetNotFoundError(f"{missing}\n({str(failed)[0].upper()}{str(failed)[1:]}.)") from failed
+    root, source, _ = finder(info, data_dir)
+    return root, source
 
 
 def synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST, seed: int = 0,
@@ -393,11 +515,14 @@ def resolve_val_size(val_size: int | None, n_train: int) -> int:
     return int(val_size)
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = False,
-         val_size: int | None = None, subset: int | None = None, split_seed: int = 0) -> Dataset:
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None,
+         val_size: int | None = None, subset: int | None = None, split_seed: int = 0,
+         log: Callable[[str], None] | None = None) -> Dataset:
     """Load ``name`` (CPU tensors), split off validation, optionally keep a training subset.
 
-    See the module docstring for where files are looked for. ``subset`` keeps N training
+    See the module docstring for where files are looked for and when they are downloaded
+    (``download``: ``True`` allow, ``False`` forbid, ``None`` allow unless ``$ACTKIT_NO_DOWNLOAD``;
+    ``log`` receives the download messages, default stderr). ``subset`` keeps N training
     images (after the validation split); the test set is always the full official one.
     """
     info = dataset_info(name)
@@ -406,9 +531,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
         train, test = synthetic(seed=split_seed)
         source = "generated"
     else:
-        if download:
-            _download(info, data_dir)
-        root, source, _ = (_find_cifar if info.name == "cifar10" else _find_idx)(info, data_dir)
+        root, source = _locate(info, data_dir, download, log)
         train, test = _read_torchvision(info, root, source)
     n_full = len(train)
     n_val = resolve_val_size(val_size, n_full)
@@ -432,19 +555,30 @@ class Batcher:
     ``shuffle`` draws a permutation per epoch from ``generator`` (a CPU generator, so the order
     does not depend on the device); ``augment`` applies a random crop (``pad`` pixels, the
     padding is black before normalisation) and a horizontal flip with probability 1/2.
-    A trailing batch of a single image is dropped when training (BatchNorm needs two).
+    A trailing batch with fewer than two images per process is dropped when training
+    (BatchNorm needs two).
+
+    ``part=(rank, world)``: the device-resident equivalent of a ``DistributedSampler`` for
+    data-parallel training. Every process draws the same permutation and augmentation for the
+    whole (global) batch of ``batch_size`` images and yields only its contiguous share of it
+    (sizes differ by at most one), so the ``world`` processes together see exactly the batches
+    one process would.
     """
 
     def __init__(self, split: Split, info: DatasetInfo, batch_size: int, *, shuffle: bool = False,
                  generator: torch.Generator | None = None, augment: bool = False, pad: int = 4,
-                 drop_single: bool | None = None):
+                 drop_single: bool | None = None, part: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise DatasetError(f"batch size must be positive, got {batch_size}")
         if shuffle and generator is None:
             raise ValueError("shuffle needs a seeded torch.Generator")
+        rank, world = part
+        if not 0 <= rank < world:
+            raise ValueError(f"part must be (rank, world) with 0 <= rank < world, got {part}")
         self.split, self.info, self.batch_size = split, info, int(batch_size)
         self.shuffle, self.generator, self.augment, self.pad = shuffle, generator, augment, pad
         self.drop_single = shuffle if drop_single is None else drop_single
+        self.rank, self.world = int(rank), int(world)
         device = split.images.device
         c = info.shape[0]
         self.mean = torch.tensor(info.mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
@@ -452,39 +586,56 @@ class Batcher:
 
     @property
     def n_examples(self) -> int:
+        """Images per epoch, over all processes."""
         n = len(self.split)
-        return n - 1 if self.drop_single and n % self.batch_size == 1 and n > 1 else n
+        tail = n % self.batch_size
+        return n - tail if self.drop_single and 0 < tail < 2 * self.world and n > tail else n
 
     def __len__(self) -> int:
         return math.ceil(self.n_examples / self.batch_size)
+
+    def global_size(self, step: int) -> int:
+        """Images in the ``step``-th batch of an epoch, over all processes."""
+        return min(self.batch_size, self.n_examples - step * self.batch_size)
+
+    def _share(self, size: int) -> tuple[int, int]:
+        """This process's rows ``[lo, hi)`` of a global batch of ``size`` images."""
+        return self.rank * size // self.world, (self.rank + 1) * size // self.world
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, device = self.n_examples, self.split.images.device
         order = (torch.randperm(len(self.split), generator=self.generator)[:n].to(device)
                  if self.shuffle else None)
         for start in range(0, n, self.batch_size):
+            size = min(self.batch_size, n - start)
+            lo, hi = self._share(size)
             if order is None:
-                x = self.split.images[start:start + self.batch_size]
-                y = self.split.labels[start:start + self.batch_size]
+                x = self.split.images[start + lo:start + hi]
+                y = self.split.labels[start + lo:start + hi]
             else:
-                index = order[start:start + self.batch_size]
+                index = order[start + lo:start + hi]
                 x, y = self.split.images[index], self.split.labels[index]
-            yield self.prepare(x), y
+            yield self.prepare(x, batch_size=size, offset=lo), y
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [0, 255] -> float [0, 1] -> augmentation -> normalisation; float input is taken as is."""
+    def prepare(self, x: torch.Tensor, batch_size: int | None = None, offset: int = 0) -> torch.Tensor:
+        """uint8 [0, 255] -> float [0, 1] -> augmentation -> normalisation; float input is taken as is.
+
+        ``x`` is rows ``offset ..`` of a batch of ``batch_size`` images (default: all of it): the
+        augmentation draws are made for the whole batch, so every process consumes the generator alike.
+        """
         if x.dtype != torch.uint8:
             return x.float()
         x = x.float().div_(255.0)
         if self.augment:
-            x = self._augment(x)
+            x = self._augment(x, x.shape[0] if batch_size is None else batch_size, offset)
         return (x - self.mean) / self.std
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, batch_size: int, offset: int) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.pad
-        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=self.generator).to(x.device)
-        flips = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
+        offsets = torch.randint(0, 2 * p + 1, (batch_size, 2), generator=self.generator)[offset:offset + b]
+        flips = (torch.rand(batch_size, generator=self.generator) < 0.5)[offset:offset + b]
+        offsets, flips = offsets.to(x.device), flips.to(x.device)
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
         cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, 1, w)

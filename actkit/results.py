@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
+def _complete_temporary(path: Path, text: str) -> str:
+    """``text`` in a new temporary file next to ``path``, flushed to disk; returns its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -30,11 +30,44 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    tmp = _complete_temporary(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_create_text(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically unless a file is already there; ``False`` if one was.
+
+    Of several processes creating one file at once exactly one succeeds (a hard link of the complete
+    temporary file, which fails if the name exists); where the file system has no hard links, the
+    check and the rename are two steps.
+    """
+    path = Path(path)
+    tmp = _complete_temporary(path, text)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -43,8 +76,17 @@ def _umask() -> int:
     return current
 
 
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return atomic_write_text(path, _json_text(data))
+
+
+def create_json(path: str | os.PathLike, data: Any) -> bool:
+    """:func:`write_json` if ``path`` does not exist yet (atomically so, see :func:`atomic_create_text`)."""
+    return atomic_create_text(path, _json_text(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -12,7 +12,8 @@ Output directory (``--out``)
 ----------------------------
 ::
 
-    <out>/config.json              the sweep: {"schema": "actkit.train.sweep/1", "sweep": {...}, "env": {...}}
+    <out>/config.json              the sweep: {"schema": "actkit.train.sweep/1", "sweep": {...}, "workers": N,
+                                   "env": {...}}
     <out>/runs/<run id>.json       one record per finished run (schema below), written atomically
     <out>/checkpoints/<run id>.pt  the last finished epoch of an unfinished run (deleted when it finishes)
     <out>/runs.csv                 one row per finished run (RUN_CSV_FIELDS)
@@ -24,7 +25,23 @@ Output directory (``--out``)
 record exists with the same config, restarts unfinished runs from their checkpoint (RNG states
 included, so the result is the one an uninterrupted run gives), and refuses a record made with
 a different config. Without ``resume`` an output directory that already holds results is
-refused: results are never overwritten.
+refused: results are never overwritten. ``config.json`` guards the directory: a command whose
+settings differ from it is refused with the differing settings named (only the activations,
+implementations, seeds and baseline may change, to grow a finished sweep with ``--resume``).
+
+Several workers, one directory
+------------------------------
+Under ``torchrun`` (``RANK``/``WORLD_SIZE``) or with ``--shard K/N`` the sweep's planned runs
+(in the order of :meth:`Sweep.runs`) are dealt out, run ``i`` to worker ``i mod N``
+(:mod:`actkit.distributed`), each worker on its own GPU (``LOCAL_RANK``), all writing into one
+``--out``: each run is one worker's, and its record one atomically renamed file. The first worker
+creates ``config.json`` (an atomic create-if-absent), the others must match it, in the number of
+workers too until every planned run is finished. A worker without ``resume`` refuses only when
+records or checkpoints of *its own* runs exist (the others' may already be there when it starts). ``runs.csv`` and the summaries are written only from a complete
+sweep, by :func:`assemble`: the worker that finds every planned record on disk after its last run
+(workers finishing at once write identical files), or any later ``--resume`` or ``actkit report``.
+A killed worker is resumed by rerunning its command with ``--resume``. With ``--parallel data``
+every run is instead trained by all processes of the launch (:func:`train_run` ``group``).
 
 Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
 ------------------------------------------------------------------
@@ -65,14 +82,22 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
                      ``saved_parameter_bytes`` are the model's own parameters
 ``diagnostics``      ``{callback name: [event, ...]}``; each event is the dict a :class:`Callback`
                      returned plus ``event`` (``start``/``epoch``/``end``) and ``epoch``
+``parallel``         ``mode`` (``none`` or ``data``), ``world_size`` (processes that trained the run),
+                     ``backend`` (``gloo``/``nccl``, or null), ``global_batch_size``,
+                     ``per_process_batch_size``, ``lr`` (as given: the global batch is the same as
+                     one process's), ``sync_batchnorm`` (BatchNorm statistics over the global batch)
+``worker``           which worker ran it: ``shard`` (``K/N``), torchrun's ``rank``, ``world_size``,
+                     ``local_rank``, ``local_world_size``, and ``host``
 ``resumed_from_epoch``  0, or the checkpointed epoch this run continued from
 ``started``, ``finished``  UTC timestamps
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -87,6 +112,7 @@ import torch.nn.functional as F
 from . import registry, results, stats
 from .backend import backend_for
 from .data import Batcher, Dataset, dataset_info, load as load_dataset
+from .distributed import Launch, ProcessGroup, Shard, bind_device
 from .memory import SavedTensorCounter
 from .models import IMPLS, build_model, check_impl, check_model, maybe_compile
 
@@ -368,6 +394,17 @@ class Reporter:
 
     def run_end(self, config: RunConfig, record: dict) -> None: ...
 
+    def note(self, text: str) -> None:
+        """A message for the user (a dataset download, the runs a worker takes): to stderr by default."""
+        print(text, file=sys.stderr, flush=True)
+
+
+class _Quiet(Reporter):
+    """What the processes other than rank 0 of a data-parallel run report: nothing."""
+
+    def note(self, text: str) -> None:
+        pass
+
 
 # --------------------------------------------------------------------------------------------
 # One run
@@ -388,20 +425,27 @@ def _make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Op
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-             device: torch.device) -> dict:
-    """Mean cross-entropy, accuracy and the confusion matrix (``[true][pred]``) over ``batches``."""
+             device: torch.device, group: ProcessGroup | None = None) -> dict:
+    """Mean cross-entropy, accuracy and the confusion matrix (``[true][pred]``) over ``batches``
+    (with ``group``: over every process's batches, each process passing its share)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     n = 0
     for x, y in batches:
+        if y.numel() == 0:  # a process's share of a last batch smaller than the number of processes
+            continue
         logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         pred = logits.argmax(dim=1)
         confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
         n += y.shape[0]
     model.train(was_training)
+    if group is not None:
+        group.sum(loss_sum)
+        group.sum(confusion)
+        n = int(group.sum(torch.tensor(n, dtype=torch.int64, device=device)))
     cm = confusion.view(num_classes, num_classes).cpu()
     correct = int(cm.diag().sum())
     return {"loss": float(loss_sum) / max(n, 1), "acc": correct / max(n, 1), "n": n, "confusion": cm.tolist()}
@@ -440,14 +484,28 @@ def _activation_backend(config: RunConfig, device: torch.device) -> str:
 
 
 def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback] = (),
-              reporter: Reporter | None = None, checkpoint: str | os.PathLike | None = None) -> dict:
+              reporter: Reporter | None = None, checkpoint: str | os.PathLike | None = None,
+              group: ProcessGroup | None = None) -> dict:
     """Train one run on ``data`` (already on ``config.device``) and return its record (see module docstring).
 
     ``checkpoint``: a path where the state after each epoch is saved atomically; if it exists with the
     same config, training continues from it.
+
+    ``group``: train data-parallel with every process of this group (each calls ``train_run`` with
+    the same arguments): ``DistributedDataParallel``, ``config.batch_size`` is the global batch, each
+    process takes its share of every batch (:class:`actkit.data.Batcher` ``part``) and evaluates its
+    share of the validation and test sets; the losses, counts and confusion matrices are summed over
+    the processes, so every process returns the record of the whole run (rank 0 saves checkpoints).
+    On CUDA, BatchNorm layers become ``SyncBatchNorm`` (statistics over the global batch, as in one
+    process); PyTorch has no CPU SyncBatchNorm, so on CPU (gloo) each process normalises its share.
+    Each process draws its own dropout masks.
     """
     reporter = reporter or Reporter()
     device = torch.device(config.device)
+    if device.type == "cuda" and device.index is None:  # the current GPU: under torchrun, LOCAL_RANK's
+        device = torch.device("cuda", torch.cuda.current_device())
+    rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+    _check_divides(config.batch_size, world)
     info = data.info
     started, t_run = results.timestamp(), time.perf_counter()
     resident, on_cuda = 0, device.type == "cuda"
@@ -458,13 +516,18 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
     torch.manual_seed(config.seed)  # model init (and then dropout) stream: the same for every activation
     model = build_model(config.model, config.activation, config.impl, config.act_params, info.shape,
                         info.num_classes, config.depth).to(device)
+    sync_bn = group is not None and device.type == "cuda"
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if rank > 0:  # the same initial weights on every process, then independent dropout masks per process
+        torch.manual_seed(config.seed + (rank << 32))
     optimizer = _make_optimizer(config, model)
-    runner = maybe_compile(model, config.impl)
-    generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation
+    generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation: alike on every process
+    part = (rank, world)
     train_batches = Batcher(data.train, info, config.batch_size, shuffle=True, generator=generator,
-                            augment=config.augment)
-    val_batches = Batcher(data.val, info, config.eval_batch_size)
-    test_batches = Batcher(data.test, info, config.eval_batch_size)
+                            augment=config.augment, part=part)
+    val_batches = Batcher(data.val, info, config.eval_batch_size, part=part)
+    test_batches = Batcher(data.test, info, config.eval_batch_size, part=part)
     probe_split = data.val.take(torch.arange(min(PROBE_SIZE, len(data.val)), device=data.val.labels.device))
     probe = (val_batches.prepare(probe_split.images), probe_split.labels)
     ctx = RunContext(config, model, optimizer, device, probe)
@@ -481,24 +544,40 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         if value is not None:
             diagnostics[cb.name].append({"event": event, "epoch": epoch, **value})
 
+    # Every process reads the checkpoint before DistributedDataParallel's first collective (its
+    # construction), so rank 0 cannot be writing the next one meanwhile.
     if checkpoint is not None and checkpoint.is_file():
         # RNG states must stay CPU tensors; load_state_dict moves weights and optimizer state to the device
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state.get("config") != config.as_dict():
             raise TrainError(f"checkpoint {checkpoint} was made with a different configuration; "
                              "remove it or use another --out")
+        made_by = int(state.get("world_size", 1))
+        if made_by != world:
+            raise TrainError(f"checkpoint {checkpoint} was made by {made_by} data-parallel process(es), this run "
+                             f"has {world}: resume it with {made_by} (or delete the checkpoint to restart that run)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, diagnostics, start_epoch = state["history"], state["diagnostics"], int(state["epoch"])
         timing.update(state["timing"])
-        torch.set_rng_state(state["rng"]["torch"])
+        own = state["rng"]["per_rank"][rank] if world > 1 else state["rng"]
+        torch.set_rng_state(own["torch"])
         generator.set_state(state["rng"]["data"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        if device.type == "cuda" and own.get("cuda") is not None:
+            torch.cuda.set_rng_state(own["cuda"], device)
         ctx.step = timing["steps"]
     else:
         for cb in callbacks:
             record_event(cb, "start", 0, cb.on_train_start(ctx))
+    if group is None:
+        runner = eval_runner = maybe_compile(model, config.impl)
+    else:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = maybe_compile(DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
+                                                       else None), config.impl)
+        # evaluation runs on each process's share with the bare model: no gradient, nothing to synchronise
+        eval_runner = maybe_compile(model, config.impl)
 
     steps_per_epoch = len(train_batches)
     reporter.run_start(config, steps_per_epoch, start_epoch)
@@ -508,11 +587,13 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         ctx.epoch = epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        seen = 0  # images of this process
+        seen_all = 0  # images of all processes
         _sync(device)
         t_epoch = t_mark = time.perf_counter()
         steady_start_images = warm_steps = 0
         for i, (x, y) in enumerate(train_batches):
+            batch_all = train_batches.global_size(i)
             # What autograd keeps for backward, counted on each epoch's first step (so a resumed run
             # counts too); the hook returns each tensor untouched, the step is the same without it.
             with SavedTensorCounter() if i == 0 else contextlib.nullcontext() as saved:
@@ -522,7 +603,13 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
                 saved_for_backward = {"saved_bytes": saved.total,
                                       "saved_parameter_bytes": saved.total - saved.excluding(model.parameters())}
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if group is None:
+                loss.backward()
+            else:
+                # DDP averages the processes' gradients; weighting each process's mean loss by its share
+                # of the global batch makes that the gradient of the global batch's mean loss (exact when
+                # the shares differ in size, as in the last batch of an epoch)
+                (loss * (y.shape[0] * world / batch_all)).backward()
             ctx.step += 1
             if callbacks:
                 ctx.batch, ctx.loss = (x, y), loss
@@ -532,6 +619,7 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
+            seen_all += batch_all
             if warm_left > 0:
                 warm_left -= 1
                 if warm_left == 0 or i == steps_per_epoch - 1:
@@ -540,7 +628,7 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
                     timing["warmup_s"] += now - t_mark
                     warm_steps = i + 1
                     timing["warmup_steps"] += warm_steps
-                    t_mark, steady_start_images = now, seen
+                    t_mark, steady_start_images = now, seen_all
                     warm_left = 0
             if (i + 1) % PROGRESS_EVERY == 0 or i == steps_per_epoch - 1:
                 reporter.step(config, epoch, i + 1, float(loss_sum) / seen, int(correct) / seen)
@@ -551,14 +639,18 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         ctx.batch = ctx.loss = None
         timing["train_s"] += t_end - t_epoch
         timing["steady_s"] += t_end - t_mark
-        timing["steady_images"] += seen - steady_start_images
+        timing["steady_images"] += seen_all - steady_start_images
         timing["steady_steps"] += steps_per_epoch - warm_steps
         timing["steps"] += steps_per_epoch
-        timing["images"] += seen
-        train_loss, train_acc = float(loss_sum) / seen, int(correct) / seen
+        timing["images"] += seen_all
+        if group is None:
+            train_loss, train_acc = float(loss_sum) / seen, int(correct) / seen
+        else:
+            totals = group.sum(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(float(seen))]))
+            train_loss, train_acc = float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
         t_eval = time.perf_counter()
-        val = evaluate(runner, val_batches, info.num_classes, device)
+        val = evaluate(eval_runner, val_batches, info.num_classes, device, group)
         eval_s = time.perf_counter() - t_eval
         timing["eval_s"] += eval_s
         entry = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
@@ -573,16 +665,20 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
             status = "diverged"
             break
         if checkpoint is not None and epoch < config.epochs:
-            _save_checkpoint(checkpoint, {
-                "config": config.as_dict(), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "history": history, "diagnostics": diagnostics,
-                "timing": timing, "rng": {"torch": torch.get_rng_state(), "data": generator.get_state(),
-                                          "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}})
+            rng = {"torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+            if group is not None:  # each process's own dropout stream, so a resumed run is the same run
+                rng = {**rng, "per_rank": group.gather(rng)}
+            if rank == 0:
+                _save_checkpoint(checkpoint, {
+                    "config": config.as_dict(), "epoch": epoch, "world_size": world, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "history": history, "diagnostics": diagnostics,
+                    "timing": timing, "rng": {**rng, "data": generator.get_state()}})
 
     for cb in callbacks:
         record_event(cb, "end", ctx.epoch, cb.on_train_end(ctx))
     t_eval = time.perf_counter()
-    test = evaluate(runner, test_batches, info.num_classes, device)
+    test = evaluate(eval_runner, test_batches, info.num_classes, device, group)
     timing["eval_s"] += time.perf_counter() - t_eval
     metrics = stats.classification_metrics(test["confusion"])
     val_accs = history["val_acc"]
@@ -617,6 +713,10 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
                    "resident_bytes": resident if on_cuda else None,
                    "peak_rss_bytes": _peak_rss_bytes(), **saved_for_backward},
         "diagnostics": diagnostics,
+        "parallel": {"mode": "none" if group is None else "data", "world_size": world,
+                     "backend": group.backend if group is not None else None,
+                     "global_batch_size": config.batch_size, "per_process_batch_size": config.batch_size // world,
+                     "lr": config.lr, "sync_batchnorm": sync_bn},
         "resumed_from_epoch": start_epoch,
         "started": started,
         "finished": results.timestamp(),
@@ -710,9 +810,18 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
 class SweepResult:
     out: Path
     records: list[dict]
+    """The records of this process's runs; for a sweep spread over workers, of every planned run finished."""
     summary: list[dict]
+    """Empty while planned runs are missing (they are other workers')."""
     ran: list[str]
     skipped: list[str]
+    worker: Shard = field(default_factory=Shard)
+    missing: list[str] = field(default_factory=list)
+    """Planned runs without a record when this process finished."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
 
 
 def default_out(base: str | os.PathLike = "runs") -> Path:
@@ -759,22 +868,215 @@ def write_summaries(out: Path, records: Sequence[Mapping], baseline: str) -> lis
     return summary
 
 
+# --------------------------------------------------------------------------------------------
+# Sweeps over several workers: the plan, the settings guard, assembly
+# --------------------------------------------------------------------------------------------
+PARALLEL_MODES = ("none", "data")
+PLAN_KEYS = ("activations", "impls", "seeds", "baseline")
+"""Sweep settings that may change when a finished sweep grows (``--resume`` with more activations or seeds);
+every other setting of a sweep directory is fixed."""
+
+
+def _run_ids(sweep: Mapping) -> list[str]:
+    """The planned runs' ids, in the order of :meth:`Sweep.runs`, from a sweep's settings (``config.json``)."""
+    labels = [a["label"] for a in sweep["activations"]]
+    return [f"{label}-{impl}-seed{seed}" for seed in sweep["seeds"] for label in labels for impl in sweep["impls"]]
+
+
+def _read_config(out: Path) -> dict | None:
+    path = out / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = results.read_json(path)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{path} cannot be read as the config of an actkit train sweep ({exc}); "
+                         "use another --out") from None
+    if not isinstance(saved, dict) or saved.get("schema") != SWEEP_SCHEMA or not isinstance(saved.get("sweep"), dict):
+        raise TrainError(f"{path} is not the config of an actkit train sweep (schema {SWEEP_SCHEMA}); "
+                         "use another --out")
+    return saved
+
+
+def _shown(key: str, value) -> str:
+    if key == "activations" and isinstance(value, list):
+        return ",".join(str(a.get("label")) for a in value)
+    return json.dumps(value)
+
+
+def _check_settings(out: Path, saved: Mapping, sweep: Sweep, workers: int) -> bool:
+    """Refuse a sweep whose settings clash with those ``out`` was made with (``saved``, its ``config.json``),
+    naming the settings.
+
+    Returns whether ``config.json`` must be replaced: the planned runs grew (or the baseline changed),
+    which one process may do with ``--resume``, and workers of a shared sweep only once every run of
+    the saved plan is finished (until then another worker may still be dealing out that plan). The
+    number of workers the runs are dealt among may change only then too: dealt among another number,
+    some runs would be trained twice and others by nobody.
+    """
+    theirs = saved["sweep"]
+    mine = json.loads(json.dumps(sweep.as_dict()))
+    differ = [k for k in dict.fromkeys([*theirs, *mine]) if theirs.get(k) != mine.get(k)]
+    fixed = [k for k in differ if k not in PLAN_KEYS]
+    what = "; ".join(f"{k} is {_shown(k, theirs.get(k))} there, {_shown(k, mine.get(k))} here"
+                     for k in (fixed or differ))
+    if fixed:
+        raise TrainError(f"{out} holds a sweep with a different configuration ({what}): every worker of a sweep, "
+                         "and --resume, must use the same settings; give a different sweep another --out")
+    dealt = saved.get("workers")
+    dealt = dealt if isinstance(dealt, int) else workers  # a config.json from before the count was kept
+    if (differ and workers > 1) or dealt != workers:
+        if not all((out / "runs" / f"{i}.json").is_file() for i in _run_ids(theirs)):
+            if dealt != workers:
+                raise TrainError(
+                    f"{out} holds an unfinished sweep dealt out among {dealt} worker(s), and this command is one of "
+                    f"{workers} (workers is {dealt} there, {workers} here): dealt out anew, some runs would be "
+                    f"trained twice and some never; rerun each of the {dealt} workers' commands with --resume "
+                    f"(--shard K/{dealt}, or torchrun with as many processes)")
+            raise TrainError(f"{out} holds an unfinished sweep with other settings ({what}): every worker of a sweep "
+                             "must use the same settings (a sweep may grow, with more activations or seeds, once all "
+                             "its runs are finished)")
+    return bool(differ) or dealt != workers
+
+
+def _write_config(out: Path, sweep: Sweep, saved: Mapping | None, replace: bool, workers: int) -> None:
+    payload = {"schema": SWEEP_SCHEMA, "sweep": sweep.as_dict(), "workers": workers,
+               "env": results.environment(sweep.device)}
+    if saved is None:
+        if results.create_json(out / "config.json", payload):
+            return
+        # another worker made it since we looked: the same check as for one found at the start
+        replace = _check_settings(out, _read_config(out), sweep, workers)
+    if replace:
+        results.write_json(out / "config.json", payload)
+
+
+def _check_out(out: Path) -> None:
+    """``out`` must be a directory we can write into, or creatable in one."""
+    for place in (out, *out.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise TrainError(f"--out {out}: {place} is an existing file, not a directory; "
+                                 "give a directory for the results")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise TrainError(f"--out {out}: cannot write into {place} (permission denied); "
+                                 "give a writable directory")
+            return
+
+
+def _check_divides(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise TrainError(f"--batch-size {batch_size} is not divisible by the {world} processes of --parallel data: "
+                         f"the batch size is global (each process takes batch/{world}); use a multiple of {world}")
+
+
+@dataclass
+class SweepState:
+    """What :func:`assemble` found in a sweep directory."""
+
+    out: Path
+    records: list[dict]
+    """The planned runs' records found, in the sweep's order."""
+    missing: list[str]
+    summary: list[dict]
+    """Empty while runs are missing."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def assemble(out: str | os.PathLike, *, write: bool = True) -> SweepState:
+    """Read the records of every planned run of the sweep in ``out`` (``config.json``) and, once none is
+    missing, write ``runs.csv``, ``summary.csv`` and ``summary.json`` from them.
+
+    Whoever finds the sweep complete assembles it: the last worker to finish, a later ``--resume`` or
+    ``actkit report``. Each file is written atomically and computed from the same records in the same
+    order, so workers finishing at once write the same bytes; nobody writes a partial summary that
+    could land after a complete one.
+    """
+    out = Path(out)
+    saved = _read_config(out)
+    if saved is None:
+        raise TrainError(f"{out} has no config.json: not an output directory of actkit train")
+    records, missing = [], []
+    for run_id in _run_ids(saved["sweep"]):
+        path = out / "runs" / f"{run_id}.json"
+        if not path.is_file():
+            missing.append(run_id)
+            continue
+        try:
+            records.append(results.read_json(path))
+        except ValueError as exc:
+            raise TrainError(f"{path} is not a valid run record ({exc}); delete it and rerun with --resume") from None
+    summary: list[dict] = []
+    if not missing:
+        baseline = saved["sweep"]["baseline"]
+        summary = write_summaries(out, records, baseline) if write else summarise(records, baseline)
+    return SweepState(out, records, missing, summary)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a sweep
+# --------------------------------------------------------------------------------------------
 def run_sweep(sweep: Sweep, out: str | os.PathLike, *, resume: bool = False, data: Dataset | None = None,
-              data_dir: str | os.PathLike | None = None, download: bool = False,
+              data_dir: str | os.PathLike | None = None, download: bool | None = None,
               callbacks: Callable[[RunConfig], Sequence[Callback]] | None = None,
-              reporter: Reporter | None = None, checkpoints: bool = True) -> SweepResult:
-    """Run every run of ``sweep`` into ``out`` (see the module docstring for the layout and resume rules).
+              reporter: Reporter | None = None, checkpoints: bool = True, shard: Shard | None = None,
+              parallel: str = "none", launch: Launch | None = None) -> SweepResult:
+    """Run the runs of ``sweep`` into ``out`` (see the module docstring for the layout and resume rules).
 
     ``data``: an already loaded dataset (else :func:`actkit.data.load` with ``data_dir``/``download``).
     ``callbacks``: a factory giving fresh callbacks per run.
+
+    Several processes (:mod:`actkit.distributed`): ``launch`` is where this process sits (default:
+    torchrun's environment variables; one process without them). With ``parallel="none"`` the
+    planned runs are dealt out among the ``shard.within(launch)`` workers, each on its own GPU,
+    all writing into ``out``; the one that finds every planned run finished writes the summaries.
+    With ``parallel="data"`` all processes of the launch train every run together
+    (:func:`train_run` ``group``), rank 0 writes, and ``shard`` alone splits the sweep.
     """
-    reporter = reporter or Reporter()
     out = Path(out)
-    existing = _existing_results(out)
-    if existing and not resume:
-        raise ResultsExistError(f"{out} already holds results ({len(existing)} file(s), e.g. {existing[0].name}); "
-                                f"pass --resume to continue that sweep, or choose another --out")
+    _check_out(out)
+    if parallel not in PARALLEL_MODES:
+        raise TrainError(f"unknown parallel mode {parallel!r}; choose {' or '.join(PARALLEL_MODES)}")
+    launch = launch if launch is not None else Launch.from_env()
+    shard = shard if shard is not None else Shard()
+    group = None
+    if parallel == "data":
+        _check_divides(sweep.batch_size, launch.world_size)
+        bind_device(sweep.device, launch)
+        group = ProcessGroup(sweep.device, launch)
+        _check_divides(sweep.batch_size, group.world_size)
+    try:
+        return _run_sweep(sweep, out, resume=resume, data=data, data_dir=data_dir, download=download,
+                          callbacks=callbacks, reporter=reporter or Reporter(), checkpoints=checkpoints,
+                          workers=shard if group is not None else shard.within(launch), launch=launch, group=group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _run_sweep(sweep: Sweep, out: Path, *, resume: bool, data: Dataset | None, data_dir, download: bool | None,
+               callbacks, reporter: Reporter, checkpoints: bool, workers: Shard, launch: Launch,
+               group: ProcessGroup | None) -> SweepResult:
+    writer = group is None or group.rank == 0
+    if not writer:
+        reporter = _Quiet()
+    shared = workers.count > 1
     runs = sweep.runs()
+    mine = [c for i, c in enumerate(runs) if workers.owns(i)]
+    saved = _read_config(out)
+    replace_config = saved is not None and _check_settings(out, saved, sweep, workers.count)
+    if not resume:
+        # A worker of a shared sweep looks only at its own runs: the others' records may already be there.
+        existing = (_existing_results(out) if not shared else
+                    [p for c in mine for p in (out / "runs" / f"{c.id}.json", out / "checkpoints" / f"{c.id}.pt")
+                     if p.is_file()])
+        if existing:
+            whose = "" if not shared else f" of worker {workers}'s runs"
+            raise ResultsExistError(f"{out} already holds results{whose} ({len(existing)} file(s), e.g. "
+                                    f"{existing[0].name}); pass --resume to continue that sweep, or choose another --out")
     # Check every finished record before training anything, so a config clash fails fast.
     done: dict[str, dict] = {}
     for cfg in runs:
@@ -787,24 +1089,48 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike, *, resume: bool = False, dat
             done[cfg.id] = record
     if data is None:
         data = load_dataset(sweep.dataset, data_dir=data_dir, download=download, val_size=sweep.val_size,
-                            subset=sweep.subset, split_seed=sweep.split_seed)
+                            subset=sweep.subset, split_seed=sweep.split_seed, log=reporter.note)
+    if group is None:
+        bind_device(sweep.device, launch)
     data = data.to(sweep.device)
-    out.mkdir(parents=True, exist_ok=True)
-    results.write_json(out / "config.json", {"schema": SWEEP_SCHEMA, "sweep": sweep.as_dict(),
-                                             "env": results.environment(sweep.device)})
-    records = [done[c.id] for c in runs if c.id in done]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    if writer:
+        _write_config(out, sweep, saved, replace_config, workers.count)
+    if shared:
+        reporter.note(f"Worker {workers}: {len(mine)} of the sweep's {len(runs)} runs are this worker's "
+                      f"(run i goes to worker i mod {workers.count}).")
+    if group is not None:
+        reporter.note(f"Data-parallel over {group.world_size} processes ({group.backend}): global batch "
+                      f"{sweep.batch_size} = {group.world_size} x {sweep.batch_size // group.world_size}, lr {sweep.lr:g}.")
+    finished = {c.id: done[c.id] for c in mine if c.id in done}
+    skipped = list(finished)
     ran: list[str] = []
-    reporter.sweep_start([c for c in runs if c.id not in done], list(done), out, data)
-    for cfg in runs:
+    worker = {"shard": str(workers), **launch.as_dict(), "host": platform.node()}
+    reporter.sweep_start([c for c in mine if c.id not in done], skipped, out, data)
+
+    def in_order() -> list[dict]:
+        return [finished[c.id] for c in mine if c.id in finished]
+
+    for cfg in mine:
         if cfg.id in done:
             continue
         ckpt = out / "checkpoints" / f"{cfg.id}.pt"
         record = train_run(cfg, data, callbacks=list(callbacks(cfg)) if callbacks else (), reporter=reporter,
-                           checkpoint=ckpt if checkpoints else None)
-        results.write_json(out / "runs" / f"{cfg.id}.json", record)
-        ckpt.unlink(missing_ok=True)
-        records.append(record)
+                           checkpoint=ckpt if checkpoints else None, group=group)
+        record["worker"] = worker
+        if writer:
+            results.write_json(out / "runs" / f"{cfg.id}.json", record)
+            ckpt.unlink(missing_ok=True)
+        finished[cfg.id] = record
         ran.append(cfg.id)
-        write_summaries(out, records, sweep.baseline)
-    summary = write_summaries(out, records, sweep.baseline)
-    return SweepResult(out, records, summary, ran, list(done))
+        if writer and not shared:
+            write_summaries(out, in_order(), sweep.baseline)
+    if not shared:
+        records = in_order()
+        summary = write_summaries(out, records, sweep.baseline) if writer else summarise(records, sweep.baseline)
+        return SweepResult(out, records, summary, ran, skipped, workers)
+    state = assemble(out, write=writer)
+    return SweepResult(out, state.records, state.summary, ran, skipped, workers, state.missing)

@@ -30,6 +30,29 @@ def _kind(path: Path) -> str:
     return ""
 
 
+def _assemble(path: Path) -> None:
+    """A sweep directory (``config.json``) spread over workers: write its ``runs.csv`` and summaries once
+    every planned run is finished, or say which runs the report will lack."""
+    from actkit import train
+
+    if not (path / "config.json").is_file():
+        return
+    try:
+        state = train.assemble(path)
+    except train.TrainError as exc:
+        fail(str(exc))
+    except OSError as exc:  # a read-only results directory: the report itself goes elsewhere
+        console.print(f"[yellow]note:[/] runs.csv and the summaries of {path} not written "
+                      f"({exc.strerror or exc})", soft_wrap=True, highlight=False)
+        return
+    if state.missing:
+        shown = ", ".join(state.missing[:3]) + (", ..." if len(state.missing) > 3 else "")
+        console.print(f"[yellow]note:[/] the sweep in {path} has {len(state.records)} of "
+                      f"{len(state.records) + len(state.missing)} planned runs finished (missing: {shown}); the "
+                      "report covers the finished ones. Workers still running, or killed ones, finish it "
+                      "(a killed worker: rerun its command with --resume).", soft_wrap=True, highlight=False)
+
+
 @app.command("report")
 def report_command(
     inputs: List[Path] = typer.Argument(..., help="RUN_DIR (what actkit train wrote) and/or BENCH.json files."),
@@ -47,6 +70,8 @@ def report_command(
     bench_paths = [p for p in inputs if p not in run_paths]
     if len(run_paths) > 1:
         fail("give one training run directory per report (got " + ", ".join(map(str, run_paths)) + ")")
+    if run_paths:
+        _assemble(run_paths[0])
     try:
         rs = runs.load(run_paths[0], baseline) if run_paths else None
         benches = [(p.name, bench.load(p)) for p in bench_paths]

@@ -8,11 +8,13 @@ from typing import Optional, Sequence
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from actkit import data as data_mod
 from actkit import diagnostics as diag_mod
+from actkit import distributed as dist_mod
 from actkit import train as tr
 from actkit.backend import BackendError
 from actkit.models import IMPLS, MODELS
@@ -42,21 +44,41 @@ def _p(value: Optional[float]) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.3f}"
 
 
+def _sweep_line(runs, skipped, out, data) -> str:
+    sizes = data.sizes
+    return (f"[bold]{data.name}[/] from {data.source}: {sizes['train']} train / {sizes['val']} val / "
+            f"{sizes['test']} test images. {len(runs)} run(s) to do"
+            + (f", {len(skipped)} already finished (skipped)" if skipped else "") + f". Results: {out}")
+
+
+def _epoch_text(config, entry) -> str:
+    return (f"epoch {entry['epoch']}/{config.epochs} loss {entry['train_loss']:.4f} "
+            f"val acc {100 * entry['val_acc']:.2f}%")
+
+
+def _run_end_text(record) -> str:
+    f, t = record["final"], record["timing"]
+    return f"test acc {100 * f['test_acc']:.2f}% ({_num(t['train_images_per_s'], ',.0f')} img/s)"
+
+
 class RichReporter(tr.Reporter):
-    """One progress bar per run (loss and accuracy so far); per-run epoch tables when verbose."""
+    """One progress bar per run (loss and accuracy so far); per-run epoch tables when verbose.
+
+    The live display starts with the first run, so what comes before it (a dataset download with
+    torchvision's own progress bar) prints as it happens.
+    """
 
     def __init__(self, progress: Progress, console: Console, verbose: bool):
         self.progress, self.console, self.verbose = progress, console, verbose
         self.task = None
         self.steps_per_epoch = 1
 
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
     def sweep_start(self, runs, skipped, out, data) -> None:
-        sizes = data.sizes
-        self.console.print(
-            f"[bold]{data.name}[/] from {data.source}: {sizes['train']} train / {sizes['val']} val / "
-            f"{sizes['test']} test images. {len(runs)} run(s) to do"
-            + (f", {len(skipped)} already finished (skipped)" if skipped else "") + f". Results: {out}",
-            highlight=False)
+        self.console.print(_sweep_line(runs, skipped, out, data), highlight=False)
+        self.progress.start()
 
     def run_start(self, config, steps_per_epoch, start_epoch) -> None:
         self.steps_per_epoch = steps_per_epoch
@@ -74,13 +96,11 @@ class RichReporter(tr.Reporter):
                                  stats=f"epoch {epoch}/{config.epochs} loss {loss:.4f} acc {100 * acc:.2f}%")
 
     def epoch_end(self, config, entry) -> None:
-        self.progress.update(self.task, stats=f"epoch {entry['epoch']}/{config.epochs} "
-                                              f"loss {entry['train_loss']:.4f} val acc {100 * entry['val_acc']:.2f}%")
+        self.progress.update(self.task, stats=_epoch_text(config, entry))
 
     def run_end(self, config, record) -> None:
-        f, t = record["final"], record["timing"]
-        self.progress.update(self.task, stats=f"test acc {100 * f['test_acc']:.2f}% "
-                                              f"({_num(t['train_images_per_s'], ',.0f')} img/s)")
+        f = record["final"]
+        self.progress.update(self.task, stats=_run_end_text(record))
         if self.verbose:
             h = record["history"]
             table = Table(title=f"{record['id']} ({record['status']})", header_style="bold")
@@ -93,6 +113,28 @@ class RichReporter(tr.Reporter):
             table.caption = (f"test acc {_pct(f['test_acc'])}%, test loss {f['test_loss']:.4f}, "
                              f"macro-F1 {f['f1_macro']:.4f}")
             self.console.print(table)
+
+
+class LineReporter(tr.Reporter):
+    """Plain lines, each naming the worker: for several workers sharing one terminal (torchrun)."""
+
+    def __init__(self, console: Console, worker: str):
+        self.console, self.prefix = console, escape(f"[worker {worker}]")
+
+    def note(self, text: str) -> None:
+        self.console.print(f"{self.prefix} {text}", highlight=False, soft_wrap=True)
+
+    def sweep_start(self, runs, skipped, out, data) -> None:
+        self.note(_sweep_line(runs, skipped, out, data))
+
+    def run_start(self, config, steps_per_epoch, start_epoch) -> None:
+        self.note(f"{config.id}: started" + (f" (resumed after epoch {start_epoch})" if start_epoch else ""))
+
+    def epoch_end(self, config, entry) -> None:
+        self.note(f"{config.id}: {_epoch_text(config, entry)}")
+
+    def run_end(self, config, record) -> None:
+        self.note(f"{config.id}: {_run_end_text(record)}")
 
 
 def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
@@ -132,6 +174,11 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
     return table
 
 
+def _stop(progress: Progress) -> None:
+    if progress.live.is_started:  # stopping a display that never started prints an empty line
+        progress.stop()
+
+
 @app.command("train")
 def train_command(
     dataset: str = typer.Option("fashion-mnist", "--dataset", "-d",
@@ -165,8 +212,22 @@ def train_command(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir",
                                             help=f"Dataset directory \\[default: ${data_mod.DATA_DIR_ENV} or "
                                                  f"{data_mod.default_data_dir()}]."),
-    download: bool = typer.Option(False, "--download", help="Download the dataset with torchvision (needs internet)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory \\[default: runs/<timestamp>]."),
+    download: Optional[bool] = typer.Option(
+        None, "--download/--no-download",
+        help=f"Download a dataset that is not found with torchvision's downloader (MD5-checked) into --data-dir "
+             f"\\[default: yes, unless ${data_mod.NO_DOWNLOAD_ENV}=1]. --no-download: never; fail saying where "
+             "the files were looked for."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output directory \\[default: runs/<timestamp>; required with several "
+                                            "workers, which all write into it]."),
+    shard: Optional[str] = typer.Option(None, "--shard",
+                                        help="K/N: run worker K's share of the sweep (run i goes to worker i mod N), "
+                                             "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT. Under "
+                                             "torchrun the runs are split among its processes without it."),
+    parallel: str = typer.Option("none", "--parallel",
+                                 help="none: under torchrun, each process trains its share of the runs on its own "
+                                      "GPU. data: all processes train every run together (DistributedDataParallel; "
+                                      "--batch-size is the global batch)."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue a sweep: skip finished runs, restart unfinished ones from their "
                                      "last epoch. Without --out: the newest matching directory under runs/."),
@@ -188,6 +249,18 @@ def train_command(
     if first_seed < 0:
         _fail(f"--first-seed must be >= 0, got {first_seed}")
     try:
+        launch = dist_mod.Launch.from_env()
+        workers = dist_mod.Shard.parse(shard) if shard is not None else dist_mod.Shard()
+    except dist_mod.LaunchError as exc:
+        _fail(str(exc))
+    parallel = parallel.strip().lower()
+    if parallel not in tr.PARALLEL_MODES:
+        _fail(f"unknown --parallel {parallel!r}; choose none (split the sweep's runs among the processes) or data "
+              "(train each run on all of them)")
+    if out is None and (workers.count > 1 or launch.world_size > 1):
+        _fail("--out is required when the sweep is spread over several workers (--shard, torchrun): they all "
+              "write into that one directory")
+    try:
         sweep = tr.Sweep(dataset=dataset, model=model, activations=tr.parse_activations(act, saved_bits),
                          impls=[i for i in impl.split(",") if i.strip()], seeds=list(range(first_seed, first_seed + seeds)),
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -200,19 +273,34 @@ def train_command(
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
                         console=console)
+    sharing_terminal = parallel == "none" and launch.local_world_size > 1
+    worker_name = str(workers.within(launch)) if parallel == "none" else str(workers)
+    reporter = (LineReporter(console, worker_name) if sharing_terminal
+                else RichReporter(progress, console, verbose))
     try:
-        with progress:
-            result = tr.run_sweep(sweep, out, resume=resume, data_dir=data_dir, download=download,
-                                  reporter=RichReporter(progress, console, verbose),
-                                  callbacks=diag_mod.training_callbacks if diagnostics else None)
+        result = tr.run_sweep(sweep, out, resume=resume, data_dir=data_dir, download=download, reporter=reporter,
+                              callbacks=diag_mod.training_callbacks if diagnostics else None, shard=workers,
+                              parallel=parallel, launch=launch)
     except data_mod.DatasetNotFoundError as exc:
         _fail(str(exc), code=1)
-    except (tr.TrainError, data_mod.DatasetError) as exc:
+    except (tr.TrainError, data_mod.DatasetError, dist_mod.LaunchError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
+        _stop(progress)
         err_console.print(f"Interrupted. Finished runs and the last epoch of the current one are saved in {out}; "
                           f"continue with the same command plus --resume --out {out}", highlight=False)
         raise typer.Exit(130)
+    finally:
+        _stop(progress)
+    if parallel == "data" and launch.rank != 0:
+        return  # rank 0 reports the run
+    if not result.complete:
+        console.print(f"Worker {result.worker}: {len(result.ran)} run(s) trained, {len(result.skipped)} already "
+                      f"finished. The sweep has {len(result.records)} of "
+                      f"{len(result.records) + len(result.missing)} runs finished; the last worker to finish writes "
+                      f"runs.csv and the summary (or, once all are done: actkit report {result.out}).",
+                      highlight=False)
+        return
     # Piped output (files, CI logs) has no terminal width: give the table room instead of folding it.
     wide = console if console.is_terminal else Console(width=max(console.width, 160))
     wide.print(summary_table(result.summary, sweep.baseline, sweep.device))

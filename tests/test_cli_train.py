@@ -1,8 +1,10 @@
 """``actkit train`` through Typer's CliRunner: tables, result files, resume, clear errors."""
 import json
+import re
 
 import pytest
 import torch
+from datafiles import Mirror, publish_idx
 from typer.testing import CliRunner
 
 from actkit import data as D
@@ -102,9 +104,31 @@ def test_missing_dataset_names_the_places_and_the_command(tmp_path, monkeypatch)
     monkeypatch.setitem(D.DATASETS, "fashion-mnist",
                         dataclasses.replace(D.DATASETS["fashion-mnist"], system_dirs=(str(tmp_path / "nowhere"),)))
     empty = tmp_path / "empty"
-    result = invoke("train", "--dataset", "fashion-mnist", "--data-dir", empty, "--out", tmp_path / "out")
+    result = invoke("train", "--dataset", "fashion-mnist", "--data-dir", empty, "--out", tmp_path / "out",
+                    "--no-download")
     assert result.exit_code == 1
+    assert " ".join(result.output.split()).endswith("(Downloading is off: --no-download.)")
     assert str(empty / "FashionMNIST" / "raw") in result.output and str(tmp_path / "nowhere") in result.output
     assert "sudo apt-get install dataset-fashion-mnist" in result.output
     assert f"actkit train --dataset fashion-mnist --download --data-dir {empty}" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_dataset_is_downloaded_with_a_progress_bar(tmp_path, monkeypatch):
+    """The first run of a command on a machine without the dataset: torchvision's downloader, from a mirror on
+    127.0.0.1 serving files in the official format, then training on them."""
+    monkeypatch.delenv(D.NO_DOWNLOAD_ENV, raising=False)
+    data_dir, out = tmp_path / "data", tmp_path / "out"
+    with Mirror(tmp_path / "mirror") as mirror:
+        publish_idx(monkeypatch, mirror, "mnist", seed=4)
+        result = invoke("train", "--dataset", "mnist", "--data-dir", data_dir, "--model", "simple", "--epochs", "1",
+                        "--val-size", "10", "--batch-size", "25", "--seeds", "1", "--no-diagnostics", "--out", out)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    raw = data_dir / "MNIST" / "raw"
+    assert f"mnist is not on this machine: downloading it with torchvision into {data_dir}" in text
+    assert f"mnist: downloaded and verified (MD5) into {raw}" in text
+    # torchvision's progress bar for each of the four files (tqdm's "100%|####|", or torch's "100.0%" without tqdm)
+    assert len(re.findall(r"100(\.0)?%", result.output)) >= 4, result.output
+    assert f"mnist from {raw}: 50 train / 10 val / 20 test images" in text
+    assert json.loads((out / "runs" / "relu-actkit-seed0.json").read_text())["data"]["source"] == str(raw)

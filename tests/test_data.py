@@ -1,66 +1,20 @@
 """actkit.data: torchvision's loaders on files written in the official formats, the offline search,
 splits, and device-resident batching."""
 import dataclasses
-import gzip
-import pickle
-import struct
+import os
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from datafiles import (IDX_NAMES, Mirror, corrupt, make_cifar_batches, make_idx_dataset, publish_cifar, publish_idx,
+                       write_idx_labels)
 
 from actkit import data as D
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-# -- writers for the official formats ----------------------------------------------------------
-def write_idx_images(path: Path, images: np.ndarray, compress: bool) -> None:
-    payload = struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-
-
-def write_idx_labels(path: Path, labels: np.ndarray, compress: bool) -> None:
-    payload = struct.pack(">II", 2049, labels.shape[0]) + labels.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-
-
-def make_idx_dataset(directory: Path, n_train=60, n_test=20, compress=True, seed=0):
-    """The four official IDX files (gzipped like the originals, or not) in ``directory``."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        suffix = ".gz" if compress else ""
-        write_idx_images(directory / f"{split}-images-idx3-ubyte{suffix}", images, compress)
-        write_idx_labels(directory / f"{split}-labels-idx1-ubyte{suffix}", labels, compress)
-        arrays[split] = (images, labels)
-    return arrays
-
-
-def make_cifar_batches(directory: Path, per_batch=8, n_test=6, seed=0):
-    """CIFAR-10's python pickle batches: data uint8 (N, 3072) in R, G, B planes, labels a list."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    train_data, train_labels = [], []
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
-        batch = {"batch_label": name, "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist(), "filenames": [f"{name}_{i}.png" for i in range(n)]}
-        with open(directory / name, "wb") as fh:
-            pickle.dump(batch, fh)
-        if name == "test_batch":
-            test = (batch["data"], batch["labels"])
-        else:
-            train_data.append(batch["data"])
-            train_labels += batch["labels"]
-    with open(directory / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": list(D.DATASETS["cifar10"].classes), "num_vis": 3072,
-                     "num_cases_per_batch": per_batch}, fh)
-    return (np.concatenate(train_data), train_labels), test
 
 
 def full_train(ds: D.Dataset):
@@ -136,7 +90,7 @@ def test_not_found_says_where_it_looked_and_how_to_get_it(tmp_path, name, monkey
     set_system_dirs(monkeypatch, tmp_path / "nowhere")
     empty = tmp_path / "empty"
     with pytest.raises(D.DatasetNotFoundError) as err:
-        D.load(name, data_dir=empty)
+        D.load(name, data_dir=empty, download=False)
     message = str(err.value)
     assert str(empty) in message
     assert f"actkit train --dataset {name} --download --data-dir {empty}" in message
@@ -145,6 +99,7 @@ def test_not_found_says_where_it_looked_and_how_to_get_it(tmp_path, name, monkey
         assert "sudo apt-get install dataset-fashion-mnist" in message
     if name == "cifar10":
         assert "cifar-10-python.tar.gz" in message
+    assert message.endswith("(Downloading is off: --no-download.)")
 
 
 def test_corrupt_idx_labels_are_reported(tmp_path, no_system_dirs):
@@ -192,6 +147,136 @@ def test_cifar_batches_in_another_folder(tmp_path):
     train, test = make_cifar_batches(tmp_path / "my-cifar", seed=4)
     ds = D.load("cifar10", data_dir=tmp_path / "my-cifar", val_size=4)
     _check_cifar(ds, train, test)
+
+
+# -- downloading through torchvision, from a local mirror --------------------------------------
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    monkeypatch.delenv(D.NO_DOWNLOAD_ENV, raising=False)
+    with Mirror(tmp_path / "mirror") as m:
+        yield m
+
+
+def dataset_files(data_dir: Path) -> list[str]:
+    """Every file under ``data_dir`` but the download lock files, relative."""
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*")
+                  if p.is_file() and not p.name.endswith(".lock"))
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_a_missing_idx_dataset_is_downloaded_and_found_offline_afterwards(tmp_path, mirror, monkeypatch, name,
+                                                                         folder, no_system_dirs):
+    arrays = publish_idx(monkeypatch, mirror, name, seed=5)
+    data_dir, messages = tmp_path / "data", []
+    ds = D.load(name, data_dir=data_dir, val_size=10, log=messages.append)
+    raw = data_dir / folder / "raw"
+    assert ds.source == str(raw)
+    assert torch.equal(ds.test.images[:, 0], torch.from_numpy(arrays["t10k"][0]))
+    images, labels = full_train(ds)
+    assert torch.equal(images[:, 0], torch.from_numpy(arrays["train"][0]))
+    assert torch.equal(labels, torch.from_numpy(arrays["train"][1]).long())
+    assert messages[0] == (f"{name} is not on this machine: downloading it with torchvision into {data_dir} "
+                           f"(--no-download or ACTKIT_NO_DOWNLOAD=1 turns this off)")
+    assert messages[-1] == f"{name}: downloaded and verified (MD5) into {raw}"
+    # torchvision's layout: the verified archives and their contents, no temporary directory left
+    assert dataset_files(data_dir) == sorted(f"{folder}/raw/{n}{ext}" for n in IDX_NAMES for ext in ("", ".gz"))
+    served = len(mirror.requests)
+    again = D.load(name, data_dir=data_dir, val_size=10, download=False)
+    assert len(mirror.requests) == served and torch.equal(again.test.images, ds.test.images)
+
+
+def test_a_missing_cifar10_is_downloaded_and_extracted(tmp_path, mirror, monkeypatch):
+    train, test = publish_cifar(monkeypatch, mirror, tmp_path / "build", seed=6)
+    data_dir = tmp_path / "data"
+    ds = D.load("cifar10", data_dir=data_dir, val_size=4, log=quiet)
+    assert ds.source == str(data_dir / "cifar-10-batches-py")
+    _check_cifar(ds, train, test)
+    # the batches (each checked against its MD5 by torchvision); the archive is not kept
+    assert dataset_files(data_dir) == sorted(f"cifar-10-batches-py/{n}" for n in D._CIFAR_FILES)
+
+
+def test_a_tampered_download_is_rejected_and_nothing_is_kept(tmp_path, mirror, monkeypatch, no_system_dirs):
+    """torchvision downloads in place and leaves a file that fails its MD5 check where it lies: the three
+    good files plus this one would make a set that the offline search accepts, with the wrong labels."""
+    publish_idx(monkeypatch, mirror, "mnist", seed=7)
+    served = mirror.root / "t10k-labels-idx1-ubyte.gz"
+    good = served.read_bytes()
+    write_idx_labels(served, np.zeros(20, np.uint8), compress=True)  # valid IDX, not what the MD5 says
+    data_dir = tmp_path / "data"
+    make_idx_dataset(data_dir / ".actkit-download-mnist-killed" / "MNIST" / "raw", seed=8)  # a killed download's
+    with pytest.raises(D.DatasetNotFoundError) as err:
+        D.load("mnist", data_dir=data_dir, log=quiet)
+    message = " ".join(str(err.value).split())
+    assert message.startswith(f"mnist not found: looked for the official IDX files")
+    assert "Error downloading t10k-labels-idx1-ubyte.gz" in message and "File not found or corrupted" in message
+    assert message.endswith("nothing was kept.)")
+    assert dataset_files(data_dir) == []  # neither the verified files, nor the bad one, nor the killed download's
+    with pytest.raises(D.DatasetNotFoundError, match="mnist not found"):
+        D.load("mnist", data_dir=data_dir, download=False)
+    served.write_bytes(good)  # the mirror repaired: the next run gets the dataset
+    assert len(D.load("mnist", data_dir=data_dir, val_size=10, log=quiet).test) == 20
+
+
+def test_a_corrupt_cifar_archive_is_rejected_and_not_extracted_later(tmp_path, mirror, monkeypatch):
+    publish_cifar(monkeypatch, mirror, tmp_path / "build")
+    corrupt(mirror.root / "cifar-10-python.tar.gz")
+    data_dir = tmp_path / "data"
+    with pytest.raises(D.DatasetNotFoundError, match="File not found or corrupted.*nothing was kept"):
+        D.load("cifar10", data_dir=data_dir, log=quiet)
+    assert dataset_files(data_dir) == []  # in place, the archive would have been extracted by the next search
+    with pytest.raises(D.DatasetNotFoundError, match="cifar10 not found"):
+        D.load("cifar10", data_dir=data_dir, download=False)
+
+
+@pytest.mark.parametrize("value,allowed", [("1", False), ("yes", False), ("0", True), ("", True), ("false", True)])
+def test_the_no_download_environment_variable(monkeypatch, value, allowed):
+    monkeypatch.setenv(D.NO_DOWNLOAD_ENV, value)
+    assert D.downloads_allowed() is allowed
+    assert D.downloads_allowed(True) is True and D.downloads_allowed(False) is False
+
+
+def test_no_download_in_the_environment_keeps_the_not_found_error(tmp_path, mirror, monkeypatch, no_system_dirs):
+    publish_idx(monkeypatch, mirror, "mnist")
+    monkeypatch.setenv(D.NO_DOWNLOAD_ENV, "1")
+    with pytest.raises(D.DatasetNotFoundError) as err:
+        D.load("mnist", data_dir=tmp_path / "data")
+    assert str(err.value).startswith("mnist not found: looked for")
+    assert str(err.value).endswith("(Downloading is off: $ACTKIT_NO_DOWNLOAD is set; --download overrides it.)")
+    assert mirror.requests == []
+    assert len(D.load("mnist", data_dir=tmp_path / "data", download=True, val_size=10, log=quiet).test) == 20
+
+
+def test_concurrent_downloads_into_one_directory_fetch_each_file_once(tmp_path, monkeypatch, no_system_dirs):
+    monkeypatch.delenv(D.NO_DOWNLOAD_ENV, raising=False)
+    with Mirror(tmp_path / "mirror", delay=0.05) as mirror:
+        publish_idx(monkeypatch, mirror, "mnist")
+        D.load("mnist", data_dir=tmp_path / "alone", log=quiet, val_size=10)
+        one_download = sorted(mirror.requests)
+        mirror.requests.clear()
+        loaded, messages, errors = {}, [], []
+
+        def worker(i):
+            try:
+                loaded[i] = D.load("mnist", data_dir=tmp_path / "shared", val_size=10, log=messages.append)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        first = threading.Thread(target=worker, args=(0,))
+        first.start()
+        while not mirror.requests:  # the first holds the lock once it asks for a file
+            first.join(0.01)
+        second = threading.Thread(target=worker, args=(1,))
+        second.start()
+        first.join()
+        second.join()
+    assert not errors, errors
+    assert sorted(mirror.requests) == one_download
+    assert any(m.startswith("Waiting for another process that is downloading into") for m in messages)
+    assert torch.equal(loaded[0].test.images, loaded[1].test.images)
 
 
 # -- real data (Debian's dataset-fashion-mnist) ------------------------------------------------
@@ -294,3 +379,26 @@ def test_augmentation_is_random_crop_and_flip():
         if flips[i]:
             crop = crop.flip(-1)
         torch.testing.assert_close(out[i], (crop - mean) / std)
+
+
+def test_batcher_parts_make_up_the_one_process_batches():
+    """The device-resident DistributedSampler: 3 processes' shares of each step are one process's batch."""
+    split = _uint8_split(n=23, c=3, hw=32, seed=2)  # 8 + 8 + 7 images: the last batch splits 2/2/3
+    info = D.DATASETS["cifar10"]
+
+    def batches(part):
+        return list(D.Batcher(split, info, 8, shuffle=True, augment=True, part=part,
+                              generator=torch.Generator().manual_seed(3)))
+    whole, parts = batches((0, 1)), [batches((r, 3)) for r in range(3)]
+    assert len(whole) == 3 and all(len(p) == 3 for p in parts)
+    for step, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), y)
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
+    assert [len(p[2][1]) for p in parts] == [2, 2, 3]
+    # a trailing batch with fewer than 2 images per process is dropped (21 = 8 + 8 + 5 < 2 x 3)
+    three = D.Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator(), part=(1, 3))
+    assert three.n_examples == 16 and len(three) == 2 and three.global_size(1) == 8
+    one = D.Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator())
+    assert one.n_examples == 21 and one.global_size(2) == 5
+    with pytest.raises(ValueError, match="0 <= rank < world"):
+        D.Batcher(split, info, 8, part=(3, 3))
