@@ -78,8 +78,9 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
                      ``null`` on CPU. ``peak_rss_bytes``: the process's peak resident memory so far
                      (process-wide, so it only grows over a sweep). ``saved_bytes``: what autograd
                      keeps for backward in one training step (distinct storages, counted on the first
-                     step of the last epoch, any device; :mod:`actkit.memory`), of which
-                     ``saved_parameter_bytes`` are the model's own parameters
+                     step of the last epoch, any device; :mod:`actkit.memory`; in a data-parallel
+                     run, rank 0's share of the batch), of which ``saved_parameter_bytes`` are the
+                     model's own parameters
 ``diagnostics``      ``{callback name: [event, ...]}``; each event is the dict a :class:`Callback`
                      returned plus ``event`` (``start``/``epoch``/``end``) and ``epoch``
 ``parallel``         ``mode`` (``none`` or ``data``), ``world_size`` (processes that trained the run),
