@@ -1,6 +1,6 @@
 """The eager call path shared by every kind: one ``torch.autograd.Function`` around a bound op.
 
-Each kind (:mod:`actkit.ops`, :mod:`actkit.learnable`, :mod:`actkit.rowwise`) binds an
+Each kind (:mod:`actkit.ops`, :mod:`actkit.learnable`, :mod:`actkit.rowwise`, :mod:`actkit.glu`) binds an
 activation and its parameters once, into a *bound op*: an object that already holds the
 reference function, the Triton device functions and the scalar kernel arguments. A call then only
 checks the input, picks the backend and runs, so that its host cost is close to the op it wraps.
@@ -93,7 +93,8 @@ class EagerFunction(torch.autograd.Function):
 
 
 class EagerFunction2(torch.autograd.Function):
-    """:class:`EagerFunction` for ops of two inputs: x and a parameter tensor, or x and a dim."""
+    """:class:`EagerFunction` for ops of two inputs: x and a parameter tensor, x and a dim, or a GLU's
+    a and b."""
 
     @staticmethod
     def forward(ctx, impl, x, other):
