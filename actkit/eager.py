@@ -23,6 +23,7 @@ once per call, rather than passing a backend name down, keeps string handling of
 from __future__ import annotations
 
 import importlib
+import operator
 
 import torch
 
@@ -57,6 +58,28 @@ def cached_op(module: str, name: str):
 def check_tensor(name: str, x) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+
+
+def as_int(name: str, dim) -> int:
+    """``dim`` as a Python int (anything with ``__index__``, not bool); TypeError naming ``name`` otherwise."""
+    if type(dim) is int:
+        return dim
+    if not isinstance(dim, bool):
+        try:
+            return operator.index(dim)
+        except TypeError:
+            pass
+    raise TypeError(f"{name}: dim must be an integer, got {dim!r}")
+
+
+def same_device(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors are on one device (comparing torch.device objects costs a microsecond per
+    call; the flags settle CPU and CUDA)."""
+    if a.is_cpu:
+        return b.is_cpu
+    if a.is_cuda:
+        return b.is_cuda and a.get_device() == b.get_device()
+    return a.device == b.device
 
 
 class Implementation:

@@ -42,9 +42,7 @@ import torch
 
 from . import ops, registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, check_tensor, is_compiling
-from .learnable import _same_device
-from .rowwise import _as_int
+from .eager import EagerFunction2, Implementation, as_int, check_tensor, is_compiling, same_device
 
 # -- what torch.compile traces ---------------------------------------------------------------------
 COMPILE_PATHS = ("composite", "kernel")
@@ -222,7 +220,7 @@ class GluOp:
     # -- argument checks (the unusual calls) ------------------------------------------------------
     def _split_dim(self, x, dim) -> int:
         check_tensor(self.name, x)
-        dim = _as_int(self.name, dim)
+        dim = as_int(self.name, dim)
         ndim = x.dim()
         if ndim == 0:
             raise ValueError(f"{self.name}: a 0-d tensor has no dim to split into halves; pass a tensor with at "
@@ -245,7 +243,7 @@ class GluOp:
                              f"{tuple(y.shape)} (no broadcasting); {self.spec_name or 'glu'}(x) splits one tensor")
         if x.dtype != y.dtype:
             raise TypeError(f"{self.name}: a and b must have the same dtype, got {x.dtype} and {y.dtype}")
-        if not _same_device(x, y):
+        if not same_device(x, y):
             raise ValueError(f"{self.name}: a is on {x.device} but b is on {y.device}; move them to one device")
 
 
@@ -415,7 +413,7 @@ def init_module(module, *args, **kwargs) -> None:
         if key in given:
             raise TypeError(f"{spec.class_name}: {key!r} given both positionally and by keyword")
     given.update(kwargs)
-    dim = _as_int(spec.name, given.pop("dim", -1))  # range and evenness are checked per input
+    dim = as_int(spec.name, given.pop("dim", -1))  # range and evenness are checked per input
     if spec.gate is None:
         op = generic_op(given.pop("act", registry.GLU_DEFAULT_ACT), given)
         module._params = dict(op.gate.params)
