@@ -30,7 +30,7 @@ from .. import functional, glu, memory, registry, results
 from .options import DTYPES, BenchError
 from .providers import time_first_call
 from .sweep import ProgressCallback
-from .timing import time_cpu, time_cuda
+from .timing import time_all
 
 LAYOUTS = ("pair", "split")
 VARIANTS = {
@@ -64,6 +64,10 @@ class BlockConfig:
     seed: int = 0
     threads: int | None = None
     """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
+
+    @property
+    def device_type(self) -> str:  # the timing fields and this are what .timing.time_all reads
+        return torch.device(self.device).type
 
 
 class GluBlock(nn.Module):
@@ -166,11 +170,7 @@ def _run(config: BlockConfig, spec: registry.ActivationSpec, progress) -> dict[s
             runners[(name, "fwd")], runners[(name, "fwd+bwd")] = fwd, step
         if progress is not None:
             progress(units - 1, units, "timing")
-        if torch.device(device).type == "cuda":
-            timings = {key: time_cuda(fn, config.warmup_ms, config.rep_ms) for key, fn in runners.items()}
-        else:
-            timings = time_cpu(runners, min_run_time=config.min_run_time, min_blocks=config.min_blocks,
-                               block_s=config.block_s, warmup_calls=config.warmup_calls)
+        timings = time_all(runners, config)
     finally:
         glu.set_compile_path(before)
         torch.compiler.reset()
