@@ -418,12 +418,13 @@ def glu_halves(x: torch.Tensor, y: torch.Tensor | None, dim: int) -> tuple[torch
     return x.chunk(2, dim) if y is None else (x, y)
 
 
-def _gated(gate: str, act: Callable[[torch.Tensor], torch.Tensor]):
+def _composite(name: str, act: Callable[[torch.Tensor], torch.Tensor]):
+    """``<name>_composite(x, y=None, dim=-1)``: ``act(a) * b`` in torch ops, named for the bench's call labels."""
     def composite(x: torch.Tensor, y: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
         a, b = glu_halves(x, y, dim)
         return act(a) * b
 
-    composite.__name__ = composite.__qualname__ = f"{gate}_gated"
+    composite.__name__ = composite.__qualname__ = f"{name}_composite"
     return composite
 
 
@@ -451,11 +452,11 @@ def _glu_spec(name: str, gate: str | None, reference, class_name: str, formula: 
 
 
 _GLU_KIND = [
-    _glu_spec("swiglu", "silu", _gated("silu", F.silu), "SwiGLU", "silu(a) * b"),
-    _glu_spec("geglu", "gelu", _gated("gelu", F.gelu), "GEGLU", "gelu(a) * b (erf GELU)"),
-    _glu_spec("geglu_tanh", "gelu_tanh", _gated("gelu_tanh", _gelu_tanh), "GEGLUTanh", "gelu_tanh(a) * b",
+    _glu_spec("swiglu", "silu", _composite("swiglu", F.silu), "SwiGLU", "silu(a) * b"),
+    _glu_spec("geglu", "gelu", _composite("geglu", F.gelu), "GEGLU", "gelu(a) * b (erf GELU)"),
+    _glu_spec("geglu_tanh", "gelu_tanh", _composite("geglu_tanh", _gelu_tanh), "GEGLUTanh", "gelu_tanh(a) * b",
               aliases=("geglu_approx",)),
-    _glu_spec("reglu", "relu", _gated("relu", F.relu), "ReGLU", "relu(a) * b", smooth=False),
+    _glu_spec("reglu", "relu", _composite("reglu", F.relu), "ReGLU", "relu(a) * b", smooth=False),
     _glu_spec("glu", None, glu_composite, "GLU", "act(a) * b, act any differentiable elementwise activation "
               f"(default {GLU_DEFAULT_ACT})",
               notes="act= names the gate and its parameters follow as keywords: glu(x, act='leaky_relu', "
