@@ -467,6 +467,20 @@ for _spec in _GLU_KIND:
     register(_spec)
 
 
+POINTWISE_KINDS = ("elementwise", "learnable")
+"""Kinds whose every output element is f of one input element: what a curve f(x) can show and what can
+fill a network's activation slot."""
+
+
+def why_not_pointwise(spec: ActivationSpec) -> str | None:
+    """None for a pointwise activation; else what it is instead, worded for an error message."""
+    if spec.kind in POINTWISE_KINDS:
+        return None
+    if spec.kind == "rowwise":
+        return "a row-wise activation (it normalises over a dimension)"
+    return "a gated linear unit (act(a) * b of two halves of its input: half as many outputs as inputs)"
+
+
 def available() -> list[str]:
     """Canonical names of every registered activation, in registry order."""
     return list(REGISTRY)

@@ -373,3 +373,19 @@ def test_compile_path_choice_and_errors(monkeypatch):
             glu.set_compile_path(None)
     finally:
         glu.set_compile_path(before)
+
+
+def test_what_needs_a_pointwise_activation_refuses_a_glu_in_one_line():
+    """Curves, network slots and patching need f(x) of one element; a GLU halves its input."""
+    from actkit import memory, plots, toy, train
+
+    for call, error in ((lambda: plots.activation_curve("swiglu"), ValueError),
+                        (lambda: toy.train_toy("geglu", torch.randn(4, 2), torch.zeros(4, dtype=torch.long),
+                                               torch.randn(4, 2), torch.zeros(4, dtype=torch.long)), ValueError),
+                        (lambda: actkit.patch(torch.nn.Sequential(torch.nn.ReLU()), "swiglu"), ValueError),
+                        (lambda: train.parse_activations("reglu"), train.TrainError),
+                        (lambda: memory.network_memory("glu", "torch"), ValueError)):
+        with pytest.raises(error) as caught:
+            call()
+        message = str(caught.value)
+        assert "\n" not in message and ("gated linear unit" in message or "is a glu function" in message), message
