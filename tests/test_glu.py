@@ -389,3 +389,26 @@ def test_what_needs_a_pointwise_activation_refuses_a_glu_in_one_line():
             call()
         message = str(caught.value)
         assert "\n" not in message and ("gated linear unit" in message or "is a glu function" in message), message
+
+
+def test_changing_the_compile_path_recompiles():
+    """Dynamo guards on the compile path: a function compiled under one path is traced again under the
+    other, and the first graph is reused when the path comes back."""
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append("actkit.glu" in str(gm.graph))
+        return gm.forward
+
+    compiled = torch.compile(lambda t: actkit.functional.swiglu(t) + 1, backend=recording, fullgraph=True)
+    x = torch.randn(4, 8)
+    before = glu.get_compile_path()
+    try:
+        torch._dynamo.reset()
+        for path in ("composite", "kernel", "composite"):
+            glu.set_compile_path(path)
+            torch.testing.assert_close(compiled(x), F.silu(x[:, :4]) * x[:, 4:] + 1)
+    finally:
+        glu.set_compile_path(before)
+        torch._dynamo.reset()
+    assert graphs == [False, True]
