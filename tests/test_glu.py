@@ -412,3 +412,22 @@ def test_changing_the_compile_path_recompiles():
         glu.set_compile_path(before)
         torch._dynamo.reset()
     assert graphs == [False, True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory < 40e9,
+                    reason="needs a CUDA GPU with 40 GB: a, b, y, dy, da and db of 2^31 + 4099 fp16 elements")
+def test_int64_offsets_past_two_to_the_31_elements():
+    """Elements beyond index 2^31 are computed (a 32-bit offset would wrap and miss or corrupt them)."""
+    n, tail = 2**31 + 4099, 4099
+    a = torch.full((n,), -1.0, dtype=torch.float16, device="cuda")
+    a[-tail:] = torch.linspace(-2, 2, tail, device="cuda")
+    b = torch.full((n,), 2.0, dtype=torch.float16, device="cuda")
+    with backend("triton"):
+        a.requires_grad_(True)
+        y = actkit.functional.reglu(a, b)  # relu(a) * 2: exact in fp16
+        (da,) = torch.autograd.grad(y, a, torch.ones_like(y))
+    a = a.detach()
+    torch.testing.assert_close(y[-tail:], F.relu(a[-tail:]) * 2, rtol=0, atol=0)
+    assert torch.all(y[: n - tail] == 0)
+    torch.testing.assert_close(da[-tail:], torch.where(a[-tail:] > 0, 2.0, 0.0).half(), rtol=0, atol=0)
+    assert torch.all(da[: n - tail] == 0)
