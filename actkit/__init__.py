@@ -3,7 +3,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import ops  # noqa: F401  (registers the torch.library custom ops)
 from . import functional, nn
-from . import learnable, rowwise  # noqa: F401  (custom ops of the learnable and row-wise kinds)
+from . import glu, learnable, rowwise  # noqa: F401  (custom ops of the glu, learnable and row-wise kinds)
 from .patch import PatchReport, patch, unpatch
 from .backend import BackendError, available_backends, backend_for, get_backend, set_backend
 from .registry import ActivationSpec, Param, available, get, register

@@ -1,6 +1,6 @@
 """The eager call path shared by every kind: one ``torch.autograd.Function`` around a bound op.
 
-Each kind (:mod:`actkit.ops`, :mod:`actkit.learnable`, :mod:`actkit.rowwise`) binds an
+Each kind (:mod:`actkit.ops`, :mod:`actkit.learnable`, :mod:`actkit.rowwise`, :mod:`actkit.glu`) binds an
 activation and its parameters once, into a *bound op*: an object that already holds the
 reference function, the Triton device functions and the scalar kernel arguments. A call then only
 checks the input, picks the backend and runs, so that its host cost is close to the op it wraps.
@@ -23,6 +23,7 @@ once per call, rather than passing a backend name down, keeps string handling of
 from __future__ import annotations
 
 import importlib
+import operator
 
 import torch
 
@@ -59,6 +60,28 @@ def check_tensor(name: str, x) -> None:
         raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
 
 
+def as_int(name: str, dim) -> int:
+    """``dim`` as a Python int (anything with ``__index__``, not bool); TypeError naming ``name`` otherwise."""
+    if type(dim) is int:
+        return dim
+    if not isinstance(dim, bool):
+        try:
+            return operator.index(dim)
+        except TypeError:
+            pass
+    raise TypeError(f"{name}: dim must be an integer, got {dim!r}")
+
+
+def same_device(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors are on one device (comparing torch.device objects costs a microsecond per
+    call; the flags settle CPU and CUDA)."""
+    if a.is_cpu:
+        return b.is_cpu
+    if a.is_cuda:
+        return b.is_cuda and a.get_device() == b.get_device()
+    return a.device == b.device
+
+
 class Implementation:
     """Base of every per-backend implementation: ``forward``, ``save`` and ``backward`` come from
     the kind; ``forward_and_save`` is what autograd's forward runs (few-bit implementations
@@ -93,7 +116,8 @@ class EagerFunction(torch.autograd.Function):
 
 
 class EagerFunction2(torch.autograd.Function):
-    """:class:`EagerFunction` for ops of two inputs: x and a parameter tensor, or x and a dim."""
+    """:class:`EagerFunction` for ops of two inputs: x and a parameter tensor, x and a dim, or a GLU's
+    a and b."""
 
     @staticmethod
     def forward(ctx, impl, x, other):

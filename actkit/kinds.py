@@ -7,9 +7,9 @@ delegates to.
 """
 from __future__ import annotations
 
-from . import learnable, ops, rowwise
+from . import glu, learnable, ops, rowwise
 
-HANDLERS = {"elementwise": ops, "learnable": learnable, "rowwise": rowwise}
+HANDLERS = {"elementwise": ops, "learnable": learnable, "rowwise": rowwise, "glu": glu}
 
 
 def handler(kind: str):

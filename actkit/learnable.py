@@ -26,7 +26,7 @@ from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .eager import EagerFunction2, Implementation, cached_op, check_tensor, is_compiling, op_cache
+from .eager import EagerFunction2, Implementation, cached_op, check_tensor, is_compiling, op_cache, same_device
 from .ops import like_fake
 
 
@@ -148,22 +148,13 @@ def channels(x: torch.Tensor) -> int:
     return x.shape[1] if x.dim() >= 2 else 1
 
 
-def _same_device(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # Comparing torch.device objects costs a microsecond per call; the flags settle CPU and CUDA.
-    if a.is_cpu:
-        return b.is_cpu
-    if a.is_cuda:
-        return b.is_cuda and a.get_device() == b.get_device()
-    return a.device == b.device
-
-
 def check_parameter(spec: registry.ActivationSpec, x: torch.Tensor, weight: torch.Tensor) -> None:
     if not weight.is_floating_point():
         raise TypeError(f"{spec.name}: {spec.params[0].name} must be a floating-point tensor, got {weight.dtype}")
     if weight.dim() > 1:
         raise ValueError(f"{spec.name}: {spec.params[0].name} must be a scalar or a 1-D tensor (one entry per "
                          f"channel), got shape {tuple(weight.shape)}")
-    if not _same_device(weight, x):
+    if not same_device(weight, x):
         raise ValueError(f"{spec.name}: {spec.params[0].name} is on {weight.device} but the input is on {x.device}; "
                          f"move the module or tensor to one device")
     n = weight.numel()

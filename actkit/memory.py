@@ -24,7 +24,6 @@ from . import registry
 from .patch import patch
 
 MODELS = ("resnet18",)
-NETWORK_KINDS = ("elementwise", "learnable")  # what can replace a ReLU without changing shapes
 
 
 class SavedTensorCounter:
@@ -105,8 +104,9 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
                    image_size: int = 64, device: str = "cpu", seed: int = 0) -> NetworkMemory:
     """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``."""
     spec = registry.get(act)
-    if spec.kind not in NETWORK_KINDS:
-        raise ValueError(f"{spec.name} is {spec.kind}: it cannot stand in for a network's ReLUs")
+    reason = registry.why_not_pointwise(spec)
+    if reason is not None:
+        raise ValueError(f"{spec.name} is {reason}: it cannot stand in for a network's ReLUs")
     torch.manual_seed(seed)
     net = _network(model).to(device).train()
     patch(net, spec.name, impl="torch")  # torch's own op for every activation

@@ -64,7 +64,6 @@ TORCH_MODULES = tuple(_TORCH_MODULES)
 """The torch.nn activation classes that ``patch`` replaces."""
 
 _FUNCTIONAL_ACTIVATIONS = {F.relu: "relu", F.gelu: "gelu", F.silu: "silu", torch.relu: "relu"}
-_POINTWISE = ("elementwise", "learnable")
 
 
 @dataclass(frozen=True)
@@ -253,9 +252,10 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
     target = None
     if act is not None:
         target = registry.get(act)
-        if target.kind not in _POINTWISE:
-            raise ValueError(f"patch(act={act!r}): {target.name} normalises over a dimension and cannot stand in "
-                             f"for pointwise activations; choose a pointwise one (e.g. 'mish', 'gelu', 'prelu'). "
+        reason = registry.why_not_pointwise(target)
+        if reason is not None:
+            raise ValueError(f"patch(act={act!r}): {target.name} is {reason} and cannot stand in for pointwise "
+                             f"activations; choose a pointwise one (e.g. 'mish', 'gelu', 'prelu'). "
                              f"Softmax modules are converted to actkit's softmax with act=None or any act")
         if target.kind == "elementwise":
             target.bind((), act_params)  # clear errors for bad parameters before touching the model
@@ -303,7 +303,7 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
                                               "forward may differ"))
             continue
         name, kwargs = same
-        if target is not None and registry.get(name).kind in _POINTWISE:
+        if target is not None and registry.get(name).kind in registry.POINTWISE_KINDS:
             name, kwargs = target.name, dict(act_params)
         if saved_bits and _keeps_input(name, kwargs):
             kwargs = {**kwargs, "saved_bits": saved_bits}

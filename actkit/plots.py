@@ -66,9 +66,10 @@ def activation_curve(name: str, lo: float = -5.0, hi: float = 5.0, points: int =
     kernel on CUDA, the PyTorch fallback's backward on CPU. No hand-written formula.
     """
     spec = registry.get(name)
-    if getattr(spec, "kind", "elementwise") == "rowwise":
-        raise ValueError(f"{spec.name} normalises over a whole dimension (a row-wise activation), so it has no "
-                         "curve f(x) of one input; curves are drawn for elementwise and learnable activations")
+    reason = registry.why_not_pointwise(spec)
+    if reason is not None:
+        raise ValueError(f"{spec.name} is {reason}, so it has no curve f(x) of one input; curves are drawn for "
+                         "elementwise and learnable activations")
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"range must be two finite numbers with low < high, got {lo:g} {hi:g}")
     if points < 2:

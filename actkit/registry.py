@@ -22,8 +22,9 @@ import torch.nn.functional as F
 SAVES = ("x", "y", "none")
 # "elementwise": f(x) with scalar parameters (the generic kernels and custom op);
 # "learnable": f(x, a) with a learnable parameter a, shared or one per channel (dim 1);
-# "rowwise": a normalisation over one dimension (softmax, log_softmax), with a ``dim`` argument.
-KINDS = ("elementwise", "learnable", "rowwise")
+# "rowwise": a normalisation over one dimension (softmax, log_softmax), with a ``dim`` argument;
+# "glu": a gated linear unit act(a) * b of two halves of x (or two tensors), see actkit/glu.py.
+KINDS = ("elementwise", "learnable", "rowwise", "glu")
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class ActivationSpec:
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
     kind: str = "elementwise"
-    """``elementwise``: the generic kernels and custom op. Other kinds (learnable, row-wise)
+    """``elementwise``: the generic kernels and custom op. Other kinds (learnable, row-wise, glu)
     bring their own kernels and ops."""
+    gate: str | None = None
+    """Glu kind: the elementwise activation applied to the gated half ("silu" for swiglu); None
+    for the generic glu, whose gate is named per call (``act=``)."""
 
     def __post_init__(self):
         if self.saves not in SAVES:
@@ -82,7 +86,9 @@ class ActivationSpec:
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}")
         if self.kind != "elementwise":
-            return  # learnable and row-wise kinds bring their own ops (actkit.learnable, actkit.rowwise)
+            if self.gate is not None and self.kind != "glu":
+                raise ValueError(f"{self.name}: only the glu kind has a gate")
+            return  # the other kinds bring their own ops (actkit.learnable, actkit.rowwise, actkit.glu)
         if (self.saves_y_when is None) != (not self.saves_rule):
             raise ValueError(f"{self.name}: saves_y_when and saves_rule go together")
         if self.saves_y_when is not None and self.saves_for(self.defaults) != self.saves:
@@ -401,6 +407,78 @@ _OTHER_KINDS = [
 
 for _spec in _OTHER_KINDS:
     register(_spec)
+
+
+# -- gated linear units (kind "glu"; their ops: actkit/glu.py) ---------------------------------------
+# The references are the composites a model would write, act(a) * b with the activation on the first
+# half a (the gate): what the PyTorch fallback computes, the benchmarks' eager provider runs and
+# torch.compile traces by default (see actkit/glu.py).
+def glu_halves(x: torch.Tensor, y: torch.Tensor | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b): the halves of x along ``dim`` (a first), or x and y as given."""
+    return x.chunk(2, dim) if y is None else (x, y)
+
+
+def _composite(name: str, act: Callable[[torch.Tensor], torch.Tensor]):
+    """``<name>_composite(x, y=None, dim=-1)``: ``act(a) * b`` in torch ops, named for the bench's call labels."""
+    def composite(x: torch.Tensor, y: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+        a, b = glu_halves(x, y, dim)
+        return act(a) * b
+
+    composite.__name__ = composite.__qualname__ = f"{name}_composite"
+    return composite
+
+
+GLU_DEFAULT_ACT = "sigmoid"
+"""The generic glu's gate when none is named (Dauphin et al.'s GLU gates with a sigmoid)."""
+
+
+def glu_composite(x: torch.Tensor, y: torch.Tensor | None = None, dim: int = -1, act: str = GLU_DEFAULT_ACT,
+                  **params) -> torch.Tensor:
+    a, b = glu_halves(x, y, dim)
+    return get(act).reference(a, **params) * b
+
+
+_GLU_SPLIT = Param("dim", -1, "dimension split into the halves a (gated, first) and b (one-tensor form)")
+_GLU_NOTE = ("a is the first half of x along dim (or the first of two tensors), b the second; torch's F.glu "
+             "gates the other half, a * sigmoid(b). The output has half of x's dim. Autograd saves a and b only.")
+
+
+def _glu_spec(name: str, gate: str | None, reference, class_name: str, formula: str, smooth: bool = True,
+              aliases: tuple[str, ...] = (), notes: str = "") -> ActivationSpec:
+    return ActivationSpec(name, f"f(x) = {formula}; a, b = the halves of x along dim (a first), or f(a, b)", reference,
+                          class_name, "(-inf, inf)", monotonic=False, smooth=smooth, zero_centred=False,
+                          saturating=False, native=False, kind="glu", gate=gate, params=(_GLU_SPLIT,),
+                          aliases=aliases, notes=" ".join((_GLU_NOTE, notes)).strip())
+
+
+_GLU_KIND = [
+    _glu_spec("swiglu", "silu", _composite("swiglu", F.silu), "SwiGLU", "silu(a) * b"),
+    _glu_spec("geglu", "gelu", _composite("geglu", F.gelu), "GEGLU", "gelu(a) * b (erf GELU)"),
+    _glu_spec("geglu_tanh", "gelu_tanh", _composite("geglu_tanh", _gelu_tanh), "GEGLUTanh", "gelu_tanh(a) * b",
+              aliases=("geglu_approx",)),
+    _glu_spec("reglu", "relu", _composite("reglu", F.relu), "ReGLU", "relu(a) * b", smooth=False),
+    _glu_spec("glu", None, glu_composite, "GLU", "act(a) * b, act any differentiable elementwise activation "
+              f"(default {GLU_DEFAULT_ACT})",
+              notes="act= names the gate and its parameters follow as keywords: glu(x, act='leaky_relu', "
+                    "negative_slope=0.1); act='identity' is the bilinear GLU."),
+]
+
+for _spec in _GLU_KIND:
+    register(_spec)
+
+
+POINTWISE_KINDS = ("elementwise", "learnable")
+"""Kinds whose every output element is f of one input element: what a curve f(x) can show and what can
+fill a network's activation slot."""
+
+
+def why_not_pointwise(spec: ActivationSpec) -> str | None:
+    """None for a pointwise activation; else what it is instead, worded for an error message."""
+    if spec.kind in POINTWISE_KINDS:
+        return None
+    if spec.kind == "rowwise":
+        return "a row-wise activation (it normalises over a dimension)"
+    return "a gated linear unit (act(a) * b of two halves of its input: half as many outputs as inputs)"
 
 
 def available() -> list[str]:

@@ -15,14 +15,13 @@ ops are ``torch.softmax``/``torch.log_softmax`` and ATen's own backward formulas
 from __future__ import annotations
 
 import inspect
-import operator
 
 import torch
 from torch import nn
 
 from . import registry
 from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, cached_op, check_tensor, is_compiling, op_cache
+from .eager import EagerFunction2, Implementation, as_int, cached_op, check_tensor, is_compiling, op_cache
 from .ops import like_fake
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -137,20 +136,9 @@ rowwise.register_autograd(_backward, setup_context=_setup_context)
 
 
 # -- argument checks ---------------------------------------------------------------------------
-def _as_int(name: str, dim) -> int:
-    if type(dim) is int:
-        return dim
-    if not isinstance(dim, bool):
-        try:
-            return operator.index(dim)
-        except TypeError:
-            pass
-    raise TypeError(f"{name}: dim must be an integer, got {dim!r}")
-
-
 def wrap_dim(name: str, dim, ndim: int) -> int:
     """``dim`` as an index in ``[0, max(ndim, 1))``; IndexError naming the valid range otherwise."""
-    dim = _as_int(name, dim)
+    dim = as_int(name, dim)
     size = max(ndim, 1)  # a 0-d tensor is normalised over its one element, dim 0 or -1 (as torch)
     if not -size <= dim < size:
         raise IndexError(f"{name}: dim {dim} is out of range for a {ndim}-d tensor; "
@@ -212,7 +200,7 @@ def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
 
 # -- module support (actkit.nn.Softmax, actkit.nn.LogSoftmax, actkit.nn.Activation("softmax")) ------
 def init_module(module: nn.Module, dim: int | None = None) -> None:
-    module.dim = None if dim is None else _as_int(module.spec.name, dim)  # range checked per input
+    module.dim = None if dim is None else as_int(module.spec.name, dim)  # range checked per input
     module._op = op_for(module.spec.name)
 
 

@@ -112,9 +112,9 @@ def train_toy(activation: str, x: torch.Tensor, y: torch.Tensor, x_test: torch.T
     second of work take a minute.
     """
     spec = registry.get(activation)
-    if getattr(spec, "kind", "elementwise") == "rowwise":
-        raise ValueError(f"{spec.name} is a row-wise activation (it normalises over a dimension); the toy MLP "
-                         "takes elementwise or learnable activations")
+    reason = registry.why_not_pointwise(spec)
+    if reason is not None:
+        raise ValueError(f"{spec.name} is {reason}; the toy MLP takes elementwise or learnable activations")
     if not spec.differentiable:
         raise ValueError(f"{spec.name} has no gradient, so a network using it cannot be trained")
     previous = torch.get_num_threads()

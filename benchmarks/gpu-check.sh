@@ -11,6 +11,8 @@
 #   test     the whole test suite on CUDA tensors, kernels compiled (TRITON_INTERPRET unset)
 #   bench    actkit bench --act all --device cuda --quick   -> benchmarks/results/<gpu>.json
 #   host     actkit bench --host-cost --act all --device cuda -> benchmarks/results/<gpu>-host-cost.json
+#   glu      actkit bench-glu-block --device cuda, bf16, a LLaMA-7B-sized MLP block, both layouts
+#            (Liger-Kernel#1330: the compile paths)      -> benchmarks/results/<gpu>-glu-block-{pair,split}.json
 #   table    both files as markdown                         -> benchmarks/results/<gpu>.md
 # <gpu> is the device name in lower case with dashes (nvidia-h100-80gb-hbm3). An interrupted
 # bench step resumes where it stopped when run again. Logs go to benchmarks/results/<gpu>-<step>.log.
@@ -20,7 +22,7 @@ PYTHON=${PYTHON:-python3}
 unset TRITON_INTERPRET
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(install test bench host table)
+[ ${#steps[@]} -gt 0 ] || steps=(install test bench host glu table)
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu-check: torch sees no CUDA GPU here (torch.cuda.is_available() is False)" >&2
@@ -52,6 +54,11 @@ for step in "${steps[@]}"; do
     test)    "$PYTHON" -m pytest -q -p no:cacheprovider 2>&1 | tee "$log" ;;
     bench)   bench_into "$out/$gpu.json" --act all --device cuda --quick 2>&1 | tee "$log" ;;
     host)    bench_into "$out/$gpu-host-cost.json" --host-cost --act all --device cuda 2>&1 | tee "$log" ;;
+    glu)
+      for layout in pair split; do
+        actkit_cmd bench-glu-block --device cuda --dtype bf16 --tokens 8192 --hidden 4096 --ffn 11008 \
+          --layout "$layout" --json "$out/$gpu-glu-block-$layout.json" --overwrite
+      done 2>&1 | tee "$log" ;;
     table)
       {
         echo "<!-- $gpu: actkit bench --act all --device cuda --quick; actkit bench --host-cost --act all --device cuda -->"
@@ -60,7 +67,7 @@ for step in "${steps[@]}"; do
         actkit_cmd bench-table "$out/$gpu-host-cost.json"
       } > "$out/$gpu.md"
       echo "wrote $out/$gpu.md" | tee "$log" ;;
-    *) echo "gpu-check: unknown step '$step' (install, test, bench, host, table)" >&2; exit 2 ;;
+    *) echo "gpu-check: unknown step '$step' (install, test, bench, host, glu, table)" >&2; exit 2 ;;
   esac
   echo "gpu-check: $step done in $(( $(date +%s) - start )) s"
 done

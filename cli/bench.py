@@ -309,3 +309,87 @@ def bench_table_command(
     except bench.BenchError as exc:
         _fail(str(exc))
     typer.echo(text, nl=False)
+
+
+@app.command("bench-glu-block")
+def bench_glu_block_command(
+    act: str = typer.Option("swiglu", "--act", help="A gated linear unit: swiglu, geglu, geglu_tanh, reglu, glu."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu \\[default: cuda if available]."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16."),
+    tokens: int = typer.Option(512, "--tokens", help="Rows of the block's input (batch x sequence)."),
+    hidden: int = typer.Option(256, "--hidden", help="Model width: the block's input and output features."),
+    ffn: int = typer.Option(688, "--ffn", help="Width of the GLU's halves (the MLP's inner size)."),
+    layout: str = typer.Option("pair", "--layout", help="pair: gate and up projections, glu(gate, up); "
+                               "split: one gate_up projection, glu(x) splits it."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads \\[default: torch's]; 1 is steadier "
+                                          "on a shared machine."),
+    compile_backend: str = typer.Option("inductor", "--compile-backend", help="torch.compile's backend."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records and the environment as JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json FILE."),
+    quick: bool = typer.Option(False, "--quick", help="Shorter timing (fewer, shorter blocks)."),
+) -> None:
+    """A GLU inside a compiled MLP block, x + down(glu(...)): which path actkit should take under torch.compile.
+
+    Times the eager composite, actkit eager, torch.compile of the composite and torch.compile of the actkit
+    block on each of actkit's compile paths (composite: Inductor fuses the GLU with its neighbours; kernel:
+    actkit's opaque custom op), forward and fwd+bwd, with the bytes autograd keeps (linkedin/Liger-Kernel#1330).
+    """
+    from actkit.bench import glublock
+
+    _check_output(json_path, "--json")
+    if json_path is not None and json_path.exists() and not overwrite:
+        _fail(f"{json_path} already exists; add --overwrite to replace it, or choose another --json path")
+    try:
+        config = glublock.BlockConfig(act=act, device=bench.parse_device(device), dtype=dtype, tokens=tokens,
+                                      hidden=hidden, ffn=ffn, layout=layout, backend=compile_backend,
+                                      threads=bench.parse_threads(threads),
+                                      **(glublock.QUICK_TIMING if quick else {}))
+        glublock.check(config)
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("compiling", total=None)
+
+            def report(done: int, total: int, label: str) -> None:
+                bar.update(task, completed=done, total=total, description=label)
+
+            payload = glublock.run(config, progress=report)
+    except (bench.BenchError, ValueError) as exc:
+        _fail(str(exc))
+    out = console if console.is_terminal else Console(width=max(console.width, 120))
+    out.print(glu_block_table(payload))
+    for line in glublock.summary(payload):
+        out.print(f"[bold]{escape(line)}[/]")
+    env = payload["environment"]
+    out.print(f"[dim]{escape(str(env['device_name']))} ({env['device']}, {env['cpu_threads']} threads); torch "
+              f"{env['torch']}, triton {env['triton']}; actkit's default compile path: "
+              f"{payload['default_compile_path']}.[/]")
+    if json_path is not None:
+        from actkit import results
+
+        try:
+            results.write_json(json_path, payload)
+        except OSError as exc:
+            _fail(f"cannot write results: {exc}")
+        console.print(f"wrote {json_path}")
+
+
+def glu_block_table(payload: Mapping[str, Any]) -> Table:
+    config = payload["config"]
+    table = Table(title=f"[bold]{config['act']}[/] in x + down(glu(...)): {config['tokens']} x {config['hidden']} "
+                        f"-> {config['ffn']}, {config['layout']} layout, {config['dtype']}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  header_style="bold")
+    for name, justify in (("variant", "left"), ("mode", "left"), ("median", "right"), ("p20-p80", "right"),
+                          ("x compiled composite", "right"), ("saved", "right"), ("max |diff|", "right"),
+                          ("1st call", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in payload["records"]:
+        median, spread = _time_with_spread(r)
+        ratio = r["vs_compile_composite"]
+        table.add_row(r["variant"], r["mode"], median, spread, "-" if ratio is None else f"{ratio:.2f}x",
+                      _size_of(r["saved_bytes"]), f"{r['max_abs_diff']:.1e}", f"{r['first_call_s']:.1f} s",
+                      end_section=r["mode"] == "fwd+bwd")
+    table.caption = ("x compiled composite: this time over torch.compile of F.silu(a) * b's block in the same mode; "
+                     "saved: bytes autograd keeps for backward besides the parameters and the input")
+    table.caption_justify = "left"
+    return table

@@ -80,6 +80,8 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
         saves = spec.saves + ("*" if spec.saves_rule else "")
         if spec.kind == "learnable":  # a learnable parameter (initial value shown), saved with x
             params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
+        if spec.kind == "glu":  # a gated linear unit keeps its two inputs (x's halves) and recomputes act(a)
+            saves = "a, b"
         table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),
                       _mark(spec.zero_centred), _mark(spec.saturating),
                       saves if spec.differentiable else "[dim]no grad[/]")

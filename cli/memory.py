@@ -22,12 +22,12 @@ def _fail(message: str) -> None:
 
 def _parse_acts(value: str) -> list[str]:
     if value.strip().lower() == "all":
-        return [s.name for s in registry.REGISTRY.values() if s.kind in memory.NETWORK_KINDS]
+        return [s.name for s in registry.REGISTRY.values() if s.kind in registry.POINTWISE_KINDS]
     names = parse_activations(value)
     for name in names:
-        kind = registry.get(name).kind
-        if kind not in memory.NETWORK_KINDS:
-            _fail(f"{name} is {kind}: it cannot stand in for a network's ReLUs; "
+        reason = registry.why_not_pointwise(registry.get(name))
+        if reason is not None:
+            _fail(f"{name} is {reason}: it cannot stand in for a network's ReLUs; "
                   "choose elementwise or learnable activations")
     return names
 

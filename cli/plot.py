@@ -56,6 +56,12 @@ def registry_get(name: str):
     return registry.get(name)
 
 
+def why_not_pointwise(name: str) -> str | None:
+    from actkit import registry
+
+    return registry.why_not_pointwise(registry.get(name))
+
+
 def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
     if width is None and height is None:
         return None
@@ -115,10 +121,10 @@ def plot_curves(
     lo, hi = range_
     if not lo < hi:
         fail(f"--range needs LOW < HIGH, got {lo:g} {hi:g}")
-    rowwise = [n for n in names if registry_get(n).kind == "rowwise"]
-    if rowwise:
-        fail(f"{', '.join(rowwise)}: row-wise activations normalise over a dimension and have no curve f(x); "
-             "choose elementwise or learnable activations")
+    for name in names:
+        reason = why_not_pointwise(name)
+        if reason is not None:
+            fail(f"{name} is {reason} and has no curve f(x); choose elementwise or learnable activations")
     size = parse_size(width, height)
     try:
         path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
@@ -156,10 +162,10 @@ def boundary(
     x_test, y_test = toy.make_dataset(key, samples, noise=noise, seed=seed + 10_000)
     results = []
     for name in names:  # refuse what cannot be trained before training anything
-        spec = registry_get(name)
-        if spec.kind == "rowwise" or not spec.differentiable:
+        reason = why_not_pointwise(name)
+        if reason is not None or not registry_get(name).differentiable:
             fail(f"{name} cannot be used in the toy MLP: "
-                 + ("it is a row-wise activation" if spec.kind == "rowwise" else "it has no gradient")
+                 + (f"it is {reason}" if reason is not None else "it has no gradient")
                  + "; use elementwise or learnable activations")
     with console.status("training") as status:
         for name in names:

@@ -3,6 +3,6 @@
 Importing this package imports Triton. Set ``TRITON_INTERPRET=1`` *before* importing it
 to run the kernels on CPU tensors through Triton's interpreter.
 """
-from . import activations, elementwise, layout
+from . import activations, elementwise, glu, layout
 
-__all__ = ["activations", "elementwise", "layout"]
+__all__ = ["activations", "elementwise", "glu", "layout"]

@@ -173,7 +173,25 @@ def rowwise_workload(spec, dtype):
         yield f"{label} backward", lambda y=y, dy=dy, dim=dim: impl.input_grad(y, dy, dim)
 
 
-WORKLOADS = {"elementwise": elementwise_workload, "learnable": learnable_workload, "rowwise": rowwise_workload}
+def glu_workload(spec, dtype):
+    from actkit import glu
+
+    impl = glu.op_for(spec).triton()
+    # One tensor split along the last dim (rows of a half at a row stride of two halves), along a
+    # leading dim (one long row), two contiguous tensors (one flat row) and the halves a user took
+    # with chunk (rows at their own stride): one kernel, different strides and tile shapes.
+    x = _aligned((64, 1024), dtype)
+    a, b = x.chunk(2, -1)
+    configs = {"split last dim": (x, -1), "split dim 0": (x, 0), "two tensors": (a.contiguous(), b.contiguous()),
+               "two strided halves": (a, b)}
+    for label, (first, other) in configs.items():
+        yield f"{label} forward", lambda first=first, other=other: impl.forward(first, other)
+        dy = torch.randn_like(impl.forward(first, other))
+        yield f"{label} backward", lambda first=first, other=other, dy=dy: impl.input_grads(first, other, dy)
+
+
+WORKLOADS = {"elementwise": elementwise_workload, "learnable": learnable_workload, "rowwise": rowwise_workload,
+             "glu": glu_workload}
 
 
 def _compiled_kernels() -> dict[tuple, object]:

@@ -62,6 +62,28 @@ def test_other_kinds_move_the_same_tensors(kind):
         assert bench.bytes_moved(kind, mode, 4096, 2) == per_elem * 4096 * 2
 
 
+def test_glu_bytes_and_shapes():
+    """The size counts x; a and b are its halves and y has half of x's elements. Forward reads x and
+    writes y (1.5 x's bytes), backward reads x and dy and writes dx (2.5)."""
+    assert bench.bytes_moved("glu", "fwd", 4096, 2) == 3 * 2048 * 2
+    assert bench.bytes_moved("glu", "bwd", 4096, 2) == 5 * 2048 * 2
+    assert bench.bytes_moved("glu", "fwd+bwd", 4096, 4) == 8 * 2048 * 4
+    model = bench.KINDS["glu"]
+    assert model.shape(2 ** 16) == (64, 1024) and model.output_shape((64, 1024)) == (64, 512)
+    assert model.shape(6) == (1, 6) and model.shape(2 * 1023) == (1, 2046)
+    with pytest.raises(bench.BenchError, match="1001 elements is odd"):
+        model.shape(1001)
+
+
+def test_glu_kind_runs_keeps_two_halves_and_skips_odd_sizes():
+    result = bench.run(tiny_config("swiglu", sizes=(4096, 1001), modes=("fwd+bwd",)))
+    saved = {r["provider"]: r["saved_bytes_per_element"] for r in result["records"]}
+    # Per element of x, fp32: actkit keeps x (a and b), 4 bytes; the composite also keeps silu(a), half of x.
+    assert saved == {"actkit": 4.0, "eager": 6.0}
+    assert {tuple(r["shape"]) for r in result["records"]} == {(4, 1024)}
+    assert [(s["numel"], "odd" in s["reason"]) for s in result["skipped"]] == [(1001, True)]
+
+
 def test_kind_shapes():
     assert bench.KINDS["elementwise"].shape(2 ** 16) == (2 ** 16,)
     assert bench.KINDS["rowwise"].shape(2 ** 16) == (64, 1024)

@@ -270,3 +270,36 @@ def test_a_file_of_the_other_measurement_is_refused(tmp_path, cases):
         assert refused.exit_code == 2 and "Traceback" not in refused.output
         assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
         assert "holds host-cost results" in refused.stderr
+
+
+def test_bench_glu_block_compares_the_compile_paths(tmp_path, monkeypatch):
+    """The Liger-Kernel#1330 case on a tiny block: every variant in both modes, the bytes autograd keeps
+    (the eager composite keeps silu(a) on top of a, b and the down projection's input), the JSON file,
+    and one-line errors for what is not a GLU block."""
+    from actkit.bench import glublock
+
+    monkeypatch.setattr(glublock, "QUICK_TIMING", dict(min_run_time=0.001, min_blocks=3, block_s=0.0002,
+                                                        warmup_calls=1))
+    out = tmp_path / "block.json"
+    result = runner.invoke(app, ["bench-glu-block", "--device", "cpu", "--tokens", "16", "--hidden", "8", "--ffn", "12",
+                                 "--layout", "split", "--compile-backend", "eager", "--threads", "1", "--quick",
+                                 "--json", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "compiled block with actkit's opaque kernel" in result.output and "default compile path: composite" \
+        in result.output
+    payload = json.loads(out.read_text())
+    records = {(r["variant"], r["mode"]): r for r in payload["records"]}
+    assert set(records) == {(v, m) for v in glublock.VARIANTS for m in glublock.MODES}
+    half = 16 * 12 * 4  # one tokens x ffn fp32 tensor
+    assert records[("eager composite", "fwd")]["saved_bytes"] == 4 * half
+    assert records[("eager actkit", "fwd")]["saved_bytes"] == 3 * half
+    assert records[("compile actkit (kernel path)", "fwd")]["saved_bytes"] == 3 * half
+    assert all(r["max_abs_diff"] < 1e-5 for r in payload["records"])
+    assert records[("compile composite", "fwd+bwd")]["vs_compile_composite"] == 1.0
+    again = runner.invoke(app, ["bench-glu-block", "--device", "cpu", "--json", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    for args, message in ((["--act", "mish"], "mish is not a gated linear unit (its kind is elementwise)"),
+                          (["--layout", "diagonal"], "unknown layout 'diagonal'; choose from pair, split"),
+                          (["--dtype", "fp64"], "unsupported dtype 'fp64'")):
+        bad = runner.invoke(app, ["bench-glu-block", "--device", "cpu", *args])
+        assert bad.exit_code == 2 and message in bad.output, bad.output

@@ -1,4 +1,4 @@
-"""The CLI shows and benchmarks the learnable and row-wise activations."""
+"""The CLI shows and benchmarks the learnable, row-wise and gated-linear-unit activations."""
 import json
 
 from typer.testing import CliRunner
@@ -7,7 +7,8 @@ import actkit
 from actkit.cli.main import app
 
 runner = CliRunner()
-NEW = {"prelu": "learnable", "swish_beta": "learnable", "softmax": "rowwise", "log_softmax": "rowwise"}
+NEW = {"prelu": "learnable", "swish_beta": "learnable", "softmax": "rowwise", "log_softmax": "rowwise",
+       "swiglu": "glu", "glu": "glu"}
 
 
 def test_list_includes_the_new_kinds():
@@ -20,6 +21,8 @@ def test_list_includes_the_new_kinds():
     assert table.exit_code == 0
     prelu_row = next(line for line in table.output.splitlines() if "│ prelu" in line)
     assert "weight=0.25 (learnable)" in prelu_row and "x + weight" in prelu_row
+    swiglu_row = next(line for line in table.output.splitlines() if "│ swiglu" in line)
+    assert "silu(a) * b" in swiglu_row and "a, b" in swiglu_row
 
 
 def test_bench_runs_the_new_kinds_on_cpu():

@@ -64,7 +64,9 @@ def test_every_activation_dtype_and_direction_is_covered(results, arch):
     assert {bits for c in compiled if c["kernel"].startswith("fewbit") for bits in [c["meta"]["K"]]} == set(range(1, 9))
     assert {"learnable_fwd_kernel", "learnable_bwd_kernel", "column_sum_kernel", "softmax_fwd_kernel",
             "softmax_bwd_kernel", "activation_fwd_kernel", "activation_bwd_kernel", "fewbit_fwd_kernel",
-            "fewbit_bwd_kernel"} <= {c["kernel"] for c in compiled}
+            "fewbit_bwd_kernel", "glu_fwd_kernel", "glu_bwd_kernel"} <= {c["kernel"] for c in compiled}
+    glu_tiles = {(c["meta"]["ROWS"], c["meta"]["COLS"]) for c in compiled if c["kernel"].startswith("glu_")}
+    assert {(1, 2048), (4, 512)} <= glu_tiles, "GLU rows longer than a tile and rows sharing one"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -80,10 +82,11 @@ def test_direct_launch_passes_what_the_jit_passes(results, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_elementwise_kernels_move_128_bits_per_access(results, arch):
-    """Aligned tensors of 2^16 elements: loads and stores compile to ld/st.global.v4 (16 bytes)."""
+    """Aligned tensors of 2^16 elements: loads and stores compile to ld/st.global.v4 (16 bytes), in the
+    elementwise kernels and in the GLU kernels (rows of aligned length at aligned strides)."""
     narrow = [f"{i['activation']} {i['dtype']} {i['what']}: load v4 {c['v4_load']}, store v4 {c['v4_store']}"
               for i in results[arch]["items"] for c in i["compiled"]
-              if c["kernel"].startswith("activation_") and not (c["v4_load"] and c["v4_store"])]
+              if c["kernel"].startswith(("activation_", "glu_")) and not (c["v4_load"] and c["v4_store"])]
     assert not narrow, "\n".join(narrow)
 
 

@@ -56,7 +56,7 @@ def test_memory_command_table_json_and_errors(tmp_path):
     impls = [(r["activation"], r["impl"], r["saved_bits"]) for r in payload["records"]]
     assert impls == [("gelu", "torch", None), ("gelu", "actkit", None), ("gelu", "actkit", 2),
                      ("relu", "torch", None), ("relu", "actkit", None)]  # relu keeps y: no few-bit row
-    for args, message in ((["--act", "softmax"], "softmax is rowwise"), (["--saved-bits", "9"], "bad --saved-bits"),
+    for args, message in ((["--act", "softmax"], "softmax is a row-wise activation"), (["--saved-bits", "9"], "bad --saved-bits"),
                           (["--act", "mihs"], "unknown activation"), (["--size", "8"], "--size >= 32")):
         result = runner.invoke(app, ["memory", *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -12,10 +12,11 @@ from .options import MODES, BenchError
 
 # Everything the harness needs to know about a kind of activation lives here: the input shape
 # for a given element count, the extra arguments, and the bytes that must move per element by
-# mode, counted in tensors of the input's dtype as (tensors read, tensors written). Forward reads
-# x and writes y; backward reads the one saved tensor (x, or y) and dy and writes dx; fwd+bwd is
-# the sum. A new kind is benchmarked once it has an entry in KINDS; until then it is skipped with
-# a note.
+# mode, counted in tensors of the input's size and dtype as (tensors read, tensors written).
+# Forward reads x and writes y; backward reads the one saved tensor (x, or y) and dy and writes
+# dx; fwd+bwd is the sum. A GLU's output is half of x: forward reads x and writes half of it,
+# backward reads x and dy (a half) and writes dx. A new kind is benchmarked once it has an entry
+# in KINDS; until then it is skipped with a note.
 ROW_LENGTH = 1024
 """Row-wise kinds (softmax) run on rows of this many elements (fewer if the size is smaller)."""
 CHANNELS = 64
@@ -31,11 +32,23 @@ def _channels(numel: int) -> tuple[int, ...]:
     return (numel // CHANNELS, CHANNELS) if numel % CHANNELS == 0 and numel >= CHANNELS else (numel,)
 
 
+def _glu_rows(numel: int) -> tuple[int, ...]:
+    if numel % 2:
+        raise BenchError(f"a GLU splits x into two halves: {numel} elements is odd; choose an even size")
+    shape = _rows(numel)
+    return shape if shape[-1] % 2 == 0 else (1, numel)
+
+
+def _same_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape
+
+
 @dataclass(frozen=True)
 class KindModel:
-    traffic: Mapping[str, tuple[int, int]]
+    traffic: Mapping[str, tuple[float, float]]
     shape: Callable[[int], tuple[int, ...]]
     note: str
+    output_shape: Callable[[tuple[int, ...]], tuple[int, ...]] = _same_shape
 
 
 _ELEMENTWISE_TRAFFIC = {"fwd": (1, 1), "bwd": (2, 1)}
@@ -46,6 +59,10 @@ KINDS: dict[str, KindModel] = {
     "learnable": KindModel(_ELEMENTWISE_TRAFFIC, _channels,
                            f"(N, {CHANNELS}) input, one learnable parameter per channel; backward also "
                            f"computes the parameter's gradient (its {CHANNELS} values are not counted in bytes)"),
+    "glu": KindModel({"fwd": (1, 0.5), "bwd": (1.5, 1)}, _glu_rows,
+                     f"x in rows of {ROW_LENGTH} elements, split into halves a (gated) and b of {ROW_LENGTH // 2}; "
+                     "the size counts x's elements, the output has half as many",
+                     output_shape=lambda shape: (*shape[:-1], shape[-1] // 2)),
 }
 
 
@@ -58,7 +75,7 @@ def bytes_moved(kind: str, mode: str, numel: int, itemsize: int) -> int:
     if mode not in KINDS[kind].traffic:
         raise BenchError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     reads, writes = KINDS[kind].traffic[mode]
-    return (reads + writes) * numel * itemsize
+    return round((reads + writes) * numel * itemsize)
 
 
 def copy_bytes(numel: int, itemsize: int) -> int:
@@ -102,10 +119,11 @@ def make_inputs(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype, d
     if spec.kind not in KINDS:
         raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
                          f"(supported: {', '.join(KINDS)})")
-    shape = KINDS[spec.kind].shape(numel)
+    model = KINDS[spec.kind]
+    shape = model.shape(numel)
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
-    dy = torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    dy = torch.randn(model.output_shape(shape), generator=gen, device=device, dtype=torch.float32).to(dtype)
     x.requires_grad_(spec.differentiable)
     if spec.kind == "learnable":
         channels = shape[1] if len(shape) >= 2 else 1

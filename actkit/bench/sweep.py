@@ -46,8 +46,15 @@ def plan(config: BenchConfig) -> _Plan:
             out.skipped.append(skip_note(spec.name, reason=f"forward-only activation and no {forward} mode "
                                                            "requested"))
             continue
+        sizes = []
+        for size in config.sizes:
+            try:
+                KINDS[spec.kind].shape(size)
+                sizes.append(size)
+            except BenchError as exc:  # a size this kind cannot take (an odd size for a GLU)
+                out.skipped.append(skip_note(spec.name, reason=str(exc), numel=size))
         for dtype in config.dtypes:
-            for size in config.sizes:
+            for size in sizes:
                 out.cases.append((spec, dtype, size))
     return out
 

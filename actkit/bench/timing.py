@@ -90,7 +90,8 @@ def time_cpu(fns: Mapping[Any, Callable[[], Any]], *, min_run_time: float, min_b
 
 
 def time_all(fns: Mapping[Any, Callable[[], Any]], config: BenchConfig) -> dict[Any, Timing]:
-    """Timings for each callable: ``do_bench`` one after another on CUDA, interleaved Timer blocks on CPU."""
+    """Timings for each callable: ``do_bench`` one after another on CUDA, interleaved Timer blocks on CPU
+    (``config``: a :class:`BenchConfig`, or another configuration with its timing fields and ``device_type``)."""
     if config.device_type == "cuda":
         return {key: time_cuda(fn, config.warmup_ms, config.rep_ms) for key, fn in fns.items()}
     return time_interleaved(fns, config)

@@ -1,0 +1,438 @@
+"""Gated linear units (kind ``"glu"``): swiglu, geglu, geglu_tanh, reglu and the generic glu(act).
+
+``y = act(a) * b``. The activation goes on **a, the first half** (the gate) and multiplies **b,
+the second**: a and b are the two halves of x along ``dim`` (default -1, the dim ``F.glu`` splits),
+or two tensors of one shape. This is the convention of fused gate/up projections (``silu(gate) *
+up``); ``F.glu`` gates the other half, ``a * sigmoid(b)``, so ``F.glu(x)`` equals
+``actkit.functional.glu(torch.cat([b, a], dim))``. The output has half of x's ``dim``.
+
+One Triton kernel forward (reads a and b, writes y) and one backward (reads a, b and dy, writes
+da and db in the same pass; for one tensor x, into the two halves of one dx), see
+:mod:`actkit.kernels.glu`. Autograd saves a and b only (x itself for the one-tensor form, one
+storage) and recomputes act(a) and act'(a) in backward: two tensors of the half's size where the
+eager composite ``F.silu(a) * b`` keeps three (a for silu's backward, silu(a) and b for the
+product). On the PyTorch path the forward is that composite, and the backward recomputes act(a)
+once and calls the activation's own ATen backward (``aten.silu_backward``, ...; a vector-Jacobian
+product for composite gates), so its gradients are autograd's own.
+
+The bound op (:class:`GluOp`) follows :mod:`actkit.eager`: plain tensors take the eager route
+(:class:`~actkit.eager.EagerFunction2` of x and the split dim, or of a and b); tensor subclasses
+and tracing take two opaque ``torch.library`` custom ops,
+
+* ``actkit::glu(x, y, act, p0, p1, dim, backend) -> out`` (``y`` None: split x along ``dim``)
+* ``actkit::glu_backward(x, y, grad, act, p0, p1, dim, backend) -> [dx] or [da, db]``
+
+**Under torch.compile** the op emits the composite ``act(a) * b`` by default
+(:data:`COMPILE_PATHS`, :func:`set_compile_path`, ``$ACTKIT_GLU_COMPILE``): Inductor fuses it with
+its neighbours (the residual add, casts, a bias) into generated kernels, and its partitioner
+recomputes act(a) in backward, so the compiled composite keeps two tensors as well. An opaque custom
+op is a wall Inductor cannot fuse across (linkedin/Liger-Kernel#1330: a compiled model with Liger's
+SwiGLU ran 3.1x slower than ``torch.compile`` of ``F.silu(a) * b``). ``"kernel"`` puts actkit's
+custom op (its Triton kernels on CUDA) in compiled graphs instead. The README has the measurements
+(``benchmarks/glu_compile.py``).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Optional
+
+import torch
+
+from . import ops, registry
+from .backend import TORCH, TRITON, backend_for
+from .eager import EagerFunction2, Implementation, as_int, check_tensor, is_compiling, same_device
+
+# -- what torch.compile traces ---------------------------------------------------------------------
+COMPILE_PATHS = ("composite", "kernel")
+"""``composite``: under torch.compile a GLU is ``act(a) * b`` in torch ops, which Inductor fuses
+with its neighbours (the default). ``kernel``: actkit's opaque custom op, as tensor subclasses get."""
+COMPILE_ENV_VAR = "ACTKIT_GLU_COMPILE"
+
+
+def _valid_path(path, source: str) -> str:
+    choice = str(path).strip().lower()
+    if choice not in COMPILE_PATHS:
+        raise ValueError(f"unknown GLU compile path {path!r} from {source}; choose one of: {', '.join(COMPILE_PATHS)}")
+    return choice
+
+
+def _path_from_env() -> str:
+    return _valid_path(os.environ.get(COMPILE_ENV_VAR, COMPILE_PATHS[0]), f"${COMPILE_ENV_VAR}")
+
+
+# Traced code reads this global, so Dynamo guards on it: changing it recompiles rather than
+# replaying a graph made with the other path.
+_compile_path = _path_from_env()
+
+
+def set_compile_path(path: str | None) -> None:
+    """What a GLU becomes under ``torch.compile``: ``"composite"`` (default; Inductor fuses it),
+    ``"kernel"`` (actkit's opaque custom op), or ``None`` to go back to ``$ACTKIT_GLU_COMPILE``."""
+    global _compile_path
+    _compile_path = _path_from_env() if path is None else _valid_path(path, "set_compile_path()")
+
+
+def get_compile_path() -> str:
+    return _compile_path
+
+
+# -- implementations ---------------------------------------------------------------------------------
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+class GluImpl(Implementation):
+    """One backend's implementation. ``forward(x, other)`` and ``input_grads(x, other, grad)``
+    take the split dim (an int: a and b are x's halves) or b (a tensor: x is a). Gradients are
+    ``(dx, None)`` or ``(da, db)``; every output is contiguous, as the fake implementations say.
+    Autograd saves x, or a and b: nothing else."""
+
+    __slots__ = ("backend", "glu", "grads")
+
+    def __init__(self, backend: str, glu, grads):
+        # glu(x, y, dim) and grads(x, y, grad, dim), y None for the one-tensor form.
+        self.backend, self.glu, self.grads = backend, glu, grads
+
+    def forward(self, x: torch.Tensor, other) -> torch.Tensor:
+        if type(other) is int:
+            return self.glu(x, None, other)
+        return self.glu(x, other, -1)
+
+    def input_grads(self, x: torch.Tensor, other, grad: torch.Tensor):
+        if type(other) is int:
+            return self.grads(x, None, grad, other)
+        return self.grads(x, other, grad, -1)
+
+    def save(self, ctx, inputs, out: torch.Tensor) -> None:
+        x, other = inputs
+        if type(other) is int:
+            ctx.dim = other
+            ctx.save_for_backward(x)
+        else:
+            ctx.dim = None
+            ctx.save_for_backward(x, other)
+
+    def backward(self, ctx, grad: torch.Tensor, input_grads=None):
+        saved = ctx.saved_tensors
+        other = ctx.dim if ctx.dim is not None else saved[1]
+        return (input_grads or self.input_grads)(saved[0], other, grad)
+
+
+def _gate_value_and_grad(gate: ops.ElementwiseOp):
+    """``(a, g) -> (act(a), g * act'(a))`` in torch ops, act(a) computed once, with the backward
+    autograd of ``act(a) * b`` runs: the activation's ATen backward op, of a where torch has one
+    (silu_backward, gelu_backward), else of act(a) (sigmoid_backward, tanh_backward), else a
+    vector-Jacobian product (composite gates). So the PyTorch path's gradients are autograd's own."""
+    f, params = gate.torch.forward, dict(gate.params)
+    if gate.saves == "none":  # identity: the bilinear GLU
+        return lambda a, g: (f(a), g)
+    found = gate.spec.aten_backward()
+    if found is None:
+        def by_vjp(a, g):
+            fa, vjp = torch.func.vjp(f, a)
+            return fa, vjp(g)[0]
+        return by_vjp
+    backward, from_y = functools.partial(found[0], **params), found[1] == "y"
+
+    def by_aten(a, g):
+        fa = f(a)
+        return fa, backward(g, fa if from_y else a)
+    return by_aten
+
+
+def _torch_impl(gate: ops.ElementwiseOp) -> GluImpl:
+    f, value_and_grad = gate.torch.forward, _gate_value_and_grad(gate)
+
+    def glu(x, y, dim):
+        a, b = registry.glu_halves(x, y, dim)
+        return _contiguous(f(a) * b)
+
+    def grads(x, y, grad, dim):
+        a, b = registry.glu_halves(x, y, dim)
+        fa, da = value_and_grad(a, grad * b)  # the products in autograd's order: (dy * b) * f'(a)
+        db = grad * fa
+        if y is None:
+            return torch.cat((da, db), dim), None
+        return _contiguous(da), _contiguous(db)
+
+    return GluImpl(TORCH, glu, grads)
+
+
+class GluOp:
+    """A GLU bound to its gate (an elementwise activation with its parameters); ``op(x)`` splits x
+    along dim -1, ``op(x, dim=d)`` along d, ``op(a, b)`` takes two tensors of one shape."""
+
+    __slots__ = ("name", "spec_name", "gate", "act", "p0", "p1", "torch", "_triton")
+
+    def __init__(self, gate: ops.ElementwiseOp, spec_name: str | None = None):
+        self.gate, self.act, self.p0, self.p1 = gate, gate.name, gate.p0, gate.p1
+        self.spec_name = spec_name  # a named GLU (swiglu), or None for the generic glu(act=...)
+        shown = "".join(f", {k}={v:g}" for k, v in gate.params.items())
+        self.name = spec_name or f"glu(act={gate.name!r}{shown})"
+        self.torch = _torch_impl(gate)
+        self._triton = None  # made on first Triton use (imports Triton)
+
+    def triton(self) -> GluImpl:
+        if self._triton is None:
+            from actkit.kernels import glu as kernels
+
+            fwd, dfn = self.gate.spec.triton_functions  # f and f' of x: backward reads a, not act(a)
+            p0, p1 = self.p0, self.p1
+            self._triton = GluImpl(TRITON, lambda x, y, dim: kernels.forward(x, y, dim, fwd, p0, p1),
+                                   lambda x, y, grad, dim: kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1))
+        return self._triton
+
+    def impl(self, backend: str) -> GluImpl:
+        return self.torch if backend == TORCH else self._triton or self.triton()
+
+    def __reduce__(self):  # picklable (modules hold one): rebuilt from names and parameters
+        return _rebuild, (self.spec_name, self.act, tuple(self.gate.params.items()))
+
+    def __repr__(self) -> str:
+        return f"GluOp({self.name})"
+
+    def composite(self, x: torch.Tensor, y: torch.Tensor | None, dim: int) -> torch.Tensor:
+        """``act(a) * b`` in torch ops: what torch.compile traces on the "composite" path."""
+        a, b = registry.glu_halves(x, y, dim)
+        return self.gate.torch.forward(a) * b
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+        if y is None:
+            if type(x) is torch.Tensor and type(dim) is int and -x.dim() <= dim < x.dim() and not x.shape[dim] % 2:
+                dim %= x.dim()  # the usual call, checked inline
+            else:
+                dim = self._split_dim(x, dim)
+            other = dim
+        else:
+            self._check_pair(x, y)
+            other = y
+        if type(x) is torch.Tensor and type(y) in (torch.Tensor, type(None)) and not is_compiling():
+            impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()  # the eager route
+            if (x.requires_grad or (y is not None and y.requires_grad)) and torch.is_grad_enabled():
+                return EagerFunction2.apply(impl, x, other)
+            return impl.forward(x, other)
+        if _compile_path == "composite" and is_compiling():
+            return self.composite(x, y, dim)
+        return torch.ops.actkit.glu(x, y, self.act, self.p0, self.p1, dim, backend_for(x))
+
+    # -- argument checks (the unusual calls) ------------------------------------------------------
+    def _split_dim(self, x, dim) -> int:
+        check_tensor(self.name, x)
+        dim = as_int(self.name, dim)
+        ndim = x.dim()
+        if ndim == 0:
+            raise ValueError(f"{self.name}: a 0-d tensor has no dim to split into halves; pass a tensor with at "
+                             "least one dim, or the two halves as two tensors")
+        if not -ndim <= dim < ndim:
+            raise IndexError(f"{self.name}: dim {dim} is out of range for a {ndim}-d tensor; valid dims are "
+                             f"{-ndim} to {ndim - 1}")
+        if x.shape[dim] % 2:
+            raise ValueError(f"{self.name}: dim {dim} of x has odd size {x.shape[dim]}; the one-tensor form splits "
+                             f"it into two equal halves, a (gated) then b")
+        return dim % ndim
+
+    def _check_pair(self, x, y) -> None:
+        check_tensor(self.name, x)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{self.name}: y must be a tensor (b, the ungated half) or None, got {type(y).__name__}; "
+                            f"pass dim by keyword: {self.spec_name or 'glu'}(x, dim=...)")
+        if x.shape != y.shape:
+            raise ValueError(f"{self.name}: a and b must have the same shape, got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)} (no broadcasting); {self.spec_name or 'glu'}(x) splits one tensor")
+        if x.dtype != y.dtype:
+            raise TypeError(f"{self.name}: a and b must have the same dtype, got {x.dtype} and {y.dtype}")
+        if not same_device(x, y):
+            raise ValueError(f"{self.name}: a is on {x.device} but b is on {y.device}; move them to one device")
+
+
+# -- binding: one op per (GLU, gate with its parameter values) -------------------------------------------
+_OPS: dict[tuple, GluOp] = {}
+
+
+def _op(gate: ops.ElementwiseOp, spec_name: str | None = None) -> GluOp:
+    # ops.bind gives one gate object per activation and parameter values, so the pair is a key.
+    key = (spec_name, gate)
+    op = _OPS.get(key)
+    if op is None:
+        op = _OPS[key] = GluOp(gate, spec_name)
+    return op
+
+
+def gate_op(owner: str, act, params: dict) -> ops.ElementwiseOp:
+    """The bound elementwise activation a GLU gates with; clear errors for what cannot be a gate."""
+    if not isinstance(act, str):
+        raise TypeError(f"{owner}: act must be an activation name such as 'silu', got {type(act).__name__}")
+    spec = registry.get(act)  # ValueError with suggestions for unknown names
+    if spec.kind != "elementwise":
+        raise ValueError(f"{owner}: act={act!r} is a {spec.kind} activation; the gate must be an elementwise one "
+                         "(silu, gelu, relu, sigmoid, ...: actkit list shows the kinds)")
+    if not spec.differentiable:
+        raise ValueError(f"{owner}: act={act!r} has no gradient, so it cannot gate a trainable GLU")
+    if "saved_bits" in params:
+        raise TypeError(f"{owner}: saved_bits is not available for GLUs (autograd keeps a and b exactly)")
+    return ops.bind(spec, (), params)
+
+
+def named_op(spec: registry.ActivationSpec) -> GluOp:
+    return _op(gate_op(spec.name, spec.gate, {}), spec.name)
+
+
+def generic_op(act=registry.GLU_DEFAULT_ACT, params: dict | None = None) -> GluOp:
+    return _op(gate_op("glu", act, params or {}))
+
+
+def op_for(spec: registry.ActivationSpec, act=None, params: dict | None = None) -> GluOp:
+    """A named GLU's op, or the generic glu's for ``act`` (default sigmoid) and its parameters."""
+    if spec.gate is not None:
+        return named_op(spec)
+    return generic_op(registry.GLU_DEFAULT_ACT if act is None else act, params)
+
+
+def _rebuild(spec_name: str | None, act: str, params: tuple) -> GluOp:
+    return named_op(registry.get(spec_name)) if spec_name else generic_op(act, dict(params))
+
+
+def _impl(act: str, p0: float, p1: float, backend: str) -> GluImpl:
+    spec = registry.get(act)
+    return _op(ops.bind(spec, (), spec.params_from_kernel_args(p0, p1))).impl(backend)
+
+
+# -- the traced route: torch.library custom ops -------------------------------------------------------
+def _other(y: torch.Tensor | None, dim: int):
+    return dim if y is None else y
+
+
+@torch.library.custom_op("actkit::glu", mutates_args=())
+def glu(x: torch.Tensor, y: Optional[torch.Tensor], act: str, p0: float, p1: float, dim: int,
+        backend: str) -> torch.Tensor:
+    return _impl(act, p0, p1, backend).forward(x, _other(y, dim))
+
+
+@glu.register_fake
+def _glu_fake(x, y, act, p0, p1, dim, backend):
+    shape = list(x.shape)
+    if y is None:
+        shape[dim] //= 2
+    return x.new_empty(shape)
+
+
+@torch.library.custom_op("actkit::glu_backward", mutates_args=())
+def glu_backward(x: torch.Tensor, y: Optional[torch.Tensor], grad: torch.Tensor, act: str, p0: float, p1: float,
+                 dim: int, backend: str) -> list[torch.Tensor]:
+    dx, dy = _impl(act, p0, p1, backend).input_grads(x, _other(y, dim), grad)
+    return [dx] if y is None else [dx, dy]
+
+
+@glu_backward.register_fake
+def _glu_backward_fake(x, y, grad, act, p0, p1, dim, backend):
+    return [x.new_empty(x.shape)] if y is None else [x.new_empty(x.shape), y.new_empty(y.shape)]
+
+
+def _setup_context(ctx, inputs, output):
+    x, y, act, p0, p1, dim, backend = inputs
+    ctx.act, ctx.p0, ctx.p1, ctx.backend = act, p0, p1, backend
+    _impl(act, p0, p1, backend).save(ctx, (x, _other(y, dim)), output)
+
+
+def _backward(ctx, grad):
+    def traced_grads(x, other, dy):
+        y, dim = (None, other) if type(other) is int else (other, -1)
+        grads = glu_backward(x, y, dy, ctx.act, ctx.p0, ctx.p1, dim, ctx.backend)
+        return grads[0], (grads[1] if y is not None else None)
+
+    dx, dy = _impl(ctx.act, ctx.p0, ctx.p1, ctx.backend).backward(ctx, grad, traced_grads)
+    return dx, dy, None, None, None, None, None
+
+
+glu.register_autograd(_backward, setup_context=_setup_context)
+
+
+# -- the "glu" kind's handler (see actkit.kinds): functional call and module hooks --------------------
+def _signature_hint(spec: registry.ActivationSpec) -> str:
+    extra = f", act='{registry.GLU_DEFAULT_ACT}', **act_params" if spec.gate is None else ""
+    return f"{spec.name}(x, y=None, *, dim=-1{extra})"
+
+
+def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``act(a) * b``: ``f(x, dim=-1)`` splits x; ``f(a, b)`` takes two tensors; the generic glu
+    also takes ``act=`` and the gate's parameters as keywords."""
+    if len(args) > 1:
+        raise TypeError(f"{_signature_hint(spec)} takes at most one tensor after x, got {len(args)} positional "
+                        "arguments; pass dim (and act) by keyword")
+    if args and "y" in kwargs:
+        raise TypeError(f"{spec.name}: y given both positionally and by keyword")
+    y = args[0] if args else kwargs.pop("y", None)
+    if y is not None and "dim" in kwargs:
+        raise TypeError(f"{spec.name}: dim applies to the one-tensor form only; two tensors are used as given")
+    dim = kwargs.pop("dim", -1)
+    if spec.gate is None:
+        op = generic_op(kwargs.pop("act", registry.GLU_DEFAULT_ACT), kwargs)
+    elif kwargs:
+        raise TypeError(f"{spec.name} has no parameter {sorted(kwargs)[0]!r}; its parameters: y, dim")
+    else:
+        op = named_op(spec)
+    return op(x, y, dim)
+
+
+def functional(spec: registry.ActivationSpec):
+    """``f(x, y=None, *, dim=-1, ...)`` for actkit.functional: the usual calls go straight to the op."""
+    default = op_for(spec)
+
+    def call(x, y=None, *args, **kwargs):
+        if args or kwargs:
+            return apply(spec, x, *(() if y is None else (y,)), *args, **kwargs)
+        return default(x, y)
+
+    return call
+
+
+def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    out = [inspect.Parameter("y", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                             annotation="torch.Tensor | None"),
+           inspect.Parameter("dim", kw, default=-1, annotation=int)]
+    if spec.gate is None:
+        out += [inspect.Parameter("act", kw, default=registry.GLU_DEFAULT_ACT, annotation=str),
+                inspect.Parameter("act_params", inspect.Parameter.VAR_KEYWORD, annotation=float)]
+    return out
+
+
+# -- module support (actkit.nn.SwiGLU, actkit.nn.GLU(act=...), actkit.nn.Activation("geglu")) -----------
+def init_module(module, *args, **kwargs) -> None:
+    """Named GLUs: ``(dim=-1)``; the generic glu: ``(act='sigmoid', dim=-1, **act_params)``. The
+    module is called as ``module(x)`` (split along dim) or ``module(a, b)``."""
+    spec = module.spec
+    names = ("dim",) if spec.gate is not None else ("act", "dim")
+    if len(args) > len(names):
+        raise TypeError(f"{spec.class_name}({', '.join(names)}) takes {len(names)} positional argument(s), "
+                        f"got {len(args)}")
+    given = dict(zip(names, args))
+    for key in kwargs:
+        if key in given:
+            raise TypeError(f"{spec.class_name}: {key!r} given both positionally and by keyword")
+    given.update(kwargs)
+    dim = as_int(spec.name, given.pop("dim", -1))  # range and evenness are checked per input
+    if spec.gate is None:
+        op = generic_op(given.pop("act", registry.GLU_DEFAULT_ACT), given)
+        module._params = dict(op.gate.params)
+    elif given:
+        raise TypeError(f"{spec.class_name} has no parameter {sorted(given)[0]!r}; its parameters: dim")
+    else:
+        op = named_op(spec)
+    module.dim, module.act, module._op = dim, op.act, op
+    # The bound op is the module's forward, ``module(x)`` or ``module(a, b)``: nn.Module.__call__
+    # calls it with no Python frame of ours in between (as the elementwise modules call their op).
+    module.forward = functools.partial(op, dim=dim)
+
+
+def module_forward(module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    return module._op(x, y, module.dim)
+
+
+def module_repr(module) -> str:
+    if module.spec.gate is not None:
+        return f"dim={module.dim}"
+    shown = "".join(f", {k}={v:g}" for k, v in module.params.items())
+    return f"act={module.act!r}{shown}, dim={module.dim}"
