@@ -57,17 +57,13 @@ class SavedTensorCounter:
         return sum(n for ptr, n in self.storages.items() if ptr not in skip)
 
 
-def saved_storages(run: Callable[[], Any]) -> dict[int, int]:
-    """{storage address: bytes} of every storage autograd saves while ``run()`` runs."""
+def saved_bytes(run: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes autograd keeps for backward after ``run()``, each storage once, leaving out the
+    storages of ``exclude`` (parameters or inputs that live on anyway)."""
     with SavedTensorCounter() as counter:
         out = run()
     del out
-    return counter.storages
-
-
-def saved_bytes(run: Callable[[], Any]) -> int:
-    """Bytes autograd keeps for backward after ``run()``, each storage once."""
-    return sum(saved_storages(run).values())
+    return counter.excluding(exclude)
 
 
 @dataclass

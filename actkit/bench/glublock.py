@@ -107,13 +107,6 @@ def check(config: BlockConfig) -> registry.ActivationSpec:
     return spec
 
 
-def saved_bytes(fn: Callable[[], torch.Tensor], exclude: list[torch.Tensor]) -> int:
-    """Bytes autograd keeps for backward after one forward, each storage once, leaving out the
-    storages of ``exclude`` (the parameters and the input, which live on anyway)."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    return sum(n for ptr, n in memory.saved_storages(fn).items() if ptr not in skip)
-
-
 def _with_path(path: str | None, fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` run with actkit's GLU compile path set (Dynamo guards on it: each compiled variant
     keeps its own graph instead of recompiling when the variants alternate)."""
@@ -165,7 +158,7 @@ def _run(config: BlockConfig, spec: registry.ActivationSpec, progress) -> dict[s
             step = _with_path(path, lambda forward=forward, params=params: torch.autograd.grad(forward(x), params, dy))
             first = time_first_call(step, device)
             out = fwd().detach()
-            facts[name] = {"first_call_s": first, "saved_bytes": saved_bytes(fwd, [*params, x]),
+            facts[name] = {"first_call_s": first, "saved_bytes": memory.saved_bytes(fwd, [*params, x]),
                            "max_abs_diff": (out.float() - reference_out.float()).abs().max().item()}
             runners[(name, "fwd")], runners[(name, "fwd+bwd")] = fwd, step
         if progress is not None:
