@@ -188,8 +188,9 @@ def parse_activations(text: str | Sequence[str], saved_bits: int | None = None) 
         bits = given.pop("saved_bits", saved_bits)
         bound = spec.bind((), given)  # validates names and values
         choice = tuple((k, bound[k]) for k in given)
-        if bits is not None and _check_saved_bits(spec, bits):  # 0: the exact backward, as if not given
-            choice += (("saved_bits", _check_saved_bits(spec, bits)),)
+        bits = _check_saved_bits(spec, bits) if bits is not None else 0
+        if bits:  # 0: the exact backward, as if not given
+            choice += (("saved_bits", bits),)
         out.append(ActChoice(spec.name, choice))
     return list(dict.fromkeys(out))
 
@@ -230,6 +231,11 @@ def resolve_device(device: str) -> str:
     raise TrainError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
+def run_id(act_label: str, impl: str, seed: int) -> str:
+    """A run's id, the name of its record (``runs/<id>.json``) and checkpoint."""
+    return f"{act_label}-{impl}-seed{seed}"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str
@@ -254,7 +260,7 @@ class RunConfig:
 
     @property
     def id(self) -> str:
-        return f"{self.act_label}-{self.impl}-seed{self.seed}"
+        return run_id(self.act_label, self.impl, self.seed)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -881,7 +887,7 @@ every other setting of a sweep directory is fixed."""
 def _run_ids(sweep: Mapping) -> list[str]:
     """The planned runs' ids, in the order of :meth:`Sweep.runs`, from a sweep's settings (``config.json``)."""
     labels = [a["label"] for a in sweep["activations"]]
-    return [f"{label}-{impl}-seed{seed}" for seed in sweep["seeds"] for label in labels for impl in sweep["impls"]]
+    return [run_id(label, impl, seed) for seed in sweep["seeds"] for label in labels for impl in sweep["impls"]]
 
 
 def _read_config(out: Path) -> dict | None:
