@@ -208,15 +208,14 @@ class FewBitImpl(Implementation):
         self.backend, self.forward, self.encode, self.decode = backend, forward, encode, decode
 
     def forward_and_save(self, ctx, x: torch.Tensor) -> torch.Tensor:
-        y, codes = self.encode(x)
-        ctx.save_for_backward(codes)
-        ctx.stride = y.stride()  # the codes follow y's memory order
-        return y
+        output = self.encode(x)
+        self.save(ctx, (x,), output)
+        return output[0]
 
     def save(self, ctx, inputs, output) -> None:
         y, codes = output
         ctx.save_for_backward(codes)
-        ctx.stride = y.stride()
+        ctx.stride = y.stride()  # the codes follow y's memory order
 
     def backward(self, ctx, grad: torch.Tensor, decode=None) -> tuple[torch.Tensor]:
         (codes,) = ctx.saved_tensors
