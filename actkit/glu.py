@@ -29,7 +29,7 @@ recomputes act(a) in backward, so the compiled composite keeps two tensors as we
 op is a wall Inductor cannot fuse across (linkedin/Liger-Kernel#1330: a compiled model with Liger's
 SwiGLU ran 3.1x slower than ``torch.compile`` of ``F.silu(a) * b``). ``"kernel"`` puts actkit's
 custom op (its Triton kernels on CUDA) in compiled graphs instead. The README has the measurements
-(``benchmarks/glu_compile.py``).
+(``actkit bench-glu-block``).
 """
 from __future__ import annotations
 
