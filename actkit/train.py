@@ -71,7 +71,9 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
 ``timing``           ``wall_s`` (whole run incl. evaluation), ``train_s`` (training steps only),
                      ``eval_s``, ``steps``, ``images``, ``warmup_steps`` and ``warmup_s`` (the first
                      steps of a process, incl. any compilation: excluded from the rates),
-                     ``train_images_per_s`` and ``step_time_ms`` (steady-state mean)
+                     ``train_images_per_s`` and ``step_time_ms`` (steady-state mean);
+                     ``load_average`` (the host's 1-minute load average at each epoch's end),
+                     ``threads`` (PyTorch's CPU threads) and ``cpu_count``: ``busy_run`` reads them
 ``memory``           ``peak_bytes``: ``torch.cuda.max_memory_allocated`` during the run minus what was
                      allocated when it started (the device-resident dataset, ``resident_bytes``): the
                      memory the run itself needed (weights, optimizer state, activations, workspace);
@@ -650,6 +652,8 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
         timing["steady_steps"] += steps_per_epoch - warm_steps
         timing["steps"] += steps_per_epoch
         timing["images"] += seen_all
+        # what else ran meanwhile: read against this process's own threads when the rates are judged
+        timing.setdefault("load_average", []).append(host_load_average())
         if group is None:
             train_loss, train_acc = float(loss_sum) / seen, int(correct) / seen
         else:
@@ -700,7 +704,8 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
     steady_steps = timing.pop("steady_steps")
     if steady_images == 0:  # everything was warm-up (tiny runs): fall back to the whole training time
         steady_s, steady_images, steady_steps = timing["train_s"], timing["images"], timing["steps"]
-    timing.update({"wall_s": time.perf_counter() - t_run,
+    timing.update({"wall_s": time.perf_counter() - t_run, "threads": torch.get_num_threads(),
+                   "cpu_count": os.cpu_count(),
                    "train_images_per_s": steady_images / steady_s if steady_s > 0 else None,
                    "step_time_ms": 1000.0 * steady_s / steady_steps if steady_steps else None})
     record = {
@@ -730,6 +735,31 @@ def train_run(config: RunConfig, data: Dataset, *, callbacks: Sequence[Callback]
     }
     reporter.run_end(config, record)
     return record
+
+
+def host_load_average() -> float | None:
+    """The host's 1-minute load average (where the OS reports one), sampled at each epoch's end."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_run(record: Mapping) -> float | None:
+    """How much CPU other processes took during a CPU run, when it was enough to skew its throughput.
+
+    The 1-minute load average counts the run's own threads too, so what exceeds them is other work;
+    half a core or more of it (at any epoch's end) makes the run's img/s a measurement of the machine's
+    load as much as of the activation. Returns the largest such excess load, else None (and None for
+    GPU runs, whose timing the host's load barely touches, and for records made before it was kept).
+    """
+    t = record.get("timing", {})
+    loads = [v for v in t.get("load_average") or () if v is not None]
+    if not loads or not str(record.get("env", {}).get("device", "")).startswith("cpu"):
+        return None
+    own = min(t.get("threads") or 1, t.get("cpu_count") or 1)
+    excess = max(loads) - own
+    return excess if excess >= 0.5 else None
 
 
 # --------------------------------------------------------------------------------------------
