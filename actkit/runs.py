@@ -2,7 +2,8 @@
 
 :func:`load` reads a sweep directory (``<dir>/runs/*.json``, plus ``<dir>/config.json`` for the
 baseline) or a directory of run records, or one record file. Records must carry the schema
-``actkit.train.run/1`` (see :mod:`actkit.train`). Aggregates are computed from the records,
+``actkit.train.run/1`` (see :mod:`actkit.train`; the schema names are kept here, where records are
+read, and :mod:`actkit.train` writes them). Aggregates are computed from the records,
 never copied from the CSV/summary files, so the figures and the report always agree with the
 per-run data:
 
@@ -21,13 +22,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from . import stats
 
 RUN_SCHEMA = "actkit.train.run/1"
+"""A run record, ``<out>/runs/<run id>.json`` (its fields: :mod:`actkit.train`)."""
 SWEEP_SCHEMA = "actkit.train.sweep/1"
-HISTORY_SERIES = ("train_loss", "val_loss", "train_acc", "val_acc")
+"""A sweep directory's ``config.json``."""
+SUMMARY_SCHEMA = "actkit.train.summary/1"
+"""A sweep's ``summary.json``."""
 
 
 class RunsError(ValueError):
@@ -42,11 +45,6 @@ def _read(path: Path) -> dict:
         raise RunsError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except OSError as exc:
         raise RunsError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(values) / len(values) if values else None
 
 
 @dataclass
@@ -136,7 +134,7 @@ class RunSet:
 
     def summary(self, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:
         """The per (activation, impl) summary of :func:`actkit.train.summarise` (paired test vs the baseline)."""
-        from .train import summarise
+        from .train.records import summarise
 
         return summarise(self.records, self.baseline, confidence, alpha)
 
