@@ -102,7 +102,7 @@ def parse_activations(value: str | Sequence[str] | None, need: Need = ANY, *, sa
     for every elementwise activation that does not say otherwise (``--saved-bits``; others are
     refused). Unknown names raise ``error`` with the registry's suggestions; bad parameters the
     registry's own TypeError or ValueError."""
-    items = _items(value)
+    items = comma_items(value)
     if not items:
         raise error("no activation given; give a name, a comma list (e.g. --act relu,gelu) or all")
     out: list[ActChoice] = []
@@ -133,7 +133,8 @@ def activation_names(value: str | Sequence[str] | None, need: Need = ANY, *,
     return [c.name for c in choices]
 
 
-def _items(value: str | Sequence[str] | None) -> list[str]:
+def comma_items(value: str | Sequence[str] | None) -> list[str]:
+    """The non-empty, stripped items of a comma list (or of a sequence of comma lists)."""
     parts = [] if value is None else [value] if isinstance(value, str) else [str(v) for v in value]
     return [t.strip() for part in parts for t in part.split(",") if t.strip()]
 

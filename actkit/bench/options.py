@@ -6,7 +6,7 @@ and raises :class:`BenchError` with one line naming the bad value and what is al
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -41,16 +41,9 @@ class BenchError(ValueError):
     """A benchmark request that cannot run (bad option value, missing device)."""
 
 
-def _items(value: str | Iterable[str] | None) -> list[str]:
-    if value is None:
-        return []
-    parts = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    return [p.strip() for p in parts if p.strip()]
-
-
 def _choices(value, allowed: Sequence[str], aliases: Mapping[str, str], what: str, option: str,
              context: str = "") -> tuple[str, ...]:
-    names = _items(value)
+    names = selection.comma_items(value)
     if not names:
         raise BenchError(f"{option} is empty; {context}choose from {', '.join(allowed)} (comma-separated) or all")
     if any(n.lower() == "all" for n in names):
@@ -93,7 +86,7 @@ _SIZE = re.compile(r"^(?:(\d+)|2\s*(?:\^|\*\*)\s*(\d+))$")
 
 def parse_sizes(value) -> tuple[int, ...]:
     """Element counts: integers (``65536``, ``1_048_576``) or powers of two (``2^20``, ``2**20``)."""
-    names = _items(value)
+    names = selection.comma_items(value)
     if not names:
         raise BenchError("--sizes is empty; give element counts such as 65536,2^20")
     sizes = []
