@@ -31,22 +31,21 @@ def _headroom_cell(value: float) -> str:
 def result_table(result: Mapping[str, Any], only_below: Optional[float] = None) -> Table:
     """The rows of one arch's result: bytes and instructions per element, headroom per GPU."""
     gpus = [g["name"] for g in result["model"]["gpus"]]
-    table = Table(title=f"[bold]sm_{result['arch']}[/]: per element, from the SASS (triton {result['triton']})",
+    table = Table(title=f"[bold]sm_{result['arch']}[/]: per element, from the SASS (triton {result['triton']}); "
+                        f"headroom on {', '.join(gpus)} (binds: on {gpus[-1]})",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
                   header_style="bold")
-    for name in ["activation", "launch", "dtype", "B/elem", "instr/elem", "MUFU", "FP32", "int", "conv"]:
+    for name in ["activation", "launch", "dtype", "B/elem", "instr/elem"]:
         table.add_column(name, justify="left" if name in ("activation", "launch", "dtype") else "right",
-                         no_wrap=True)
+                         no_wrap=name != "launch")
     for g in gpus:
-        table.add_column(f"headroom {g}", justify="right", no_wrap=True)
-    table.add_column(f"binds on {gpus[-1]}", no_wrap=True)
+        table.add_column(g, justify="right", no_wrap=True)
+    table.add_column("binds", no_wrap=True)
     for r in result["rows"]:
         if only_below is not None and min(r["gpus"][g]["headroom"] for g in gpus) >= only_below:
             continue
-        c = r["classes"]
         table.add_row(r["activation"], r["what"], r["dtype"], f"{r['bytes_per_element']:.3g}",
-                      f"{r['instructions_per_element']:.1f}", f"{c.get('mufu', 0):.2g}", f"{c.get('fp32', 0):.3g}",
-                      f"{c.get('integer', 0):.3g}", f"{c.get('conversion', 0):.2g}",
+                      f"{r['instructions_per_element']:.1f}",
                       *[_headroom_cell(r["gpus"][g]["headroom"]) for g in gpus], r["gpus"][gpus[-1]]["binding"])
     return table
 
@@ -91,25 +90,45 @@ def roofline_command(
         raise typer.Exit(code=1)
 
 
-@app.command("roofline-table")
-def roofline_table_command(
-    path: Path = typer.Argument(..., help="A JSON file written by actkit roofline --json."),
-    gpu: Optional[str] = typer.Option(None, "--gpu", help="Headroom columns for these GPUs (comma list; "
-                                      "default: every GPU of the file's arch)."),
-    below: Optional[float] = typer.Option(None, "--below", help="Only kernels whose headroom on some of those "
-                                          "GPUs is under this."),
-) -> None:
-    """Print a static roofline result file as the README's markdown table."""
+def _read_result(path: Path) -> dict:
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         _fail(f"cannot read {path}: {exc}")
-    if result.get("schema") != roofline.SCHEMA:
-        _fail(f"{path} is not a static roofline result (schema {result.get('schema')!r}, expected "
-              f"{roofline.SCHEMA!r}); write one with actkit roofline --json")
-    known = [g["name"] for g in result["model"]["gpus"]]
-    names = [g.strip() for g in gpu.split(",")] if gpu else known
+    if not isinstance(result, dict) or result.get("schema") != roofline.SCHEMA:
+        schema = result.get("schema") if isinstance(result, dict) else None
+        _fail(f"{path} is not a static roofline result (schema {schema!r}, expected {roofline.SCHEMA!r}); "
+              "write one with actkit roofline --json")
+    return result
+
+
+def _names(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command("roofline-table")
+def roofline_table_command(
+    paths: list[Path] = typer.Argument(..., help="JSON files written by actkit roofline --json (e.g. the sm_80 "
+                                       "and the sm_90 one: headroom columns for the GPUs of both)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Headroom columns for these GPUs (comma list; "
+                                      "default: every GPU of the files)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these dtypes (comma list)."),
+    act: Optional[str] = typer.Option(None, "--act", help="Only these activations (comma list)."),
+    launch: Optional[list[str]] = typer.Option(None, "--launch", help="Only this launch (the launch column's "
+                                               "name, e.g. forward; repeat the option for several)."),
+    below: Optional[float] = typer.Option(None, "--below", help="Only kernels whose headroom on some of those "
+                                          "GPUs is under this."),
+) -> None:
+    """Print static roofline result files as the README's markdown table (rows of the last file)."""
+    results = [_read_result(path) for path in paths]
+    known = [g["name"] for result in results for g in result["model"]["gpus"]]
+    names = _names(gpu) or known
     unknown = [g for g in names if g not in known]
     if unknown:
-        _fail(f"unknown GPU {unknown[0]!r} for sm_{result['arch']}: this file models {', '.join(known)}")
-    typer.echo(roofline.markdown(result, names, below))
+        _fail(f"unknown GPU {unknown[0]!r}: these files model {', '.join(known)}")
+    try:
+        dtypes = None if dtype is None else parse_dtypes(dtype)
+        activations = None if act is None else parse_activations(act)
+    except BenchError as exc:
+        _fail(str(exc))
+    typer.echo(roofline.markdown(results, names, dtypes, activations, launch or None, below))

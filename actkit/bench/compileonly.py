@@ -250,13 +250,14 @@ def _selected(names: Optional[Iterable[str]], dtypes: Optional[Iterable[str]]):
 
 
 def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional[Iterable[str]] = None,
-        sass: bool = False) -> dict:
+        sass: bool = False, cubin_dir: Optional[Path] = None) -> dict:
     """Compile every launch of the chosen activations (default: the whole registry) and dtypes for
     sm_``arch``; with ``sass``, count each compiled kernel's SASS (:func:`actkit.bench.sass.count`).
 
     The result lists the workload items (``items``: what was launched, any error, the kernels it
     compiled first, and ``launched``: each launch's grid, scalars and tensors by parameter name and
-    the index of its compiled kernel) and every compiled kernel once (``kernels``)."""
+    the index of its compiled kernel) and every compiled kernel once (``kernels``). With
+    ``cubin_dir``, each kernel's cubin is written there too (its name is the kernel's ``cubin``)."""
     import triton
     from triton.runtime import driver
 
@@ -279,6 +280,10 @@ def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional
                 item["launched"] = [{"kernel": index.get(launch["metadata"]),
                                      **{k: launch[k] for k in ("grid", "scalars", "tensors")}} for launch in launches]
                 items.append(item)
+    if cubin_dir is not None:
+        for i, (compiled, described) in enumerate(kernels):
+            described["cubin"] = f"{i:04d}-{described['kernel']}.cubin"
+            (Path(cubin_dir) / described["cubin"]).write_bytes(compiled.asm["cubin"])
     if sass:
         from . import sass as sass_mod
 
@@ -327,7 +332,8 @@ def _run_workload(fake: CompileOnlyDriver, spec, dtype_name: str, dtype):
 
 
 def probe(arch: int, out: Path, activations: Optional[Iterable[str]] = None,
-          dtypes: Optional[Iterable[str]] = None, sass: bool = False, timeout: float = 1800) -> dict:
+          dtypes: Optional[Iterable[str]] = None, sass: bool = False, cubin_dir: Optional[Path] = None,
+          timeout: float = 1800) -> dict:
     """:func:`run` in a fresh Python process without ``TRITON_INTERPRET`` (the calling process may
     interpret kernels, or drive a real GPU); its result, also written to ``out``."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -338,6 +344,8 @@ def probe(arch: int, out: Path, activations: Optional[Iterable[str]] = None,
         command += ["--dtypes", ",".join(dtypes)]
     if sass:
         command.append("--sass")
+    if cubin_dir is not None:
+        command += ["--cubins", str(cubin_dir)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -361,10 +369,12 @@ def main(argv=None) -> int:
     parser.add_argument("--activations", help="comma list of registry names (default: all)")
     parser.add_argument("--dtypes", help="comma list of fp32, fp16, bf16 (default: all)")
     parser.add_argument("--sass", action="store_true", help="count each compiled kernel's SASS")
+    parser.add_argument("--cubins", help="folder to write each compiled kernel's cubin to")
     args = parser.parse_args(argv)
     split = lambda text: None if text is None else text.split(",")  # noqa: E731
     try:
-        result = run(args.arch, split(args.activations), split(args.dtypes), args.sass)
+        result = run(args.arch, split(args.activations), split(args.dtypes), args.sass,
+                     None if args.cubins is None else Path(args.cubins))
     except ProbeError as exc:
         print(f"compileonly: {exc}", file=sys.stderr)
         return 2

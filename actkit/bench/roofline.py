@@ -26,7 +26,11 @@ GLU, the partial sums for ``column_sum_kernel``), loop trips likewise (:data:`TR
 row-wise two-pass paths loop over a row in chunks, ``column_sum_kernel`` over partial rows).
 Bytes per element are the compulsory traffic: every byte of every tensor the launch passes, once
 (views of one storage counted as their union, at most the storage), so x read, y written; a
-re-read (the row-wise two-pass paths read x twice) is taken to hit L2. Launch sizes are the
+re-read (the row-wise two-pass paths read x twice) is taken to hit L2. Where the kernel's global
+loads and stores (their widths in the SASS) request fewer bytes than that, those: a tensor the
+kernel never reads (identity's backward needs no x) moves nothing. Gathers from small tables (the
+few-bit breakpoints, a channel's weight) request more than their tensors hold and are taken to hit
+the caches. Launch sizes are the
 probe's (2^16 elements for elementwise kernels): per-element figures do not depend on the size for
 straight-line kernels with full programs; row-wise and learnable ones depend on the shape
 (row length, channels), which the ``what`` column names.
@@ -138,13 +142,26 @@ def _evaluate(expression: str, names: Mapping[str, int]) -> int:
     return int(eval(expression, {"__builtins__": {}, "cdiv": lambda a, b: -(-a // b)}, dict(names)))
 
 
-def _bytes_moved(tensors: Mapping[str, Mapping]) -> int:
+def _tensor_bytes(tensors: Mapping[str, Mapping]) -> int:
     """Every tensor once; tensors on one storage (views) count as their union, at most the storage."""
     by_storage: dict[int, list] = {}
     for t in tensors.values():
         by_storage.setdefault(t["storage"], []).append(t)
     return sum(min(ts[0]["storage_bytes"], sum(t["numel"] * t["element_size"] for t in ts))
                for ts in by_storage.values())
+
+
+_ACCESS_BYTES = ((".128", 16), (".64", 8), (".U16", 2), (".S16", 2), (".U8", 1), (".S8", 1))
+
+
+def access_bytes(mnemonic: str) -> int:
+    """Bytes one thread moves with a global load or store (``LDG.E.128`` 16, ``STG.E.U16`` 2, ``LDG.E`` 4)."""
+    return next((size for suffix, size in _ACCESS_BYTES if suffix in mnemonic), 4)
+
+
+def requested_bytes(per_thread: Mapping[str, int]) -> int:
+    """Bytes one thread's global loads and stores request (``per_thread``: mnemonic -> executions)."""
+    return sum(access_bytes(op) * n for op, n in per_thread.items() if op.split(".")[0] in ("LDG", "STG"))
 
 
 def _per_thread(described: Mapping, names: Mapping[str, int]) -> Counter:
@@ -165,7 +182,8 @@ def _per_thread(described: Mapping, names: Mapping[str, int]) -> Counter:
 def operation_cost(launched: Sequence[Mapping], kernels: Sequence[Mapping]) -> dict:
     """Per-element instructions (by class and pipe) and bytes of one operation: the launches of a
     compileonly item (a learnable backward is two kernels), per element of its first launch."""
-    total, bytes_moved, elements = Counter(), 0, None
+    total, elements = Counter(), None
+    bytes_moved = tensor_bytes = requested = 0
     for launch in launched:
         described = kernels[launch["kernel"]]
         names = {**launch["scalars"], **{k: v for k, v in described["meta"].items() if isinstance(v, int)}}
@@ -177,9 +195,14 @@ def operation_cost(launched: Sequence[Mapping], kernels: Sequence[Mapping]) -> d
             programs = math.prod(launch["grid"])
             threads = described["num_warps"] * WARP
         launch_threads = described["num_warps"] * WARP * math.prod(launch["grid"])
-        for op, n in _per_thread(described, names).items():
+        per_thread = _per_thread(described, names)
+        for op, n in per_thread.items():
             total[op] += n * launch_threads
-        bytes_moved += _bytes_moved(launch["tensors"])
+        tensor_bytes += _tensor_bytes(launch["tensors"])
+        requested += requested_bytes(per_thread) * launch_threads
+        # A tensor the kernel never reads (f' = 1 needs no x) moves nothing; a gather from a small
+        # table (few-bit breakpoints, a channel's weight) or a re-read hits the caches: the smaller.
+        bytes_moved += min(_tensor_bytes(launch["tensors"]), requested_bytes(per_thread) * launch_threads)
     classes, pipes = Counter(), Counter()
     for op, n in total.items():
         classes[sass.class_of(op)] += n / elements
@@ -191,7 +214,9 @@ def operation_cost(launched: Sequence[Mapping], kernels: Sequence[Mapping]) -> d
             "instructions_per_element": round(sum(total.values()) / elements, 4),
             "classes": {c: round(classes[c], 4) for c in sass.CLASSES if classes[c]},
             "pipes": {p: round(pipes[p], 4) for p in sass.PIPES if pipes[p]},
-            "bytes_per_element": round(bytes_moved / elements, 4)}
+            "bytes_per_element": round(bytes_moved / elements, 4),
+            "tensor_bytes_per_element": round(tensor_bytes / elements, 4),
+            "requested_bytes_per_element": round(requested / elements, 4)}
 
 
 def model(cost: Mapping, gpu: GPU) -> dict:
@@ -254,19 +279,38 @@ def row_label(row: Mapping) -> str:
     return f"{row['activation']} {row['what']}"
 
 
-def markdown(result: Mapping, gpus: Sequence[str] = (), only_below: Optional[float] = None) -> str:
-    """A markdown table of a result: one line per kernel (activation, launch, dtype)."""
-    names = list(gpus) or [g["name"] for g in result["model"]["gpus"]]
+def _key(row: Mapping) -> tuple:
+    return row["activation"], row["what"], row["dtype"]
+
+
+def markdown(results: Sequence[Mapping], gpus: Sequence[str] = (), dtypes: Optional[Iterable[str]] = None,
+             activations: Optional[Iterable[str]] = None, launches: Optional[Iterable[str]] = None,
+             only_below: Optional[float] = None) -> str:
+    """A markdown table of one or more results (e.g. sm_80 and sm_90): one line per launch (activation,
+    launch, dtype) of the last result, its bytes and instructions per element and classes there, and
+    the headroom on every GPU of every result (A100 from sm_80, H100 and H200 from sm_90)."""
+    headroom: dict[tuple, dict] = {}
+    known = []
+    for result in results:
+        known += [g["name"] for g in result["model"]["gpus"]]
+        for row in result["rows"]:
+            headroom.setdefault(_key(row), {}).update({g: m["headroom"] for g, m in row["gpus"].items()})
+    names = list(gpus) or known
+    keep = lambda value, chosen: chosen is None or value in set(chosen)  # noqa: E731
     head = ["activation", "launch", "dtype", "B/elem", "instr/elem", "MUFU", "FP32", "int", "conv"]
     head += [f"headroom {g}" for g in names] + [f"binds on {names[-1]}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        if only_below is not None and min(r["gpus"][g]["headroom"] for g in names) >= only_below:
+    for r in results[-1]["rows"]:
+        found = headroom[_key(r)]
+        if not (keep(r["dtype"], dtypes) and keep(r["activation"], activations) and keep(r["what"], launches)):
+            continue
+        if only_below is not None and min(found.get(g, math.inf) for g in names) >= only_below:
             continue
         c = r["classes"]
         cells = [r["activation"], r["what"], r["dtype"], f"{r['bytes_per_element']:.3g}",
                  f"{r['instructions_per_element']:.1f}", f"{c.get('mufu', 0):.2g}", f"{c.get('fp32', 0):.3g}",
                  f"{c.get('integer', 0):.3g}", f"{c.get('conversion', 0):.2g}"]
-        cells += [f"{r['gpus'][g]['headroom']:.2f}" for g in names] + [r["gpus"][names[-1]]["binding"]]
+        cells += [f"{found[g]:.2f}" if g in found else "-" for g in names]
+        cells.append(r["gpus"][names[-1]]["binding"] if names[-1] in r["gpus"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
