@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import typer
 from rich import box
@@ -28,11 +28,13 @@ def _headroom_cell(value: float) -> str:
     return f"[{colour}]{value:.2f}[/]"
 
 
-def result_table(result: Mapping[str, Any], only_below: Optional[float] = None) -> Table:
-    """The rows of one arch's result: bytes and instructions per element, headroom per GPU."""
-    gpus = [g["name"] for g in result["model"]["gpus"]]
-    table = Table(title=f"[bold]sm_{result['arch']}[/]: per element, from the SASS (triton {result['triton']}); "
-                        f"headroom on {', '.join(gpus)} (binds: on {gpus[-1]})",
+def result_table(results: Sequence[Mapping[str, Any]], only_below: Optional[float] = None) -> Table:
+    """One line per launch: bytes and instructions per element (the last arch's SASS), headroom on every
+    GPU of every arch's result, and what binds on the last GPU."""
+    gpus, merged = roofline.merge(results)
+    last = results[-1]
+    table = Table(title=f"[bold]Static roofline[/] (triton {last['triton']}): per element from the sm_{last['arch']} "
+                        f"SASS; headroom = memory time / largest compute time",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
                   header_style="bold")
     for name in ["activation", "launch", "dtype", "B/elem", "instr/elem"]:
@@ -40,53 +42,58 @@ def result_table(result: Mapping[str, Any], only_below: Optional[float] = None) 
                          no_wrap=name != "launch")
     for g in gpus:
         table.add_column(g, justify="right", no_wrap=True)
-    table.add_column("binds", no_wrap=True)
-    for r in result["rows"]:
-        if only_below is not None and min(r["gpus"][g]["headroom"] for g in gpus) >= only_below:
-            continue
+    table.add_column(f"binds on {gpus[-1]}", no_wrap=True)
+    for r, models in roofline.select(merged, gpus, only_below=only_below):
         table.add_row(r["activation"], r["what"], r["dtype"], f"{r['bytes_per_element']:.3g}",
                       f"{r['instructions_per_element']:.1f}",
-                      *[_headroom_cell(r["gpus"][g]["headroom"]) for g in gpus], r["gpus"][gpus[-1]]["binding"])
+                      *[_headroom_cell(models[g]["headroom"]) if g in models else "-" for g in gpus],
+                      models[gpus[-1]]["binding"] if gpus[-1] in models else "-")
     return table
 
 
 @app.command("roofline")
 def roofline_command(
-    arch: str = typer.Option("sm_90", "--arch", help="Targets to compile for: sm_80, sm_90 (comma list)."),
+    arch: str = typer.Option("sm_80,sm_90", "--arch", help="Targets to compile for: sm_80 (A100), sm_90 (H100, "
+                             "H200); a comma list."),
     act: str = typer.Option("all", "--act", help="Activations (comma list) or all."),
     dtype: str = typer.Option("fp32,bf16,fp16", "--dtype", help="Dtypes (comma list)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result file (one --arch)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the result file; with several archs, "
+                                            "a path holding {arch}, e.g. benchmarks/results/static-sm{arch}.json."),
     below: Optional[float] = typer.Option(None, "--below", help="Show only kernels whose headroom on some GPU "
                                           "is under this (e.g. 1.5)."),
 ) -> None:
-    """Static roofline, no GPU needed: compile every kernel actkit launches for the target, count its SASS per
+    """Static roofline, no GPU needed: compile every kernel actkit launches for each target, count its SASS per
     element and model A100 (sm_80), H100 and H200 (sm_90): headroom = memory time / largest compute time."""
     try:
-        archs = [roofline.parse_arch(a) for a in arch.split(",") if a.strip()] or [roofline.parse_arch(arch)]
+        archs = sorted({roofline.parse_arch(a) for a in arch.split(",") if a.strip()}) or [roofline.parse_arch(arch)]
         activations = None if act.strip().lower() == "all" else parse_activations(act)
         dtypes = parse_dtypes(dtype)
     except (roofline.RooflineError, BenchError) as exc:
         _fail(str(exc))
-    if json_path is not None and len(archs) != 1:
-        _fail(f"--json writes one arch's result; give one --arch, not {arch!r}")
-    if json_path is not None and json_path.is_dir():
-        _fail(f"--json {json_path} is a directory; give a file path such as benchmarks/results/static-sm90.json")
-    failed = False
+    if json_path is not None and len(archs) > 1 and "{arch}" not in json_path:
+        _fail(f"--json {json_path} names one file for {len(archs)} archs; put {{arch}} in it "
+              "(static-sm{arch}.json) or give one --arch")
+    paths = {a: Path(json_path.replace("{arch}", str(a))) for a in archs} if json_path is not None else {}
+    for path in paths.values():
+        if path.is_dir():
+            _fail(f"--json {path} is a directory; give a file path such as benchmarks/results/static-sm90.json")
+    results = []
     for target in archs:
         try:
             with tempfile.TemporaryDirectory(prefix="actkit-roofline-") as tmp, \
-                    console.status(f"compiling for sm_{target} and counting SASS (a minute or two for all)"):
-                result = roofline.run(target, Path(tmp) / "probe.json", activations, dtypes)
+                    console.status(f"compiling for sm_{target} and counting SASS (about a minute for all)"):
+                results.append(roofline.run(target, Path(tmp) / "probe.json", activations, dtypes))
         except (compileonly.ProbeError, sass_mod.SassError, roofline.RooflineError) as exc:
             _fail(str(exc), code=1)
-        console.print(result_table(result, below))
-        for line in result["failures"]:
-            typer.echo(f"Error: {line}", err=True)
-        failed |= bool(result["failures"])
-        if json_path is not None:
-            compileonly.write_json(json_path, result)
-            console.print(f"wrote {json_path}")
-    if failed:
+        if target in paths:
+            compileonly.write_json(paths[target], results[-1])
+    console.print(result_table(results, below))
+    for target, path in paths.items():
+        console.print(f"wrote {path}")
+    failures = [line for result in results for line in result["failures"]]
+    for line in failures:
+        typer.echo(f"Error: {line}", err=True)
+    if failures:
         raise typer.Exit(code=1)
 
 

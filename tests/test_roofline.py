@@ -210,7 +210,7 @@ def _one_line_error(outcome, code: int, *fragments) -> str:
     (["--arch", "hopper"], ["unknown arch 'hopper'", "sm_80, sm_90"]),
     (["--act", "mishh"], ["unknown activation 'mishh'", "Valid names:"]),
     (["--dtype", "fp64"], ["unsupported dtype 'fp64'", "fp32, bf16, fp16"]),
-    (["--arch", "sm_80,sm_90", "--json", "x.json"], ["--json writes one arch's result"]),
+    (["--arch", "sm_80,sm_90", "--json", "x.json"], ["names one file for 2 archs", "{arch}"]),
 ])
 def test_roofline_refuses_bad_input_in_one_line(args, fragments):
     _one_line_error(runner.invoke(app, ["roofline", *args]), 2, *fragments)
@@ -246,5 +246,6 @@ def test_a_kernel_that_does_not_compile_is_named_with_dtype_and_target(tmp_path,
     from actkit.cli import roofline as cli_roofline
 
     monkeypatch.setattr(cli_roofline.roofline, "run", lambda *args, **kwargs: result)
-    outcome = runner.invoke(app, ["roofline", "--act", "relu", "--dtype", "bf16"], env={"COLUMNS": "200"})
+    outcome = runner.invoke(app, ["roofline", "--arch", "sm_90", "--act", "relu", "--dtype", "bf16"],
+                            env={"COLUMNS": "200"})
     assert outcome.exit_code == 1 and line in outcome.stderr and "Traceback" not in outcome.output

@@ -279,8 +279,29 @@ def row_label(row: Mapping) -> str:
     return f"{row['activation']} {row['what']}"
 
 
-def _key(row: Mapping) -> tuple:
-    return row["activation"], row["what"], row["dtype"]
+def merge(results: Sequence[Mapping]) -> tuple[list[str], list[tuple[dict, dict]]]:
+    """(every GPU modelled, [(row, {GPU: its model})]) of results for several archs (e.g. sm_80 and
+    sm_90): the rows of the last result, each with the models of the same launch (activation, launch,
+    dtype) in every result."""
+    key = lambda row: (row["activation"], row["what"], row["dtype"])  # noqa: E731
+    models: dict[tuple, dict] = {}
+    gpus = []
+    for result in results:
+        gpus += [g["name"] for g in result["model"]["gpus"] if g["name"] not in gpus]
+        for row in result["rows"]:
+            models.setdefault(key(row), {}).update(row["gpus"])
+    return gpus, [(row, models[key(row)]) for row in results[-1]["rows"]]
+
+
+def select(merged: Sequence[tuple[dict, dict]], gpus: Sequence[str], dtypes: Optional[Iterable[str]] = None,
+           activations: Optional[Iterable[str]] = None, launches: Optional[Iterable[str]] = None,
+           only_below: Optional[float] = None) -> list[tuple[dict, dict]]:
+    """The merged rows of these dtypes, activations and launches (None: all), and with ``only_below``
+    those whose headroom on one of ``gpus`` is under it."""
+    keep = lambda value, chosen: chosen is None or value in set(chosen)  # noqa: E731
+    return [(row, models) for row, models in merged
+            if keep(row["dtype"], dtypes) and keep(row["activation"], activations) and keep(row["what"], launches)
+            and (only_below is None or min(models[g]["headroom"] for g in gpus if g in models) < only_below)]
 
 
 def markdown(results: Sequence[Mapping], gpus: Sequence[str] = (), dtypes: Optional[Iterable[str]] = None,
@@ -289,28 +310,17 @@ def markdown(results: Sequence[Mapping], gpus: Sequence[str] = (), dtypes: Optio
     """A markdown table of one or more results (e.g. sm_80 and sm_90): one line per launch (activation,
     launch, dtype) of the last result, its bytes and instructions per element and classes there, and
     the headroom on every GPU of every result (A100 from sm_80, H100 and H200 from sm_90)."""
-    headroom: dict[tuple, dict] = {}
-    known = []
-    for result in results:
-        known += [g["name"] for g in result["model"]["gpus"]]
-        for row in result["rows"]:
-            headroom.setdefault(_key(row), {}).update({g: m["headroom"] for g, m in row["gpus"].items()})
+    known, merged = merge(results)
     names = list(gpus) or known
-    keep = lambda value, chosen: chosen is None or value in set(chosen)  # noqa: E731
     head = ["activation", "launch", "dtype", "B/elem", "instr/elem", "MUFU", "FP32", "int", "conv"]
     head += [f"headroom {g}" for g in names] + [f"binds on {names[-1]}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results[-1]["rows"]:
-        found = headroom[_key(r)]
-        if not (keep(r["dtype"], dtypes) and keep(r["activation"], activations) and keep(r["what"], launches)):
-            continue
-        if only_below is not None and min(found.get(g, math.inf) for g in names) >= only_below:
-            continue
+    for r, models in select(merged, names, dtypes, activations, launches, only_below):
         c = r["classes"]
         cells = [r["activation"], r["what"], r["dtype"], f"{r['bytes_per_element']:.3g}",
                  f"{r['instructions_per_element']:.1f}", f"{c.get('mufu', 0):.2g}", f"{c.get('fp32', 0):.3g}",
                  f"{c.get('integer', 0):.3g}", f"{c.get('conversion', 0):.2g}"]
-        cells += [f"{found[g]:.2f}" if g in found else "-" for g in names]
-        cells.append(r["gpus"][names[-1]]["binding"] if names[-1] in r["gpus"] else "-")
+        cells += [f"{models[g]['headroom']:.2f}" if g in models else "-" for g in names]
+        cells.append(models[names[-1]]["binding"] if names[-1] in models else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

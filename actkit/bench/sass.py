@@ -22,6 +22,7 @@ uniform, memory, control) and :data:`PIPES` into the execution pipes the rooflin
 """
 from __future__ import annotations
 
+import bisect
 import re
 import shutil
 import struct
@@ -206,11 +207,12 @@ def count(cubins: Sequence[bytes], arch: int) -> list[dict]:
         starts.append(len(image))
         image += code
     ends = starts[1:] + [len(image)]
-    lines = _disassemble(bytes(image), arch)
+    lines = _disassemble(bytes(image), arch)  # in address order
+    addresses = [a for a, _ in lines]
     results = []
     for name, start, end in zip(names, starts, ends):
-        own = [(a - start, _rebase(t, start)) for a, t in lines if start <= a < end]
-        results.append({"name": name, **count_instructions(own)})
+        own = lines[bisect.bisect_left(addresses, start):bisect.bisect_left(addresses, end)]
+        results.append({"name": name, **count_instructions([(a - start, _rebase(t, start)) for a, t in own])})
     return results
 
 
