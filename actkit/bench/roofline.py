@@ -18,8 +18,9 @@ run at memory speed; below 1 it is compute-bound even with perfect latency hidin
 the resource with the largest time (``memory`` when headroom >= 1).
 
 Per element. Instructions per element are *thread* instructions (a warp instruction counts 32):
-the SASS a thread executes (straight-line code once, each loop once per trip) x threads per
-program x programs / elements of the launch. Programs (the grid) and warps come from the real
+the SASS a thread executes (straight-line code once, each loop once per trip, both sides of a
+forward branch, not the subroutines only a ``CALL`` reaches: see :mod:`actkit.bench.sass`) x threads
+per program x programs / elements of the launch. Programs (the grid) and warps come from the real
 launch, elements from its arguments (:data:`ELEMENTS`: the elements of the activation's input
 for elementwise, few-bit, learnable and row-wise kernels, the output's (one per gate pair) for
 GLU, the partial sums for ``column_sum_kernel``), loop trips likewise (:data:`TRIPS`: the

@@ -14,7 +14,10 @@ executed once per thread, and each loop (a backward branch and the code from its
 it), executed once per trip, which the caller knows and the SASS does not. The padding after the
 kernel's end (``EXIT`` followed by a branch to itself and ``NOP``s) is never executed and not
 counted. A forward branch skips nothing in this count: both sides are counted, an upper bound
-(actkit's elementwise kernels have none).
+(actkit's elementwise kernels have none). Code that only a ``CALL`` reaches (ptxas places such
+subroutines after the kernel's body) is counted apart and not charged: in actkit's kernels it is
+the slow path of 64-bit integer division, which runs only for operands of 2^32 or more; the fast
+32-bit path beside it is counted, and so is the call's setup.
 
 :data:`CLASSES` sorts mnemonics into classes (MUFU, FP32, FP16, integer, conversion, move,
 uniform, memory, control) and :data:`PIPES` into the execution pipes the roofline model charges
@@ -23,6 +26,7 @@ uniform, memory, control) and :data:`PIPES` into the execution pipes the rooflin
 from __future__ import annotations
 
 import bisect
+import math
 import re
 import shutil
 import struct
@@ -48,7 +52,7 @@ _CLASS_OF_OP = {
                 "LOP", "LOP32I", "SHF", "SHL", "SHR", "LEA", "SEL", "PRMT", "POPC", "FLO", "BREV", "BMSK", "SGXT",
                 "IDP", "VIMNMX", "VABSDIFF", "VIADD", "VIADDMNMX", "VIMNMX3", "IDP4A"),
     "conversion": ("F2F", "F2I", "I2F", "F2FP", "I2FP", "F2IP", "I2I", "I2IP", "FRND"),
-    "move": ("MOV", "MOV32I", "CS2R", "S2R", "S2UR", "SHFL", "P2R", "R2P", "PLOP3", "VOTE", "R2UR", "MOVM", "PRMT_MOVE"),
+    "move": ("MOV", "MOV32I", "CS2R", "S2R", "S2UR", "SHFL", "P2R", "R2P", "PLOP3", "VOTE", "R2UR", "MOVM"),
     "memory": ("LDG", "STG", "LDS", "STS", "LD", "ST", "LDC", "LDL", "STL", "ATOM", "ATOMG", "ATOMS", "RED", "REDG",
                "LDGSTS", "LDSM", "STSM", "MEMBAR", "FENCE", "CCTL", "ERRBAR", "UBLKCP", "UTMALDG", "UTMASTG"),
     "control": ("BRA", "BRX", "JMP", "EXIT", "BAR", "BSSY", "BSYNC", "WARPSYNC", "CALL", "RET", "NOP", "YIELD",
@@ -175,25 +179,32 @@ def _mnemonic(text: str) -> tuple[str, str]:
 
 
 def count_instructions(instructions: Sequence[tuple[int, str]]) -> dict:
-    """``{"straight": {mnemonic: n}, "loops": [{mnemonic: n}, ...], "instructions": n}`` for one
-    kernel's instructions, in address order (addresses relative to the kernel's start)."""
-    parsed = []
+    """``{"straight": {mnemonic: n}, "loops": [{mnemonic: n}, ...], "subroutines": {mnemonic: n},
+    "instructions": n}`` for one kernel's instructions, in address order (addresses relative to the
+    kernel's start). ``subroutines`` is the code only a ``CALL`` reaches (ptxas puts it after the
+    kernel's body: 64-bit integer division's slow path, for operands of 2^32 or more)."""
+    parsed, calls = [], []
     for address, text in instructions:
         op, operands = _mnemonic(text)
         target = _TARGET.search(f"{op} {operands}")
         jump = int(target.group(1), 16) if target and op.startswith(("BRA", "JMP")) else None
         if jump == address:  # the branch to itself after the last EXIT: padding starts here
             break
+        if target and op.startswith("CALL"):
+            calls.append(int(target.group(1), 16))
         parsed.append((address, op, jump))
-    loops = [(jump, address) for address, op, jump in parsed if jump is not None and jump < address]
+    body_end = min(calls, default=math.inf)
+    loops = [(jump, address) for address, op, jump in parsed if jump is not None and jump < address < body_end]
     for (s1, e1), (s2, e2) in zip(loops, loops[1:]):
         if s2 <= e1:
             raise SassError("nested or overlapping loops: the counter handles loops one after another")
-    straight, bodies = Counter(), [Counter() for _ in loops]
+    straight, bodies, subroutines = Counter(), [Counter() for _ in loops], Counter()
     for address, op, _ in parsed:
         inside = next((i for i, (start, end) in enumerate(loops) if start <= address <= end), None)
-        (straight if inside is None else bodies[inside])[op] += 1
-    return {"straight": dict(straight), "loops": [dict(b) for b in bodies], "instructions": len(parsed)}
+        part = subroutines if address >= body_end else straight if inside is None else bodies[inside]
+        part[op] += 1
+    return {"straight": dict(straight), "loops": [dict(b) for b in bodies], "subroutines": dict(subroutines),
+            "instructions": len(parsed)}
 
 
 def count(cubins: Sequence[bytes], arch: int) -> list[dict]:
