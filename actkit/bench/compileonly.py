@@ -16,9 +16,10 @@ kernel configuration (learnable layouts, the softmax paths), so no signature is 
 Each workload item runs twice: the first launch goes through ``JITFunction.run``, the second
 through actkit's direct launch of the cached compiled kernel (:mod:`actkit.kernels.launch`), and
 the two launches' argument lists must agree. The output JSON lists, per workload item, any
-error, and per compiled kernel its name, constexprs, shared memory, whether its PTX loads and
-stores 128 bits at a time, the launch that compiled it (grid, scalars and tensors by parameter
-name) and, with ``--sass``, its SASS instructions counted by opcode (:mod:`actkit.bench.sass`).
+error, the kernels it compiled first and its launches (``launched``: grid, scalars and tensors by
+parameter name, and the index of the compiled kernel); ``kernels`` describes every compiled kernel
+once: name, constexprs, shared memory, whether its PTX loads and stores 128 bits at a time and, with
+``--sass``, its SASS counted by mnemonic (:mod:`actkit.bench.sass`).
 """
 from __future__ import annotations
 
