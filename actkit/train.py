@@ -112,7 +112,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import registry, results, stats
+from . import hostload, registry, results, stats
 from .backend import backend_for
 from .data import Batcher, Dataset, dataset_info, load as load_dataset
 from .distributed import Launch, ProcessGroup, Shard, bind_device
@@ -787,7 +787,11 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
     """One row per (activation label, impl): test accuracy mean ± CI over seeds, best/worst seed, means of
     loss, macro-F1, throughput and step time, peak memory, and the paired test against ``baseline`` (same
     impl, seeds present in both). ``p_holm`` adjusts the p-values of all rows for multiple comparisons;
-    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible)."""
+    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible). ``diff_sd`` is the SD of the
+    per-seed differences and ``detectable_diff`` the smallest difference the test detects with 80% power at
+    ``alpha`` (:func:`actkit.stats.detectable_for_pairs`; None with ``detectable_note`` saying why);
+    ``busy_load``, ``load_average_max`` and ``load_recorded`` say whether the host was busy while the
+    throughput was measured (:func:`actkit.hostload.group_load`)."""
     groups: dict[tuple[str, str], dict[int, Mapping]] = {}
     for r in records:
         c = r["config"]
@@ -821,15 +825,19 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
                "saved_bytes": max(saved) if saved else None,
                "diverged": sum(r["status"] == "diverged" for r in rs),
                "baseline": baseline, "diff": None, "diff_ci": None, "p_value": None, "p_holm": None,
-               "significant": None, "paired_n": 0}
+               "significant": None, "paired_n": 0, "diff_sd": None, "detectable_diff": None,
+               "detectable_note": None, **hostload.group_load(rs)}
         base = groups.get((baseline, impl))
         if base is not None and label != baseline:
             common = [s for s in seeds if s in base]
             if common:
-                test = stats.paired_test([by_seed[s]["final"]["test_acc"] for s in common],
-                                         [base[s]["final"]["test_acc"] for s in common], confidence)
+                ours = [by_seed[s]["final"]["test_acc"] for s in common]
+                theirs = [base[s]["final"]["test_acc"] for s in common]
+                test = stats.paired_test(ours, theirs, confidence)
                 row.update(diff=test.mean_diff, diff_ci=test.ci_half_width, p_value=test.p_value,
                            paired_n=test.n)
+                power = stats.detectable_for_pairs(ours, theirs, alpha)  # the smallest difference this test sees
+                row.update(diff_sd=power.sd, detectable_diff=power.effect, detectable_note=power.reason)
         rows.append(row)
     tested = [i for i, r in enumerate(rows) if r["p_value"] is not None and not math.isnan(r["p_value"])]
     adjusted = stats.holm([rows[i]["p_value"] for i in tested])
