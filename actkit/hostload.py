@@ -69,7 +69,8 @@ def note(rows: Sequence[Mapping], labels: Sequence[str] | None = None) -> str | 
                      + f"during the runs of {', '.join(label for label, _ in busy)}: their img/s and step time "
                      "measure the machine's load as much as the activation")
     if unknown:
-        parts.append(f"{UNKNOWN_MARK} load not recorded (runs made before actkit kept the host's load) for "
+        parts.append(f"{UNKNOWN_MARK} load not recorded (run records made before actkit kept the host's load, or "
+                     f"not kept at all) for "
                      f"{', '.join(unknown)}: whether other work slowed them is unknown")
     return "; ".join(parts) if parts else None
 
@@ -78,7 +79,8 @@ def ratio_warning(rows: Sequence[Mapping]) -> str | None:
     """The warning a throughput ratio between ``rows`` must carry, or None when every row was quiet."""
     if any(mark(r) == BUSY_MARK for r in rows):
         worst = max(r["busy_load"] for r in rows if mark(r) == BUSY_MARK)
-        return (f"measured on a busy host (other processes took up to {worst:.1f} cores beyond the runs' own), so "
+        return (f"these throughputs were measured on a busy host (other processes took up to {worst:.1f} cores "
+                "beyond the runs' own), so "
                 "the ratio reflects the machine's load as much as the activations; `actkit bench` on a quiet "
                 "host (or with interleaved providers) measures the cost itself")
     if any(mark(r) == UNKNOWN_MARK for r in rows):
