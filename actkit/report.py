@@ -384,8 +384,8 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
     d = rs.describe()
     if rs.from_table:
         md.append(f"Note: `{rs.source}` holds no run records (runs/*.json); the tables and statistics below come "
-                  "from its runs.csv (checked against summary.json). Learning curves, diagnostics and the host's load "
-                  "during training were only in the run records, so they are left out.\n")
+                  "from its runs.csv (checked against summary.json). Learning curves and diagnostics were only in the "
+                  "run records, so they are left out.\n")
     md.append("## Setup\n")
     md.append(_table(["", ""], [
         ["dataset", f"{d['dataset']} ({_sizes(d['data'])})"],
@@ -467,7 +467,8 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
         f, t = r["final"], r["timing"]
         rows.append([r["id"], r["config"]["seed"], r.get("status", "?"), _pct(f["test_acc"]),
                      _num(f["test_loss"], ".4f"), _num(f.get("f1_macro"), ".4f"), _pct(f.get("best_val_acc")),
-                     _num(t.get("train_images_per_s"), ",.0f"), _num(t.get("wall_s"), ".1f"), r.get("backend", "-")])
+                     _num(t.get("train_images_per_s"), ",.0f") + hostload.mark(hostload.group_load([r])),
+                     _num(t.get("wall_s"), ".1f"), r.get("backend", "-")])
     md.append(_table(["run", "seed", "status", "test acc %", "test loss", "macro-F1", "best val acc %",
                       "train images/s", "wall s", "backend"], rows, "lrlrrrrrrl"))
     return md

@@ -223,8 +223,8 @@ class RunSet:
 
     @property
     def from_table(self) -> bool:
-        """The records were rebuilt from ``runs.csv`` (the run files were not kept): no histories, diagnostics
-        or host load."""
+        """The records were rebuilt from ``runs.csv`` (the run files were not kept): no histories or
+        diagnostics (and no host load in tables written before it was kept)."""
         return any(r.get("source") == TABLE_SOURCE for r in self.records)
 
     @property
@@ -257,9 +257,19 @@ def _cell(value: str, kind):
     return None if value in ("", None) else kind(value)
 
 
+def _load_columns(row: Mapping) -> dict:
+    """The host load a runs.csv row kept (its largest 1-minute load average, threads, CPUs); {} in older tables."""
+    top = _cell(row.get("load_average_max", ""), float)
+    if top is None:
+        return {}
+    return {"load_average": [top], "threads": _cell(row.get("threads", ""), int),
+            "cpu_count": _cell(row.get("cpu_count", ""), int)}
+
+
 def _records_from_table(path: Path, saved: Mapping) -> list[dict]:
     """Minimal run records from ``runs.csv`` and the sweep's ``config.json`` (``saved``): the final metrics,
-    throughput and memory of each run; no per-epoch history, no diagnostics, no host load."""
+    throughput, memory and (in tables that have it) host load of each run; no per-epoch history, no
+    diagnostics."""
     sweep, env = saved.get("sweep", {}), saved.get("env", {})
     try:
         with open(path / "runs.csv", encoding="utf-8", newline="") as fh:
@@ -274,7 +284,8 @@ def _records_from_table(path: Path, saved: Mapping) -> list[dict]:
                 "schema": RUN_SCHEMA, "source": TABLE_SOURCE, "id": row["id"], "status": row["status"],
                 "config": config, "backend": row["backend"], "env": {**env, "device": row["device"]},
                 "final": {key: _cell(row.get(key, ""), float) for key in _FINAL_COLUMNS},
-                "timing": {key: _cell(row.get(key, ""), float) for key in _TIMING_COLUMNS},
+                "timing": {**{key: _cell(row.get(key, ""), float) for key in _TIMING_COLUMNS},
+                           **_load_columns(row)},
                 "memory": {"peak_bytes": _cell(row.get("peak_bytes", ""), int),
                            "saved_bytes": _cell(row.get("saved_bytes", ""), int)},
                 "history": {series: [] for series in ("epoch", *HISTORY_SERIES)}, "diagnostics": {}, "data": {}})

@@ -767,11 +767,14 @@ def busy_run(record: Mapping) -> float | None:
 # --------------------------------------------------------------------------------------------
 RUN_CSV_FIELDS = ("id", "status", "activation", "act_label", "impl", "seed", "dataset", "model", "epochs",
                   "test_acc", "test_loss", "f1_macro", "precision_macro", "recall_macro", "best_val_acc",
-                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend")
+                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend",
+                  "load_average_max", "threads", "cpu_count")
+"""The last three let a report read from runs.csv alone still say whether the host was busy (:func:`busy_run`)."""
 
 
 def run_row(record: Mapping) -> dict:
     c, f, t = record["config"], record["final"], record["timing"]
+    loads = [v for v in t.get("load_average") or () if v is not None]
     return {"id": record["id"], "status": record["status"], "activation": c["activation"],
             "act_label": c["act_label"], "impl": c["impl"], "seed": c["seed"], "dataset": c["dataset"],
             "model": c["model"], "epochs": len(record["history"]["epoch"]), "test_acc": f["test_acc"],
@@ -780,7 +783,8 @@ def run_row(record: Mapping) -> dict:
             "train_images_per_s": t["train_images_per_s"], "step_time_ms": t["step_time_ms"],
             "train_s": t["train_s"], "wall_s": t["wall_s"], "peak_bytes": record["memory"]["peak_bytes"],
             "saved_bytes": record["memory"].get("saved_bytes"), "device": record["env"]["device"],
-            "backend": record["backend"]}
+            "backend": record["backend"], "load_average_max": max(loads, default=None),
+            "threads": t.get("threads"), "cpu_count": t.get("cpu_count")}
 
 
 def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:

@@ -39,7 +39,7 @@ def _assemble(path: Path) -> None:
         return
     if runs.table_only(path):  # run records not kept (e.g. not committed): report from runs.csv, as it is
         console.print(f"[yellow]note:[/] {path} has no run records (runs/*.json); the report is built from its "
-                      "runs.csv, without learning curves, diagnostics or host load.", soft_wrap=True, highlight=False)
+                      "runs.csv, without learning curves or diagnostics.", soft_wrap=True, highlight=False)
         return
     try:
         state = train.assemble(path)

@@ -172,3 +172,24 @@ def test_report_flags_busy_and_unrecorded_throughput(run_dir, tmp_path):
     assert _row(_section(text, "Cost"), "sigmoid")[2].endswith("?") and "load not recorded" in text
     ratio = next(l for l in _section(text, "Findings").splitlines() if "the time per image" in l)
     assert "**Warning:**" in ratio and "not recorded" in ratio
+
+
+def test_runs_csv_keeps_the_load_so_a_table_only_report_still_flags_it(run_dir, tmp_path):
+    from actkit import train
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run_dir, sweep)
+    _set_load(sweep, "relu", [1.0, 3.5])
+    _set_load(sweep, "sigmoid", [0.9, 1.1])
+    train.assemble(sweep)  # rewrites runs.csv and the summaries from the records
+    with open(sweep / "runs.csv", newline="") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    assert rows["relu-actkit-seed0"]["load_average_max"] == "3.5" and rows["relu-actkit-seed0"]["threads"] == "1"
+    shutil.rmtree(sweep / "runs")
+    rs = runs.load(sweep)
+    assert rs.from_table
+    text = report.write(rs, [], tmp_path / "r.md", figures=False)["markdown"].read_text()
+    cost = _section(text, "Cost")
+    assert _row(cost, "relu")[2].endswith("*") and not _row(cost, "sigmoid")[2].endswith(("*", "?"))
+    assert "2.5 cores" in cost
+    assert _row(_section(text, "Runs"), "relu-actkit-seed1")[7].endswith("*")
