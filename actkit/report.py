@@ -428,23 +428,7 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
         md.append(_figure_md(made["runs_learning_curves"], base, "learning curves"))
     md += power.section(rs, alpha, detect)
 
-    md.append("## Cost\n")
-    costs = cost_rows(rs)
-    rows = [[r["label"], r["impl"],
-             (f"{r['throughput'].mean:,.0f}" + (f" ± {r['throughput'].half_width:,.0f}"
-                                                if not math.isnan(r["throughput"].half_width) else "")
-              + hostload.mark(r["load"])) if r["throughput"] else "-",
-             _num(r["step_ms"], ".1f") + (hostload.mark(r["load"]) if r["step_ms"] is not None else ""),
-             _num(r["relative_time"], ".2f") + ("x" if r["relative_time"] else ""),
-             format_bytes(r["saved_bytes"]), format_bytes(r["peak_bytes"])] for r in costs]
-    md.append(_table(["activation", "impl", "train images/s (mean ± 95% CI)", "step ms",
-                      "time per image vs fastest", "saved for backward (1 step)", "peak GPU memory"], rows,
-                     "llrrrrr"))
-    load_note = hostload.note([r["load"] for r in costs], [f"{r['label']} ({r['impl']})" for r in costs])
-    if load_note:
-        md.append(load_note[0].upper() + load_note[1:] + ".\n")
-    if "runs_throughput" in made:
-        md.append(_figure_md(made["runs_throughput"], base, "training throughput"))
+    md += _cost_section(rs, made, base)
 
     if rs.has_dead_units or rs.has_gradient_flow:
         md.append("## Diagnostics\n")
@@ -471,6 +455,29 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
                      _num(t.get("wall_s"), ".1f"), r.get("backend", "-")])
     md.append(_table(["run", "seed", "status", "test acc %", "test loss", "macro-F1", "best val acc %",
                       "train images/s", "wall s", "backend"], rows, "lrlrrrrrrl"))
+    return md
+
+
+def _cost_section(rs: RunSet, made: Mapping[str, Path], base: Path) -> list[str]:
+    """Throughput, step time and memory per activation, busy-host marks explained under the table."""
+    md: list[str] = []
+    md.append("## Cost\n")
+    costs = cost_rows(rs)
+    rows = [[r["label"], r["impl"],
+             (f"{r['throughput'].mean:,.0f}" + (f" ± {r['throughput'].half_width:,.0f}"
+                                                if not math.isnan(r["throughput"].half_width) else "")
+              + hostload.mark(r["load"])) if r["throughput"] else "-",
+             _num(r["step_ms"], ".1f") + (hostload.mark(r["load"]) if r["step_ms"] is not None else ""),
+             _num(r["relative_time"], ".2f") + ("x" if r["relative_time"] else ""),
+             format_bytes(r["saved_bytes"]), format_bytes(r["peak_bytes"])] for r in costs]
+    md.append(_table(["activation", "impl", "train images/s (mean ± 95% CI)", "step ms",
+                      "time per image vs fastest", "saved for backward (1 step)", "peak GPU memory"], rows,
+                     "llrrrrr"))
+    load_note = hostload.note([r["load"] for r in costs], [f"{r['label']} ({r['impl']})" for r in costs])
+    if load_note:
+        md.append(load_note + ".\n")
+    if "runs_throughput" in made:
+        md.append(_figure_md(made["runs_throughput"], base, "training throughput"))
     return md
 
 

@@ -52,8 +52,8 @@ def relative_rows(payload: Mapping[str, Any], reference: str, modes: Sequence[st
         row = {"activation": activation, "dtype": dtype, "numel": numel, "size": size_label(numel), "mode": mode,
                "providers": {}}
         for provider in RELATIVE_PROVIDERS:
-            mine, ref = found.get((activation, dtype, numel, mode, provider)), found.get((reference, dtype, numel, mode,
-                                                                                          provider))
+            mine = found.get((activation, dtype, numel, mode, provider))
+            ref = found.get((reference, dtype, numel, mode, provider))
             if mine is None:
                 continue
             cell = {"median_ms": mine["median_ms"], "ratio": None, "low": None, "high": None}
