@@ -319,6 +319,6 @@ def train_command(
                       highlight=False)
         return
     # Piped output (files, CI logs) has no terminal width: give the table room instead of folding it.
-    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    wide = console if console.is_terminal else Console(width=max(console.width, 180))
     wide.print(summary_table(result.summary, sweep.baseline, sweep.device))
     console.print(f"Results: {result.out}/ (runs/*.json, runs.csv, summary.csv, summary.json)", highlight=False)
