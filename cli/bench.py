@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actkit import bench
+from actkit.bench.relative import relative_table
 from actkit.results import format_bytes
 
 from .main import app, console
@@ -297,6 +298,9 @@ def bench_table_command(
     act: Optional[str] = typer.Option(None, "--act", help="Only these activations (comma list)."),
     layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
                                "modes side by side; long: a row per mode too."),
+    relative_to: Optional[str] = typer.Option(None, "--relative-to", metavar="ACT",
+                                              help="Instead: each activation's time over this one's (e.g. relu), "
+                                                   "per provider, with bounds from the p20/p80 spread."),
 ) -> None:
     """Print a bench results file (actkit bench --json, with or without --host-cost) as the README's markdown
     table."""
@@ -305,7 +309,16 @@ def bench_table_command(
         modes = bench.parse_modes(mode, bench.measure_of(payload)) if mode is not None else None
         dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
         activations = bench.parse_activations(act) if act is not None else None
-        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
+        if relative_to is not None:
+            if bench.measure_of(payload) != "bandwidth":
+                raise bench.BenchError("--relative-to compares the times of a bandwidth sweep (actkit bench --json), "
+                                       "not a --host-cost file")
+            if activations is not None:
+                payload = {**payload, "records": [r for r in payload["records"]
+                                                  if r["activation"] in activations or r["activation"] == relative_to]}
+            text = relative_table(payload, relative_to.strip(), modes=modes, dtypes=dtypes)
+        else:
+            text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
     except bench.BenchError as exc:
         _fail(str(exc))
     typer.echo(text, nl=False)

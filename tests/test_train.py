@@ -12,6 +12,7 @@ from actkit import selection
 from actkit import train as T
 from actkit.train import loop
 from actkit.models import build_model
+from actkit.runs import HISTORY_KEYS
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL = dict(dataset="synthetic", model="simple", epochs=2, batch_size=64, val_size=200, subset=640)
@@ -90,7 +91,7 @@ def test_run_record_schema_and_callback_events(small_data):
     assert rec["schema"] == T.RUN_SCHEMA and rec["id"] == "leaky_relu_negative_slope=0.2-actkit-seed0"
     assert rec["status"] == "finished" and rec["resumed_from_epoch"] == 0
     assert rec["config"]["act_params"] == {"negative_slope": 0.2}
-    assert set(rec["history"]) == set(loop.HISTORY_KEYS)
+    assert set(rec["history"]) == set(HISTORY_KEYS)
     assert rec["history"]["epoch"] == [1, 2] and all(len(v) == 2 for v in rec["history"].values())
     f = rec["final"]
     assert f["test_n"] == 1000 and 0 <= f["test_acc"] <= 1

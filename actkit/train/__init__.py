@@ -73,7 +73,7 @@ Run record (``runs/<run id>.json``, schema ``actkit.train.run/1``)
                      steps of a process, incl. any compilation: excluded from the rates),
                      ``train_images_per_s`` and ``step_time_ms`` (steady-state mean);
                      ``load_average`` (the host's 1-minute load average at each epoch's end),
-                     ``threads`` (PyTorch's CPU threads) and ``cpu_count``: ``busy_run`` reads them
+                     ``threads`` (PyTorch's CPU threads) and ``cpu_count``: :func:`actkit.hostload.busy_run` reads them
 ``memory``           ``peak_bytes``: ``torch.cuda.max_memory_allocated`` during the run minus what was
                      allocated when it started (the device-resident dataset, ``resident_bytes``): the
                      memory the run itself needed (weights, optimizer state, activations, workspace);
@@ -98,7 +98,7 @@ The package
 -----------
 :mod:`~actkit.train.config` (:class:`Sweep`, :class:`RunConfig`, the activations a sweep takes),
 :mod:`~actkit.train.loop` (one run: :func:`train_run`), :mod:`~actkit.train.callbacks` (hooks and
-progress), :mod:`~actkit.train.records` (CSV rows, the summary, :func:`busy_run`),
+progress), :mod:`~actkit.train.records` (CSV rows, the summary),
 :mod:`~actkit.train.directory` (``config.json``, resume, :func:`assemble`) and
 :mod:`~actkit.train.sweep` (:func:`run_sweep`, alone or as one of several workers). The schema names
 live in :mod:`actkit.runs`, which reads the records back.
@@ -111,10 +111,10 @@ from .callbacks import Callback, Reporter, RunContext
 from .config import ResultsExistError, RunConfig, Sweep, TrainError, parse_activations, run_id
 from .directory import SweepState, assemble, default_out, find_resumable, write_summaries
 from .loop import evaluate, train_run
-from .records import RUN_CSV_FIELDS, busy_run, run_row, summarise
+from .records import RUN_CSV_FIELDS, run_row, summarise
 from .sweep import PARALLEL_MODES, SweepResult, run_sweep
 
 __all__ = ["ActChoice", "Callback", "PARALLEL_MODES", "RUN_CSV_FIELDS", "RUN_SCHEMA", "Reporter", "ResultsExistError",
            "RunConfig", "RunContext", "SWEEP_SCHEMA", "Sweep", "SweepResult", "SweepState", "TrainError", "assemble",
-           "busy_run", "default_out", "evaluate", "find_resumable", "parse_activations", "run_id", "run_row",
+           "default_out", "evaluate", "find_resumable", "parse_activations", "run_id", "run_row",
            "run_sweep", "summarise", "train_run", "write_summaries"]

@@ -27,14 +27,13 @@ from ..data import Dataset
 from ..distributed import ProcessGroup
 from ..memory import SavedTensorCounter
 from ..models import build_model, maybe_compile
-from ..runs import RUN_SCHEMA
+from ..runs import HISTORY_KEYS, RUN_SCHEMA
 from .callbacks import Callback, Reporter, RunContext
 from .config import RunConfig, TrainError, check_divides
 
 WARMUP_STEPS = 5
 PROGRESS_EVERY = 20
 PROBE_SIZE = 256
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "train_time_s", "eval_time_s", "lr")
 
 
 def _new_timing() -> dict:

@@ -1,19 +1,24 @@
 """What a sweep keeps of its runs besides the records: one CSV row per run, and the summary rows
-per (activation, impl) with the paired test against the baseline."""
+per (activation, impl) with the paired test against the baseline, the difference it could detect and
+whether the host was busy."""
 from __future__ import annotations
 
 import math
 from typing import Mapping, Sequence
 
-from .. import stats
+from .. import hostload, stats
 
 RUN_CSV_FIELDS = ("id", "status", "activation", "act_label", "impl", "seed", "dataset", "model", "epochs",
                   "test_acc", "test_loss", "f1_macro", "precision_macro", "recall_macro", "best_val_acc",
-                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend")
+                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend",
+                  "load_average_max", "threads", "cpu_count")
+"""The last three let a report read from runs.csv alone still say whether the host was busy
+(:func:`actkit.hostload.busy_run`)."""
 
 
 def run_row(record: Mapping) -> dict:
     c, f, t = record["config"], record["final"], record["timing"]
+    loads = [v for v in t.get("load_average") or () if v is not None]
     return {"id": record["id"], "status": record["status"], "activation": c["activation"],
             "act_label": c["act_label"], "impl": c["impl"], "seed": c["seed"], "dataset": c["dataset"],
             "model": c["model"], "epochs": len(record["history"]["epoch"]), "test_acc": f["test_acc"],
@@ -22,24 +27,8 @@ def run_row(record: Mapping) -> dict:
             "train_images_per_s": t["train_images_per_s"], "step_time_ms": t["step_time_ms"],
             "train_s": t["train_s"], "wall_s": t["wall_s"], "peak_bytes": record["memory"]["peak_bytes"],
             "saved_bytes": record["memory"].get("saved_bytes"), "device": record["env"]["device"],
-            "backend": record["backend"]}
-
-
-def busy_run(record: Mapping) -> float | None:
-    """How much CPU other processes took during a CPU run, when it was enough to skew its throughput.
-
-    The 1-minute load average counts the run's own threads too, so what exceeds them is other work;
-    half a core or more of it (at any epoch's end) makes the run's img/s a measurement of the machine's
-    load as much as of the activation. Returns the largest such excess load, else None (and None for
-    GPU runs, whose timing the host's load barely touches, and for records made before it was kept).
-    """
-    t = record.get("timing", {})
-    loads = [v for v in t.get("load_average") or () if v is not None]
-    if not loads or not str(record.get("env", {}).get("device", "")).startswith("cpu"):
-        return None
-    own = min(t.get("threads") or 1, t.get("cpu_count") or 1)
-    excess = max(loads) - own
-    return excess if excess >= 0.5 else None
+            "backend": record["backend"], "load_average_max": max(loads, default=None),
+            "threads": t.get("threads"), "cpu_count": t.get("cpu_count")}
 
 
 def _mean_of(records: Sequence[Mapping], fn) -> float | None:
@@ -71,14 +60,19 @@ def _summary_row(label: str, impl: str, by_seed: Mapping[int, Mapping], baseline
             "saved_bytes": max(saved) if saved else None,
             "diverged": sum(r["status"] == "diverged" for r in rs),
             "baseline": baseline, "diff": None, "diff_ci": None, "p_value": None, "p_holm": None,
-            "significant": None, "paired_n": 0}
+            "significant": None, "paired_n": 0, "diff_sd": None, "detectable_diff": None,
+            "detectable_note": None, **hostload.group_load(rs)}
 
 
 def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:
     """One row per (activation label, impl): test accuracy mean ± CI over seeds, best/worst seed, means of
     loss, macro-F1, throughput and step time, peak memory, and the paired test against ``baseline`` (same
     impl, seeds present in both). ``p_holm`` adjusts the p-values of all rows for multiple comparisons;
-    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible)."""
+    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible). ``diff_sd`` is the SD of the
+    per-seed differences and ``detectable_diff`` the smallest difference the test detects with 80% power at
+    ``alpha`` (:func:`actkit.stats.detectable_for_pairs`; None with ``detectable_note`` saying why);
+    ``busy_load``, ``load_average_max`` and ``load_recorded`` say whether the host was busy while the
+    throughput was measured (:func:`actkit.hostload.group_load`)."""
     groups: dict[tuple[str, str], dict[int, Mapping]] = {}
     for r in records:
         c = r["config"]
@@ -90,10 +84,13 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
         if base is not None and label != baseline:
             common = [s for s in row["seeds"] if s in base]
             if common:
-                test = stats.paired_test([by_seed[s]["final"]["test_acc"] for s in common],
-                                         [base[s]["final"]["test_acc"] for s in common], confidence)
+                ours = [by_seed[s]["final"]["test_acc"] for s in common]
+                theirs = [base[s]["final"]["test_acc"] for s in common]
+                test = stats.paired_test(ours, theirs, confidence)
                 row.update(diff=test.mean_diff, diff_ci=test.ci_half_width, p_value=test.p_value,
                            paired_n=test.n)
+                power = stats.detectable_for_pairs(ours, theirs, alpha)  # the smallest difference this test sees
+                row.update(diff_sd=power.sd, detectable_diff=power.effect, detectable_note=power.reason)
         rows.append(row)
     tested = [i for i, r in enumerate(rows) if r["p_value"] is not None and not math.isnan(r["p_value"])]
     adjusted = stats.holm([rows[i]["p_value"] for i in tested])
