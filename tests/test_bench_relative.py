@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import plotdata
 from actkit import bench
-from actkit.bench.relative import relative_rows, relative_table
+from actkit.bench.relative import predicted_ratios, relative_rows, relative_table
 from actkit.cli.main import app
 
 runner = CliRunner()
@@ -53,7 +53,8 @@ def test_table_text_load_note_and_the_predicted_column(bench_file):
     assert cells[-1] == "-" and "not computed here" in text
     assert "load average 3.0-4.2 on 2 CPUs" in text and "the host was busy" in text
     assert "| fwd |" not in text
-    given = relative_table(payload, "relu", predicted={"tanh": 1.25, "relu": 1.0})
+    given = relative_table(payload, "relu", predicted={("tanh", "fp32", "fwd+bwd"): 1.25,
+                                                       ("relu", "fp32", "fwd+bwd"): 1.0})
     assert re.search(r"\| tanh \| fp32 \| 2\^12 \| fwd\+bwd \|.*\| 1\.25x \|$", given, re.M)
     assert "not computed here" not in given
     with pytest.raises(bench.BenchError, match="--relative-to gelu: .* no records of it; it has: relu, tanh"):
@@ -73,3 +74,47 @@ def test_cli_relative_to(bench_file, tmp_path):
     host.write_text(json.dumps(payload))
     result = runner.invoke(app, ["bench-table", str(host), "--relative-to", "relu"])
     assert result.exit_code == 2 and "--host-cost" in result.output
+
+
+def _static_row(act, what, ps, dtype="fp32", kind="elementwise"):
+    return {"activation": act, "kind": kind, "dtype": dtype, "what": what,
+            "gpus": {"H100": {"ps_per_element": ps}}}
+
+
+def test_predicted_ratios_add_forward_and_the_saved_tensors_backward():
+    # relu saves y, tanh saves y, gelu saves x (the registry): the backward launch autograd runs is that one
+    static = {"schema": "actkit-static-roofline/1", "rows": [
+        _static_row("relu", "forward", {"memory": 2.0, "issue": 0.5}),
+        _static_row("relu", "backward from y", {"memory": 3.0, "issue": 0.5}),
+        _static_row("relu", "backward from x", {"memory": 30.0, "issue": 0.5}),
+        _static_row("gelu", "forward", {"memory": 2.0, "issue": 4.0}),
+        _static_row("gelu", "backward from x", {"memory": 3.0, "issue": 2.0}),
+        _static_row("gelu", "backward from y", {"memory": 99.0}),
+        _static_row("swiglu", "split last dim forward", {"memory": 9.0}, kind="glu")]}
+    ratios = predicted_ratios(static, "relu")
+    assert ratios[("gelu", "fp32", "fwd")] == pytest.approx(4.0 / 2.0)
+    assert ratios[("gelu", "fp32", "bwd")] == pytest.approx(3.0 / 3.0)
+    assert ratios[("gelu", "fp32", "fwd+bwd")] == pytest.approx((4.0 + 3.0) / (2.0 + 3.0))
+    assert ratios[("relu", "fp32", "fwd+bwd")] == 1.0
+    assert not any(a == "swiglu" for a, _, _ in ratios)
+    with pytest.raises(bench.BenchError, match="no A100 model; it has: H100"):
+        predicted_ratios(static, "relu", "A100")
+
+
+def test_cli_static_column(bench_file, tmp_path):
+    static = tmp_path / "static.json"
+    static.write_text(json.dumps({"schema": "actkit-static-roofline/1", "rows": [
+        _static_row("relu", "forward", {"memory": 2.0}), _static_row("relu", "backward from y", {"memory": 3.0}),
+        _static_row("tanh", "forward", {"memory": 2.0, "issue": 3.0}),
+        _static_row("tanh", "backward from y", {"memory": 3.0})]}))
+    result = runner.invoke(app, ["bench-table", str(bench_file), "--relative-to", "relu", "--mode", "fwd+bwd",
+                                 "--static", str(static)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\| tanh \| fp32 \| 2\^12 \| fwd\+bwd \|.*\| 1\.20x \|$", result.output, re.M)
+    for words, message in ((["--static", str(bench_file)], "is not a static roofline file"),
+                           (["--static", str(tmp_path / "none.json")], "cannot read the static roofline file"),
+                           (["--static", str(static), "--gpu", "A100"], "no A100 model")):
+        result = runner.invoke(app, ["bench-table", str(bench_file), "--relative-to", "relu", *words])
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = runner.invoke(app, ["bench-table", str(bench_file), "--static", str(static)])
+    assert result.exit_code == 2 and "--static goes with --relative-to" in result.output

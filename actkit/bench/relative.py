@@ -9,10 +9,12 @@ Within one case the providers and a copy kernel are timed in interleaved blocks,
 (activations) run one after another: a change in the host's load between two cases enters their
 ratio. The table says so, and repeats the file's busy-host warning.
 
-The predicted ratio on another GPU, from a static roofline (bytes and instructions per element of
-each compiled kernel), is a column of its own: :data:`PREDICTED_HEADER`, filled from
-``predicted`` ({activation: predicted time over the reference's}) by whoever has such numbers and
-left as "-" otherwise; this module computes none.
+The predicted ratio on a GPU, from a static roofline (bytes and instructions per element of each
+compiled kernel, ``actkit roofline --json``), is a column of its own: :data:`PREDICTED_HEADER`,
+filled by :func:`predicted_ratios` from such a file and left as "-" otherwise. A kernel's predicted
+time per element is its binding resource's (the roofline's lower bound); fwd+bwd adds the forward
+launch and the backward launch autograd runs at the activation's default parameters (from x or from y,
+as the registry says it saves).
 """
 from __future__ import annotations
 
@@ -67,6 +69,39 @@ def relative_rows(payload: Mapping[str, Any], reference: str, modes: Sequence[st
     return rows
 
 
+PredictedKey = tuple[str, str, str]  # (activation, dtype, mode)
+
+
+def predicted_ratios(static: Mapping[str, Any], reference: str, gpu: str = "H100") -> dict[PredictedKey, float]:
+    """{(activation, dtype, mode): predicted time over ``reference``'s} on ``gpu`` from a static roofline file.
+
+    Only elementwise activations have a forward and a backward launch to add up; others are left out.
+    """
+    from actkit import registry  # the saved tensor decides which backward launch autograd runs
+
+    times: dict[tuple[str, str, str], float] = {}
+    for row in static.get("rows", []):
+        model = row.get("gpus", {}).get(gpu)
+        if row.get("kind") != "elementwise" or model is None:
+            continue
+        times[(row["activation"], row["dtype"], row["what"])] = max(model["ps_per_element"].values())
+    held = {gpus for row in static.get("rows", []) for gpus in row.get("gpus", {})}
+    if gpu not in held:
+        raise BenchError(f"the static roofline file has no {gpu} model; it has: {', '.join(sorted(held)) or 'none'}")
+    per_mode: dict[PredictedKey, float] = {}
+    for (activation, dtype, what), fwd in times.items():
+        if what != "forward":
+            continue
+        saves = registry.get(activation).saves
+        bwd = times.get((activation, dtype, f"backward from {saves}"))
+        per_mode[(activation, dtype, "fwd")] = fwd
+        if bwd is not None:
+            per_mode[(activation, dtype, "bwd")] = bwd
+            per_mode[(activation, dtype, "fwd+bwd")] = fwd + bwd
+    return {(a, d, m): t / per_mode[(reference, d, m)] for (a, d, m), t in per_mode.items()
+            if per_mode.get((reference, d, m))}
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -81,12 +116,12 @@ def _ratio(cell: Mapping[str, Any] | None) -> str:
 
 
 def relative_table(payload: Mapping[str, Any], reference: str, modes: Sequence[str] | None = None,
-                   dtypes: Sequence[str] | None = None, predicted: Mapping[str, float] | None = None,
+                   dtypes: Sequence[str] | None = None, predicted: Mapping[PredictedKey, float] | None = None,
                    predicted_device: str = "H100") -> str:
     """The Markdown table of :func:`relative_rows`, headed by where it was measured and the host's load.
 
-    ``predicted``: {activation: predicted time over the reference's} on ``predicted_device`` (from a static
-    roofline); without it that column shows ``-`` and the note says it is not computed here."""
+    ``predicted``: {(activation, dtype, mode): predicted time over the reference's} on ``predicted_device``
+    (:func:`predicted_ratios`); without it that column shows ``-`` and the note says it is not computed here."""
     rows = relative_rows(payload, reference, modes, dtypes)
     env, host, config = payload.get("environment", {}), payload.get("host") or {}, payload.get("config", {})
     providers = [p for p in RELATIVE_PROVIDERS if any(p in r["providers"] for r in rows)]
@@ -116,7 +151,7 @@ def relative_table(payload: Mapping[str, Any], reference: str, modes: Sequence[s
         for p in providers:
             cell = r["providers"].get(p)
             cells += [_ms(cell["median_ms"]) if cell else "-", _ratio(cell)]
-        value = (predicted or {}).get(r["activation"])
+        value = (predicted or {}).get((r["activation"], r["dtype"], r["mode"]))
         cells.append("-" if value is None else f"{value:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     if predicted is None:
