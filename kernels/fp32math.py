@@ -198,9 +198,11 @@ def phi_lower(x, ACC: tl.constexpr):
     precision down to its underflow (no 1 - erf cancellation)."""
     t, p = erfc_parts(x, ACC)
     if ACC:
-        # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative.
-        x2 = x * x
-        x2_lo = tl.fma(x, x, -x2)
+        # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
+        # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.
+        xa = tl.minimum(tl.abs(x), 30.0)
+        x2 = xa * xa
+        x2_lo = tl.fma(xa, xa, -x2)
         e = exp(tl.fma(x2, -0.5, p) - x2_lo * 0.5, ACC)
         return t * e * 0.5
     else:
