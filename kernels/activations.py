@@ -278,7 +278,7 @@ def mish_fwd(x, p0, p1, ACC: tl.constexpr):
     # The NaN-propagating clamp keeps n finite (the ratio is 1 long before) and NaN NaN.
     e = fm.exp(tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL), ACC)
     n = e * (e + 2.0)
-    return x * (n * fm.rcp(n + 2.0))
+    return x * (n * fm.rcp_acc(n + 2.0, ACC))
 
 
 @triton.jit
@@ -289,8 +289,8 @@ def mish_bwd(x, p0, p1, ACC: tl.constexpr):
     xc = tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL)
     e = fm.exp(xc, ACC)
     n = e * (e + 2.0)
-    q = fm.rcp(n + 2.0)
-    return q * (n + xc * 4.0 * (e + e * e) * q) + (x - x)
+    q = fm.rcp_acc(n + 2.0, ACC)
+    return q * (n + xc * ((e + e * e) * 4.0 * q)) + (x - x)
 
 
 @triton.jit
@@ -330,13 +330,13 @@ def softplus_bwd_y(y, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def softsign_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * fm.rcp(1.0 + tl.abs(x))
+    return x * fm.rcp_acc(1.0 + tl.abs(x), ACC)
 
 
 @triton.jit
 def softsign_bwd(x, p0, p1, ACC: tl.constexpr):
     a = tl.abs(x)
-    r = fm.rcp(1.0 + a)
+    r = fm.rcp_acc(1.0 + a, ACC)
     # The limit at +-inf is 0, but torch's autograd of x / (1 + |x|) gives inf/inf = NaN
     # there; the kernel matches torch rather than the limit.
     return tl.where(a == float("inf"), float("nan"), r * r)

@@ -57,6 +57,15 @@ def rcp(x):
 
 
 @triton.jit
+def rcp_acc(x, ACC: tl.constexpr):
+    """1 / x; for ACC one Newton step on :func:`rcp` takes its 1 ulp error to about half an ulp."""
+    r = rcp(x)
+    if ACC:
+        r = tl.fma(r, tl.fma(-x, r, 1.0), r)
+    return r
+
+
+@triton.jit
 def exp(x, ACC: tl.constexpr):
     """e^x with subnormal results kept.
 
@@ -86,7 +95,7 @@ def tanh_parts(x, ACC: tl.constexpr):
     """(z, r): z = e^(-2|x|) in (0, 1] and r = 1 / (1 + z), from which tanh |x| = (1 - z) r and
     sech^2 x = 4 z r^2, with no overflow at any x."""
     z = exp(tl.abs(x) * -2.0, ACC)
-    return z, rcp(1.0 + z)
+    return z, rcp_acc(1.0 + z, ACC)
 
 
 @triton.jit
@@ -125,7 +134,7 @@ def sigmoid_parts(x, ACC: tl.constexpr):
     """(z, r): z = e^(-|x|) and r = 1 / (1 + z). sigmoid(|x|) = r, sigmoid(-|x|) = z r, and
     sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing."""
     z = exp(-tl.abs(x), ACC)
-    return z, rcp(1.0 + z)
+    return z, rcp_acc(1.0 + z, ACC)
 
 
 @triton.jit
@@ -139,7 +148,7 @@ def log1p_unit(z, ACC: tl.constexpr):
     """log(1 + z) for z in [0, 1]: 2 atanh(s) with s = z / (2 + z) in [0, 1/3], an odd
     polynomial in s (no rounding of 1 + z, no cancellation at small z); relative error of the
     polynomial 2^-27.5 (ACC) and 2^-22.3 (fitted by benchmarks/fit_coefficients.py)."""
-    s = z * rcp(2.0 + z)
+    s = z * rcp_acc(2.0 + z, ACC)
     s2 = s * s
     if ACC:
         p = s2 * (0.666664183139801 + s2 * (0.4002152681350708 + s2 * (0.2800181210041046
