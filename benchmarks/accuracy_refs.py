@@ -63,6 +63,12 @@ class Case:
         self.kernel_args = spec.kernel_args(self.params)
         self.saves = spec.saves_for(self.params)
 
+    def mp_derivative(self, v):
+        """f'(v) in mpmath: the closed form where given, else mpmath's numerical derivative."""
+        if self.mp_backward is not None:
+            return self.mp_backward(v)
+        return mp.diff(self.mp_forward, v)
+
     def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spec.reference(x, **self.params)
 

@@ -95,7 +95,7 @@ def tanh_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def tanh_bwd_y(y, p0, p1, ACC: tl.constexpr):
-    return 1.0 - y * y
+    return tl.fma(-y, y, 1.0)  # one rounding: 1 - y^2 cancels where |y| is near 1
 
 
 @triton.jit
@@ -238,12 +238,16 @@ def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_tanh_bwd(x, p0, p1, ACC: tl.constexpr):
-    # d/dx x s(v) = s(v) + x s(v) s(-v) v', v = 2u.
-    x2 = x * x
-    v = x * (GELU_TANH_C1 + x2 * GELU_TANH_C3)
+    # d/dx x s(v) = s(v) + x s(v) s(-v) v', v = 2u. Beyond |x| = 20 f' is 0 or 1 in fp32; the
+    # (NaN-propagating) clamp keeps x^3 and v' finite, where x s(-v) v' would be 0 * inf.
+    # x - x: NaN at +-inf, as torch's formula (inf * 0) gives there.
+    xc = tl.minimum(tl.maximum(x, -20.0, propagate_nan=tl.PropagateNan.ALL), 20.0,
+                    propagate_nan=tl.PropagateNan.ALL)
+    x2 = xc * xc
+    v = xc * (GELU_TANH_C1 + x2 * GELU_TANH_C3)
     z, r = fm.sigmoid_parts(v, ACC)
     s = tl.where(v < 0.0, z * r, r)
-    return s + x * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3)
+    return s + xc * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3) + (x - x)
 
 
 @triton.jit
@@ -253,10 +257,12 @@ def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
-    v = x * GELU_SIGMOID_K
+    # f' is 0 or 1 in fp32 beyond |v| = 200; the clamp keeps v * z finite (1.702 x overflows).
+    v = tl.minimum(tl.maximum(x * GELU_SIGMOID_K, -200.0, propagate_nan=tl.PropagateNan.ALL), 200.0,
+                   propagate_nan=tl.PropagateNan.ALL)
     z, r = fm.sigmoid_parts(v, ACC)
     s = tl.where(v < 0.0, z * r, r)
-    return s + v * (z * r * r)
+    return s + v * (z * r * r) + (x - x)  # NaN at +-inf, as torch's inf * 0
 
 
 @triton.jit
@@ -350,13 +356,15 @@ def softsign_bwd_y(y, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def hardswish_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * hardtanh_fwd(x + 3.0, 0.0, 6.0, ACC) * (1.0 / 6.0)
+    # relu6(x + 3) / 6 <= 1 first, so x * it cannot overflow where x does not.
+    return x * (hardtanh_fwd(x + 3.0, 0.0, 6.0, ACC) * (1.0 / 6.0))
 
 
 @triton.jit
 def hardswish_bwd(x, p0, p1, ACC: tl.constexpr):
     # torch's one-sided choice at the kinks: 0 at x = -3, 1 at x = 3.
-    return tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, x * (1.0 / 3.0) + 0.5, 1.0))
+    # x / 3 + 1/2 = (x + 1.5) / 3: the sum is exact where the first form cancels (x near -1.5).
+    return tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, (x + 1.5) * (1.0 / 3.0), 1.0))
 
 
 @triton.jit
