@@ -114,7 +114,8 @@ CASES_LIST = [
          backward=lambda x: 0.5 * erfc(-x / SQRT2) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi),
          mp_backward=lambda v: mp.ncdf(v) + v * mp.npdf(v)),
     Case("gelu_tanh", lambda x: x * expit(_gelu_tanh_v(x)),
-         lambda v: v / 2 * (1 + mp.tanh(mp.sqrt(2 / mp.pi) * (v + mp.mpf("0.044715") * v ** 3))),
+         # (1 + tanh u) / 2 written as 1 / (1 + e^(-2u)): even 60 digits cancel in 1 + tanh u
+         lambda v: v / (1 + mp.exp(-2 * mp.sqrt(2 / mp.pi) * (v + mp.mpf("0.044715") * v ** 3))),
          backward=lambda x: expit(_gelu_tanh_v(x)) + x * expit(_gelu_tanh_v(x)) * expit(-_gelu_tanh_v(x))
          * 2 * GELU_TANH_C * (1 + 3 * 0.044715 * x * x)),
     Case("gelu_sigmoid", lambda x: x * expit(1.702 * x), lambda v: v / (1 + mp.exp(-mp.mpf("1.702") * v)),
@@ -139,6 +140,6 @@ CASES_LIST = [
     Case("logsigmoid", lambda x: -_softplus(-x), lambda v: -mp.log1p(mp.exp(-v)),
          backward_y=lambda y: -np.expm1(y), mp_backward=lambda v: 1 / (1 + mp.exp(v))),
     Case("tanhshrink", _tanhshrink, lambda v: v - mp.tanh(v),
-         backward=lambda x: np.tanh(x) ** 2),
+         backward=lambda x: np.tanh(x) ** 2, mp_backward=lambda v: mp.tanh(v) ** 2),
 ]
 CASES = {c.name: c for c in CASES_LIST}

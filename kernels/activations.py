@@ -66,13 +66,13 @@ def step_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
-    return fm.sigmoid(x, ACC)
+    return fm.sigmoid(x, ACC, True)
 
 
 @triton.jit
 def sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
     # s (1 - s) = z / (1 + z)^2 with z = e^-|x|: no cancellation, no overflow, either sign.
-    z, r = fm.sigmoid_parts(x, ACC)
+    z, r = fm.sigmoid_parts(x, ACC, False)
     return z * r * r
 
 
@@ -233,7 +233,7 @@ def gelu_bwd(x, p0, p1, ACC: tl.constexpr):
 def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): no cancellation
     # of 1 + tanh u for x < 0, one exp and one reciprocal.
-    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC)
+    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, False)
 
 
 @triton.jit
@@ -245,14 +245,14 @@ def gelu_tanh_bwd(x, p0, p1, ACC: tl.constexpr):
                     propagate_nan=tl.PropagateNan.ALL)
     x2 = xc * xc
     v = xc * (GELU_TANH_C1 + x2 * GELU_TANH_C3)
-    z, r = fm.sigmoid_parts(v, ACC)
+    z, r = fm.sigmoid_parts(v, ACC, False)
     s = tl.where(v < 0.0, z * r, r)
     return s + xc * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3) + (x - x)
 
 
 @triton.jit
 def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * fm.sigmoid(x * GELU_SIGMOID_K, ACC)
+    return x * fm.sigmoid(x * GELU_SIGMOID_K, ACC, True)
 
 
 @triton.jit
@@ -260,20 +260,20 @@ def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
     # f' is 0 or 1 in fp32 beyond |v| = 200; the clamp keeps v * z finite (1.702 x overflows).
     v = tl.minimum(tl.maximum(x * GELU_SIGMOID_K, -200.0, propagate_nan=tl.PropagateNan.ALL), 200.0,
                    propagate_nan=tl.PropagateNan.ALL)
-    z, r = fm.sigmoid_parts(v, ACC)
+    z, r = fm.sigmoid_parts(v, ACC, False)
     s = tl.where(v < 0.0, z * r, r)
     return s + v * (z * r * r) + (x - x)  # NaN at +-inf, as torch's inf * 0
 
 
 @triton.jit
 def silu_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * fm.sigmoid(x, ACC)
+    return x * fm.sigmoid(x, ACC, True)
 
 
 @triton.jit
 def silu_bwd(x, p0, p1, ACC: tl.constexpr):
     # s + x s (1 - s), s (1 - s) = z r^2 from the same exp and reciprocal as s.
-    z, r = fm.sigmoid_parts(x, ACC)
+    z, r = fm.sigmoid_parts(x, ACC, False)
     s = tl.where(x < 0.0, z * r, r)
     return s + x * (z * r * r)
 
@@ -323,7 +323,7 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def softplus_bwd(x, p0, p1, ACC: tl.constexpr):
     bx = x * p0
-    return tl.where(bx > p1, 1.0, fm.sigmoid(bx, ACC))
+    return tl.where(bx > p1, 1.0, fm.sigmoid(bx, ACC, False))
 
 
 @triton.jit
@@ -392,7 +392,7 @@ def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def logsigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
     # sigmoid(-x) from sigmoid's pieces: r for x < 0, z r above.
-    z, r = fm.sigmoid_parts(x, ACC)
+    z, r = fm.sigmoid_parts(x, ACC, False)
     return tl.where(x < 0.0, r, z * r)
 
 

@@ -66,6 +66,31 @@ def rcp_acc(x, ACC: tl.constexpr):
 
 
 @triton.jit
+def rcp_unit(d, ACC: tl.constexpr):
+    """1 / d for d in [1, 2]. fp16/bf16 (not ACC): a quadratic seed (relative error 2^-6.6) and two
+    Newton steps (2^-26 before rounding), six FMAs and no MUFU: a 16-bit forward kernel stores
+    through F2FP on the same 16-per-clock unit as MUFU, and two MUFU per element would bind it
+    on an H200 (benchmarks/roofline). ACC: :func:`rcp_acc`."""
+    if ACC:
+        return rcp_acc(d, ACC)
+    else:
+        r = 2.1212005615234375 + d * (-1.4545294046401978 + d * 0.32322704792022705)
+        r = tl.fma(r, tl.fma(-d, r, 1.0), r)
+        return tl.fma(r, tl.fma(-d, r, 1.0), r)
+
+
+@triton.jit
+def exp_corrected(x, xc):
+    """e^x as ``tl.exp(x)`` (1 + r ln 2), r = x log2(e) - fp32(x * log2(e)) computed on ``xc``:
+    x itself where it is finite and its exp neither 0 nor inf, else x clamped to that range."""
+    t = xc * LOG2E
+    r = tl.fma(xc, LOG2E, -t)
+    r = tl.fma(xc, LOG2E_LO, r)
+    e = tl.exp(x)
+    return tl.fma(e, r * LN2, e)
+
+
+@triton.jit
 def exp(x, ACC: tl.constexpr):
     """e^x with subnormal results kept.
 
@@ -79,12 +104,7 @@ def exp(x, ACC: tl.constexpr):
     within a few ulp of e^x over the whole range.
     """
     if ACC:
-        xc = tl.minimum(tl.maximum(x, EXP_MIN), EXP_MAX)
-        t = xc * LOG2E
-        r = tl.fma(xc, LOG2E, -t)
-        r = tl.fma(xc, LOG2E_LO, r)
-        e = tl.exp(x)
-        return tl.fma(e, r * LN2, e)
+        return exp_corrected(x, tl.minimum(tl.maximum(x, EXP_MIN), EXP_MAX))
     else:
         h = tl.exp2(x * HALF_LOG2E)
         return h * h
@@ -130,16 +150,21 @@ def tanh(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_parts(x, ACC: tl.constexpr):
+def sigmoid_parts(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
     """(z, r): z = e^(-|x|) and r = 1 / (1 + z). sigmoid(|x|) = r, sigmoid(-|x|) = z r, and
-    sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing."""
+    sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing.
+    NO_MUFU: the reciprocal by FMAs (:func:`rcp_unit`), for 16-bit forward kernels, where a
+    second MUFU would bind; backward kernels have MUFU to spare and issue slots to save."""
     z = exp(-tl.abs(x), ACC)
-    return z, rcp_acc(1.0 + z, ACC)
+    if NO_MUFU:
+        return z, rcp_unit(1.0 + z, ACC)
+    else:
+        return z, rcp_acc(1.0 + z, ACC)
 
 
 @triton.jit
-def sigmoid(x, ACC: tl.constexpr):
-    z, r = sigmoid_parts(x, ACC)
+def sigmoid(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
+    z, r = sigmoid_parts(x, ACC, NO_MUFU)
     return tl.where(x < 0.0, z * r, r)
 
 
@@ -212,8 +237,8 @@ def phi_lower(x, ACC: tl.constexpr):
         xa = tl.minimum(tl.abs(x), 30.0)
         x2 = xa * xa
         x2_lo = tl.fma(xa, xa, -x2)
-        e = exp(tl.fma(x2, -0.5, p) - x2_lo * 0.5, ACC)
-        return t * e * 0.5
+        arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
+        return t * exp_corrected(arg, arg) * 0.5
     else:
         h = tl.exp2(tl.fma(x * x, QUARTER_LOG2E, p))  # never below 2^-145: no flush to zero
         return t * (h * h)
