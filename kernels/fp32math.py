@@ -237,6 +237,9 @@ def phi_lower(x, ACC: tl.constexpr):
         xa = tl.minimum(tl.abs(x), 30.0)
         x2 = xa * xa
         x2_lo = tl.fma(xa, xa, -x2)
+        # The sum p - x^2/2 rounds (2^-18 of the result at |x| = 11, ~100 fp32 ulp, where
+        # PyTorch's 1 + erf has lost every digit); splitting it costs a third MUFU and the
+        # H200 headroom (benchmarks/accuracy.py, static roofline).
         arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
         return t * exp_corrected(arg, arg) * 0.5
     else:
