@@ -46,7 +46,7 @@ KNOWN_BELOW_1_5 = {
     ("lisht", "forward"): "bf16 fp16",
     ("softplus", "forward"): "bf16 fp16",
     ("logsigmoid", "forward"): "bf16 fp16",
-    ("tanhshrink", "forward"): "fp32 bf16 fp16",
+    ("tanhshrink", "forward"): "bf16 fp16",
     # GLUs with GELU gates: the gate's math plus a second input.
     ("geglu", "split last dim forward"): "bf16",
     ("geglu", "split last dim backward"): "bf16",
@@ -68,7 +68,7 @@ KNOWN_BELOW_1_5 = {
     ("mish", "few-bit backward, 6 bits"): "bf16 fp16",
     ("lisht", "few-bit forward, 7 bits"): "fp32 bf16 fp16",
     ("hardswish", "few-bit forward, 8 bits"): "fp32 bf16 fp16",
-    ("tanhshrink", "few-bit forward, 1 bits"): "fp32 bf16 fp16",
+    ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
     # Learnable: per-element channel index (int64 division) and, for Swish-beta, its math.
     ("prelu", "NCHW backward"): "fp32 bf16 fp16",
     ("prelu", "NCHW backward, frozen parameter"): "fp32 bf16 fp16",
