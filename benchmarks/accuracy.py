@@ -448,6 +448,10 @@ def markdown(result: dict) -> str:
     def half(e):
         return f"{100 * e['correct']:.3f}%, {e['max_ulp']}"
 
+    def ties(entry, d):
+        n = entry.get(d, {}).get("unreachable", 0)
+        return f" [{n} not fp32-reachable]" if n else ""
+
     for name, entry in result["activations"].items():
         for direction in ("forward", "backward"):
             after = entry["after"][direction]
@@ -461,7 +465,7 @@ def markdown(result: dict) -> str:
                          + (f" ({fp32(torch_)})" if torch_ else ""))
             for d in ("bf16", "fp16"):
                 b = before.get(d)
-                cells.append((f"{half(b)} -> " if b else "") + half(after[d]))
+                cells.append((f"{half(b)} -> " if b else "") + half(after[d]) + ties(after, d))
             lines.append(f"| {name} | {direction} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -71,9 +71,10 @@ def after():
     return accuracy.load_kernels(None)
 
 
-def _bar_failures(name: str, measured: dict) -> list[tuple[str, str, str]]:
+def _bar_failures(name: str, measured: dict, torch_: dict) -> list[tuple[str, str, str]]:
+    """The bars each measurement misses: torch_ is PyTorch's fp32 op on the same inputs, "before" the
+    committed benchmark's kernels before issue 16 (their largest error over its larger input set)."""
     committed = COMMITTED["activations"][name]
-    torch_ = committed["torch"]
     failures = []
     for direction, by_dtype in measured.items():
         for dtype, m in by_dtype.items():
@@ -98,7 +99,7 @@ def test_kernels_meet_the_accuracy_bars(name, after, request):
         request.applymarker(pytest.mark.xfail(strict=True, reason="; ".join(f"{k[1]} {k[2]}: {v}"
                                                                           for k, v in known.items())))
     measured = accuracy.measure(name, after, legacy=False, sweep=SWEEP)
-    failures = _bar_failures(name, measured)
+    failures = _bar_failures(name, measured, accuracy.measure_torch(name, SWEEP))
     assert not failures, "\n".join(" ".join(f) for f in failures)
 
 
