@@ -438,7 +438,7 @@ def write_atomic(path: Path, data: dict) -> None:
 
 def markdown(result: dict) -> str:
     """The README table: fp32 p99.9/max ulp (before -> after, torch) and bf16/fp16 correctly rounded share."""
-    lines = ["| activation | pass | fp32 ulp p99.9 / max: before -> after (torch) | bf16 correctly rounded, "
+    lines = ["| activation | direction | fp32 ulp p99.9 / max: before -> after (torch) | bf16 correctly rounded, "
              "max ulp: before -> after | fp16 correctly rounded, max ulp: before -> after |",
              "|---|---|---|---|---|"]
 
