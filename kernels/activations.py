@@ -1,7 +1,9 @@
 """Per-activation Triton device functions: the value f and the derivative f'.
 
-Every function takes ``(v, p0, p1)``: ``v`` is an fp32 block, ``p0``/``p1`` are the
-activation's scalar parameters in registry order (unused ones are 0). ``<name>_fwd`` is f(x),
+Every function takes ``(v, p0, p1, ACC)``: ``v`` is an fp32 block, ``p0``/``p1`` are the
+activation's scalar parameters in registry order (unused ones are 0), and ``ACC`` (a
+``tl.constexpr``) is True where the result is stored in fp32 and must be accurate to a few fp32
+ulp; fp16/bf16 results take cheaper forms of the same math (see :mod:`fp32math`). ``<name>_fwd`` is f(x),
 ``<name>_bwd`` is f'(x), and ``<name>_bwd_y`` is f' read from the output y, for activations
 whose registry spec can save y instead of x. The generic kernels in :mod:`elementwise` receive
 these functions as ``tl.constexpr`` arguments.
@@ -9,11 +11,16 @@ these functions as ``tl.constexpr`` arguments.
 Comparisons are written so that NaN takes the same branch as in PyTorch's own kernels
 (e.g. ``where(x < 0, 0, x)`` for ReLU keeps NaN, as ``clamp_min`` does), because the
 tests hold the kernels to torch's NaN/inf behaviour, forward and backward.
+
+The math is written for a GPU's issue slots (see :mod:`fp32math`): derivatives reuse the
+pieces their forward formula computes (sigmoid's e^-|x| and 1 / (1 + e^-|x|), tanh's and
+mish's ratio), no function divides (``rcp`` and multiplications by constant reciprocals), and
+guards are clamps where a ``where`` would compute a second branch.
 """
 import triton
 import triton.language as tl
 
-from .fp32math import expm1, log1p, sech2, softplus as _softplus, tanh as _tanh
+from . import fp32math as fm
 
 # Module-level numbers used inside @triton.jit code must be tl.constexpr: a plain float runs
 # under the interpreter but real compilation refuses it ("Cannot access global variable").
@@ -27,67 +34,77 @@ GELU_TANH_K = tl.constexpr(0.044715)
 GELU_SIGMOID_K = tl.constexpr(1.702)
 SELU_ALPHA = tl.constexpr(1.6732632423543772)
 SELU_SCALE = tl.constexpr(1.0507009873554805)
+SELU_ALPHA_SCALE = tl.constexpr(1.6732632423543772 * 1.0507009873554805)
+GELU_TANH_C1 = tl.constexpr(2 * 0.7978845608028654)               # 2 sqrt(2 / pi)
+GELU_TANH_C3 = tl.constexpr(2 * 0.7978845608028654 * 0.044715)     # 2 sqrt(2 / pi) 0.044715
+GELU_TANH_D3 = tl.constexpr(3 * 2 * 0.7978845608028654 * 0.044715)
+# mish's ratio n / (n + 2) is 1 in fp32 from x = 9 on; clamping the exponent at 20 keeps
+# n = e^x (e^x + 2) finite without changing any result.
+MISH_CLAMP = tl.constexpr(20.0)
 
 
 @triton.jit
-def identity_fwd(x, p0, p1):
+def identity_fwd(x, p0, p1, ACC: tl.constexpr):
     return x
 
 
 @triton.jit
-def identity_bwd(x, p0, p1):
+def identity_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.zeros_like(x) + 1.0
 
 
 @triton.jit
-def step_fwd(x, p0, p1):
+def step_fwd(x, p0, p1, ACC: tl.constexpr):
     # Heaviside with H(0) = 1; NaN maps to 0, as torch.heaviside does.
     return tl.where(x >= 0.0, 1.0, 0.0)
 
 
 @triton.jit
-def step_bwd(x, p0, p1):
+def step_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.zeros_like(x)
 
 
 @triton.jit
-def sigmoid_fwd(x, p0, p1):
-    return tl.sigmoid(x)
+def sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
+    return fm.sigmoid(x, ACC, True)
 
 
 @triton.jit
-def sigmoid_bwd(x, p0, p1):
-    # s (1 - s) with 1 - s = sigmoid(-x): no cancellation where s is close to 1.
-    return tl.sigmoid(x) * tl.sigmoid(-x)
+def sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
+    # s (1 - s) = z / (1 + z)^2 with z = e^-|x|: no cancellation, no overflow, either sign.
+    z, r = fm.sigmoid_parts(x, ACC, False)
+    return z * r * r
 
 
 @triton.jit
-def sigmoid_bwd_y(y, p0, p1):
+def sigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
     return y * (1.0 - y)
 
 
 @triton.jit
-def tanh_fwd(x, p0, p1):
-    return _tanh(x)
+def tanh_fwd(x, p0, p1, ACC: tl.constexpr):
+    return fm.tanh(x, ACC)
 
 
 @triton.jit
-def tanh_bwd(x, p0, p1):
-    return sech2(x)
+def tanh_bwd(x, p0, p1, ACC: tl.constexpr):
+    # sech^2 x = 4 z / (1 + z)^2 with z = e^(-2|x|): no cancellation where |tanh x| is near 1.
+    z, r = fm.tanh_parts(x, ACC)
+    return z * r * r * 4.0
 
 
 @triton.jit
-def tanh_bwd_y(y, p0, p1):
-    return 1.0 - y * y
+def tanh_bwd_y(y, p0, p1, ACC: tl.constexpr):
+    return tl.fma(-y, y, 1.0)  # one rounding: 1 - y^2 cancels where |y| is near 1
 
 
 @triton.jit
-def relu_fwd(x, p0, p1):
+def relu_fwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x < 0.0, 0.0, x)
 
 
 @triton.jit
-def relu_bwd(x, p0, p1):
+def relu_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x <= 0.0, 0.0, 1.0)
 
 
@@ -95,13 +112,13 @@ relu_bwd_y = relu_bwd  # y > 0 exactly where x > 0 (NaN stays NaN)
 
 
 @triton.jit
-def hardtanh_fwd(x, p0, p1):
+def hardtanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = min_val, p1 = max_val
     return tl.where(x < p0, p0, tl.where(x > p1, p1, x))
 
 
 @triton.jit
-def hardtanh_bwd(x, p0, p1):
+def hardtanh_bwd(x, p0, p1, ACC: tl.constexpr):
     # Zero at the clamp points themselves; NaN passes the gradient through, as torch's
     # CUDA kernel and scalar CPU code do.
     return tl.where((x <= p0) | (x >= p1), 0.0, 1.0)
@@ -111,26 +128,26 @@ hardtanh_bwd_y = hardtanh_bwd  # y sits on a bound exactly where x is at or beyo
 
 
 @triton.jit
-def relu6_fwd(x, p0, p1):
-    return hardtanh_fwd(x, 0.0, 6.0)
+def relu6_fwd(x, p0, p1, ACC: tl.constexpr):
+    return hardtanh_fwd(x, 0.0, 6.0, ACC)
 
 
 @triton.jit
-def relu6_bwd(x, p0, p1):
-    return hardtanh_bwd(x, 0.0, 6.0)
+def relu6_bwd(x, p0, p1, ACC: tl.constexpr):
+    return hardtanh_bwd(x, 0.0, 6.0, ACC)
 
 
 relu6_bwd_y = relu6_bwd
 
 
 @triton.jit
-def leaky_relu_fwd(x, p0, p1):
+def leaky_relu_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = negative_slope
     return tl.where(x > 0.0, x, x * p0)
 
 
 @triton.jit
-def leaky_relu_bwd(x, p0, p1):
+def leaky_relu_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x > 0.0, 1.0, p0)
 
 
@@ -138,214 +155,270 @@ leaky_relu_bwd_y = leaky_relu_bwd  # with a slope >= 0 (the registry's rule), y 
 
 
 @triton.jit
-def elu_fwd(x, p0, p1):
+def elu_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = alpha
-    return tl.where(x <= 0.0, p0 * expm1(x), x)
+    return tl.where(x <= 0.0, fm.expm1_neg(x, ACC) * p0, x)
 
 
 @triton.jit
-def elu_bwd(x, p0, p1):
-    return tl.where(x <= 0.0, p0 * tl.exp(x), 1.0)
+def elu_bwd(x, p0, p1, ACC: tl.constexpr):
+    return tl.where(x <= 0.0, fm.exp(x, ACC) * p0, 1.0)
 
 
 @triton.jit
-def elu_bwd_y(y, p0, p1):
+def elu_bwd_y(y, p0, p1, ACC: tl.constexpr):
     # alpha > 0: y <= 0 exactly where x <= 0, and there alpha exp(x) = y + alpha (ATen's is_result form).
     return tl.where(y <= 0.0, y + p0, 1.0)
 
 
 @triton.jit
-def celu_fwd(x, p0, p1):
-    # p0 = alpha: alpha * (exp(x / alpha) - 1) below zero
-    return tl.where(x <= 0.0, p0 * expm1(x / p0), x)
+def celu_fwd(x, p0, p1, ACC: tl.constexpr):
+    # p0 = alpha: alpha * (exp(x / alpha) - 1) below zero. 1 / alpha is a scalar, computed once
+    # per program, so the per-element quotient is a product (one rounding more than x / alpha).
+    return tl.where(x <= 0.0, fm.expm1(x * (1.0 / p0), ACC) * p0, x)
 
 
 @triton.jit
-def celu_bwd(x, p0, p1):
-    return tl.where(x <= 0.0, tl.exp(x / p0), 1.0)
+def celu_bwd(x, p0, p1, ACC: tl.constexpr):
+    return tl.where(x <= 0.0, fm.exp(x * (1.0 / p0), ACC), 1.0)
 
 
 @triton.jit
-def celu_bwd_y(y, p0, p1):
+def celu_bwd_y(y, p0, p1, ACC: tl.constexpr):
     # alpha > 0: exp(x / alpha) = (y + alpha) / alpha where y <= 0.
     return tl.where(y <= 0.0, (y + p0) * (1.0 / p0), 1.0)
 
 
 @triton.jit
-def selu_fwd(x, p0, p1):
-    return tl.where(x <= 0.0, expm1(x) * SELU_ALPHA, x) * SELU_SCALE
+def selu_fwd(x, p0, p1, ACC: tl.constexpr):
+    return tl.where(x <= 0.0, fm.expm1_neg(x, ACC) * SELU_ALPHA_SCALE, x * SELU_SCALE)
 
 
 @triton.jit
-def selu_bwd(x, p0, p1):
-    return tl.where(x <= 0.0, tl.exp(x) * SELU_ALPHA, 1.0) * SELU_SCALE
+def selu_bwd(x, p0, p1, ACC: tl.constexpr):
+    return tl.where(x <= 0.0, fm.exp(x, ACC) * SELU_ALPHA_SCALE, SELU_SCALE)
 
 
 @triton.jit
-def selu_bwd_y(y, p0, p1):
+def selu_bwd_y(y, p0, p1, ACC: tl.constexpr):
     # scale alpha exp(x) = y + scale alpha where y <= 0.
     return tl.where(y <= 0.0, y + SELU_ALPHA * SELU_SCALE, SELU_SCALE)
 
 
 @triton.jit
-def gelu_fwd(x, p0, p1):
-    return 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
+def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
+    # x Phi(x) with Phi(x) = q or 1 - q, q = Phi(-|x|) computed from erfc: 1 + erf(x / sqrt 2)
+    # cancels for x < 0, so the lower tail is computed directly.
+    q = fm.phi_lower(x, ACC)
+    return x * tl.where(x < 0.0, q, 1.0 - q)
 
 
 @triton.jit
-def gelu_bwd(x, p0, p1):
-    cdf = 0.5 * (1.0 + tl.math.erf(x * SQRT1_2))
-    return cdf + x * INV_SQRT_2PI * tl.exp(-0.5 * x * x)
+def gelu_bwd(x, p0, p1, ACC: tl.constexpr):
+    # Phi(x) + x phi(x), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the same erfc pieces
+    # (see fp32math.erfc_parts), the Gaussian factor shared.
+    t, p = fm.erfc_parts(x, ACC)
+    if ACC:
+        g = fm.exp(x * x * -0.5, ACC)
+        q = t * g * tl.exp2(p * fm.LOG2E) * 0.5
+    else:
+        h = tl.exp2(x * x * fm.QUARTER_LOG2E)  # g = h^2, never subnormal before the square
+        g = h * h
+        u = h * tl.exp2(p)
+        q = t * (u * u)
+    return tl.where(x < 0.0, q, 1.0 - q) + x * g * INV_SQRT_2PI
 
 
 @triton.jit
-def gelu_tanh_fwd(x, p0, p1):
-    t = _tanh((x + x * x * x * GELU_TANH_K) * SQRT_2_OVER_PI)
-    return 0.5 * x * (1.0 + t)
+def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
+    # x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): no cancellation
+    # of 1 + tanh u for x < 0, one exp and one reciprocal.
+    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, False)
 
 
 @triton.jit
-def gelu_tanh_bwd(x, p0, p1):
-    u = (x + x * x * x * GELU_TANH_K) * SQRT_2_OVER_PI
-    inner_grad = (1.0 + x * x * (3.0 * GELU_TANH_K)) * SQRT_2_OVER_PI
-    return 0.5 * (1.0 + _tanh(u)) + 0.5 * x * sech2(u) * inner_grad
+def gelu_tanh_bwd(x, p0, p1, ACC: tl.constexpr):
+    # d/dx x s(v) = s(v) + x s(v) s(-v) v', v = 2u. Beyond |x| = 20 f' is 0 or 1 in fp32; the
+    # (NaN-propagating) clamp keeps x^3 and v' finite, where x s(-v) v' would be 0 * inf.
+    # x - x: NaN at +-inf, as torch's formula (inf * 0) gives there.
+    xc = tl.minimum(tl.maximum(x, -20.0, propagate_nan=tl.PropagateNan.ALL), 20.0,
+                    propagate_nan=tl.PropagateNan.ALL)
+    x2 = xc * xc
+    v = xc * (GELU_TANH_C1 + x2 * GELU_TANH_C3)
+    z, r = fm.sigmoid_parts(v, ACC, False)
+    s = tl.where(v < 0.0, z * r, r)
+    return s + xc * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3) + (x - x)
 
 
 @triton.jit
-def gelu_sigmoid_fwd(x, p0, p1):
-    return x * tl.sigmoid(x * GELU_SIGMOID_K)
+def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
+    return x * fm.sigmoid(x * GELU_SIGMOID_K, ACC, True)
 
 
 @triton.jit
-def gelu_sigmoid_bwd(x, p0, p1):
-    s = tl.sigmoid(x * GELU_SIGMOID_K)
-    return s + x * GELU_SIGMOID_K * s * (1.0 - s)
+def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
+    # f' is 0 or 1 in fp32 beyond |v| = 200; the clamp keeps v * z finite (1.702 x overflows).
+    v = tl.minimum(tl.maximum(x * GELU_SIGMOID_K, -200.0, propagate_nan=tl.PropagateNan.ALL), 200.0,
+                   propagate_nan=tl.PropagateNan.ALL)
+    z, r = fm.sigmoid_parts(v, ACC, False)
+    s = tl.where(v < 0.0, z * r, r)
+    return s + v * (z * r * r) + (x - x)  # NaN at +-inf, as torch's inf * 0
 
 
 @triton.jit
-def silu_fwd(x, p0, p1):
-    return x * tl.sigmoid(x)
+def silu_fwd(x, p0, p1, ACC: tl.constexpr):
+    return x * fm.sigmoid(x, ACC, True)
 
 
 @triton.jit
-def silu_bwd(x, p0, p1):
-    s = tl.sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
+def silu_bwd(x, p0, p1, ACC: tl.constexpr):
+    # s + x s (1 - s), s (1 - s) = z r^2 from the same exp and reciprocal as s.
+    z, r = fm.sigmoid_parts(x, ACC, False)
+    s = tl.where(x < 0.0, z * r, r)
+    return s + x * (z * r * r)
 
 
 @triton.jit
-def mish_fwd(x, p0, p1):
-    return x * _tanh(_softplus(x))
+def mish_fwd(x, p0, p1, ACC: tl.constexpr):
+    # tanh(softplus x) = n / (n + 2) with n = e^x (e^x + 2): one exp, one reciprocal, no log.
+    # The NaN-propagating clamp keeps n finite (the ratio is 1 long before) and NaN NaN.
+    e = fm.exp(tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL), ACC)
+    n = e * (e + 2.0)
+    return x * (n * fm.rcp_acc(n + 2.0, ACC))
 
 
 @triton.jit
-def mish_bwd(x, p0, p1):
-    sp = _softplus(x)
-    return _tanh(sp) + x * tl.sigmoid(x) * sech2(sp)
+def mish_bwd(x, p0, p1, ACC: tl.constexpr):
+    # f' = tanh(sp) + x sigmoid(x) sech^2(sp); with e = e^x, n = e (e + 2), q = 1 / (n + 2):
+    # tanh(sp) = n q, sech^2(sp) = 4 (n + 1) q^2 = 4 (1 + e)^2 q^2, sigmoid(x) = e / (1 + e), so
+    # f' = q (n + 4 x e (1 + e) q). x - x is NaN at +-inf, where torch's formula gives inf * 0.
+    xc = tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL)
+    e = fm.exp(xc, ACC)
+    n = e * (e + 2.0)
+    q = fm.rcp_acc(n + 2.0, ACC)
+    return q * (n + xc * ((e + e * e) * 4.0 * q)) + (x - x)
 
 
 @triton.jit
-def lisht_fwd(x, p0, p1):
-    return x * _tanh(x)
+def lisht_fwd(x, p0, p1, ACC: tl.constexpr):
+    return tl.abs(x) * fm.tanh_abs(x, ACC)
 
 
 @triton.jit
-def lisht_bwd(x, p0, p1):
-    return _tanh(x) + x * sech2(x)
+def lisht_bwd(x, p0, p1, ACC: tl.constexpr):
+    # tanh x + x sech^2 x, both from tanh's z = e^(-2|x|) and r = 1 / (1 + z).
+    z, r = fm.tanh_parts(x, ACC)
+    return fm.tanh(x, ACC) + x * (z * r * r * 4.0)
 
 
 @triton.jit
-def softplus_fwd(x, p0, p1):
+def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
+    # 1 / beta is a scalar (once per program); the max propagates no NaN but the log1p does.
     bx = x * p0
-    return tl.where(bx > p1, x, _softplus(bx) / p0)
+    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp(-tl.abs(bx), ACC), ACC)
+    return tl.where(bx > p1, x, sp * (1.0 / p0))
 
 
 @triton.jit
-def softplus_bwd(x, p0, p1):
+def softplus_bwd(x, p0, p1, ACC: tl.constexpr):
     bx = x * p0
-    return tl.where(bx > p1, 1.0, tl.sigmoid(bx))
+    return tl.where(bx > p1, 1.0, fm.sigmoid(bx, ACC, False))
 
 
 @triton.jit
-def softplus_bwd_y(y, p0, p1):
+def softplus_bwd_y(y, p0, p1, ACC: tl.constexpr):
     # sigmoid(beta x) = 1 - exp(-beta y); the registry saves y only for thresholds where the
     # linear branch's test on beta y agrees with the one on beta x to fp32 rounding.
     by = y * p0
-    return tl.where(by > p1, 1.0, -expm1(-by))
+    return tl.where(by > p1, 1.0, -fm.expm1_neg(-by, ACC))
 
 
 @triton.jit
-def softsign_fwd(x, p0, p1):
-    return x / (1.0 + tl.abs(x))
+def softsign_fwd(x, p0, p1, ACC: tl.constexpr):
+    return x * fm.rcp_acc(1.0 + tl.abs(x), ACC)
 
 
 @triton.jit
-def softsign_bwd(x, p0, p1):
+def softsign_bwd(x, p0, p1, ACC: tl.constexpr):
     a = tl.abs(x)
-    d = 1.0 + a
+    r = fm.rcp_acc(1.0 + a, ACC)
     # The limit at +-inf is 0, but torch's autograd of x / (1 + |x|) gives inf/inf = NaN
     # there; the kernel matches torch rather than the limit.
-    return tl.where(a == float("inf"), float("nan"), 1.0 / (d * d))
+    return tl.where(a == float("inf"), float("nan"), r * r)
 
 
 @triton.jit
-def softsign_bwd_y(y, p0, p1):
+def softsign_bwd_y(y, p0, p1, ACC: tl.constexpr):
     d = 1.0 - tl.abs(y)  # 1 / (1 + |x|); y is NaN at x = +-inf, so the gradient is NaN there as in torch
     return d * d
 
 
 @triton.jit
-def hardswish_fwd(x, p0, p1):
-    return x * hardtanh_fwd(x + 3.0, 0.0, 6.0) / 6.0
+def hardswish_fwd(x, p0, p1, ACC: tl.constexpr):
+    # relu6(x + 3) / 6 <= 1 first, so x * it cannot overflow where x does not.
+    return x * (hardtanh_fwd(x + 3.0, 0.0, 6.0, ACC) * (1.0 / 6.0))
 
 
 @triton.jit
-def hardswish_bwd(x, p0, p1):
+def hardswish_bwd(x, p0, p1, ACC: tl.constexpr):
     # torch's one-sided choice at the kinks: 0 at x = -3, 1 at x = 3.
-    return tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, x / 3.0 + 0.5, 1.0))
+    # x / 3 + 1/2 = (x + 1.5) / 3: the sum is exact where the first form cancels (x near -1.5).
+    return tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, (x + 1.5) * (1.0 / 3.0), 1.0))
 
 
 @triton.jit
-def hardsigmoid_fwd(x, p0, p1):
-    return hardtanh_fwd(x + 3.0, 0.0, 6.0) / 6.0
+def hardsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
+    return hardtanh_fwd(x + 3.0, 0.0, 6.0, ACC) * (1.0 / 6.0)
 
 
 @triton.jit
-def hardsigmoid_bwd(x, p0, p1):
+def hardsigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0)
 
 
 @triton.jit
-def hardsigmoid_bwd_y(y, p0, p1):
+def hardsigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
     return tl.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0)  # y is 0 or 1 exactly where |x| >= 3
 
 
 @triton.jit
-def logsigmoid_fwd(x, p0, p1):
-    # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow.
-    return tl.where(x < 0.0, x, 0.0) - log1p(tl.exp(-tl.abs(x)))
+def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
+    # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow; the min propagates no
+    # NaN but the log1p does.
+    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp(-tl.abs(x), ACC), ACC)
 
 
 @triton.jit
-def logsigmoid_bwd(x, p0, p1):
-    return tl.sigmoid(-x)
+def logsigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
+    # sigmoid(-x) from sigmoid's pieces: r for x < 0, z r above.
+    z, r = fm.sigmoid_parts(x, ACC, False)
+    return tl.where(x < 0.0, r, z * r)
 
 
 @triton.jit
-def logsigmoid_bwd_y(y, p0, p1):
-    return -expm1(y)  # sigmoid(-x) = 1 - sigmoid(x) = 1 - exp(y)
+def logsigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
+    return -fm.expm1_neg(y, ACC)  # sigmoid(-x) = 1 - sigmoid(x) = 1 - exp(y)
 
 
 @triton.jit
-def tanhshrink_fwd(x, p0, p1):
+def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
     # x - tanh(x) cancels for small |x|: use its series x^3/3 - 2x^5/15 + 17x^7/315 - 62x^9/2835.
     x2 = x * x
     series = x * x2 * (0.3333333333333333 + x2 * (-0.13333333333333333 + x2 * (0.05396825396825397 + x2 * (-0.021869488536155203))))
-    return tl.where(tl.abs(x) < 0.1, series, x - _tanh(x))
+    # tanh itself: the fp32 polynomial up to 0.55 where its relative error, magnified by the
+    # cancellation, matters most; beyond it the cheap exp, whose error x - tanh x no longer
+    # magnifies much.
+    a = tl.abs(x)
+    z, r = fm.tanh_parts(x, False)
+    if ACC:
+        t = tl.where(a < 0.55, fm.tanh_small(a, ACC), (1.0 - z) * r)
+    else:
+        t = tl.where(a < 0.25, fm.tanh_small(a, ACC), (1.0 - z) * r)
+    return tl.where(a < 0.1, series, x - tl.where(x < 0.0, -t, t))
 
 
 @triton.jit
-def tanhshrink_bwd(x, p0, p1):
-    t = _tanh(x)
+def tanhshrink_bwd(x, p0, p1, ACC: tl.constexpr):
+    t = fm.tanh(x, ACC)
     return t * t

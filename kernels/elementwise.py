@@ -6,7 +6,8 @@ writes dx = dy * DF(s). F and DF are ``@triton.jit`` device functions passed as
 ``tl.constexpr``, so each activation compiles to its own specialised kernel while the
 indexing, masking and dtype handling live here once.
 
-Math is fp32; loads upcast and stores round to the output's dtype. Offsets are int64 so
+Math is fp32; loads upcast and stores round to the output's dtype. The device functions'
+``ACC`` constexpr is whether that dtype is fp32 (see :mod:`fp32math`). Offsets are int64 so
 tensors with more than 2**31 elements index correctly.
 """
 import torch
@@ -31,7 +32,7 @@ def activation_fwd_kernel(x_ptr, y_ptr, n_elements, p0, p1,
     offsets = start + tl.arange(0, BLOCK)
     mask = offsets < n_elements
     x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-    y = F(x, p0, p1)
+    y = F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -43,7 +44,7 @@ def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
     mask = offsets < n_elements
     s = tl.load(s_ptr + offsets, mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
-    dx = dy * DF(s, p0, p1)
+    dx = dy * DF(s, p0, p1, dx_ptr.dtype.element_ty == tl.float32)
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 

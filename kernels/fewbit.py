@@ -29,7 +29,7 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, n_elements, n_word
     offsets = word[:, None] * per_word + column[None, :]
     mask = (column[None, :] < per_word) & (offsets < n_elements)
     x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-    tl.store(y_ptr + offsets, F(x, p0, p1).to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets, F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32).to(y_ptr.dtype.element_ty), mask=mask)
     code = tl.zeros([W, P2], dtype=tl.int32)
     for level in tl.static_range(K):  # binary search: steps of 2^(K-1), 2^(K-2), ..., 1
         b = tl.load(breakpoint_ptr + code + ((1 << (K - 1 - level)) - 1))

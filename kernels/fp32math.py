@@ -1,52 +1,262 @@
-"""Elementary functions built from Triton's core math, evaluated in fp32.
+"""Elementary functions for the activation kernels, evaluated in fp32 at a cost a GPU can afford.
 
-``triton.language.extra.libdevice`` does not run under ``TRITON_INTERPRET=1``, so the
-kernels avoid it: every function here uses only ``tl.exp``/``tl.log``/``tl.sigmoid`` and
-arithmetic, which compile on GPUs and interpret on CPU alike. Each one guards the range
-where the textbook formula loses precision (cancellation near 0, overflow at large |x|).
+Every function here costs instructions on every element, and an activation kernel has about 25
+issue slots per element before it stops running at memory speed (H200, bf16; see
+benchmarks/roofline.py), so each one is written for its SASS, not only for its value:
+
+* ``tl.exp2`` is one ``MUFU.EX2`` (``ex2.approx.ftz.f32``); ``tl.exp`` adds the scaling and
+  subnormal handling (~5); ``tl.log`` is libdevice's software ``logf`` (~24) and is not used;
+  fp32 ``/`` is ``div.full.f32`` (~7), so quotients use :func:`rcp` (one ``MUFU.RCP``).
+* ``tl.where`` computes both sides, so a guard costs as much as the branch it guards: ranges
+  are handled by clamps (``tl.minimum``/``tl.maximum``, one instruction each) and by formulas
+  that stay accurate over the whole line, and a series branch is kept only where a formula
+  cancels.
+
+``ACC`` (a ``tl.constexpr``, True for fp32 outputs) selects the precision: fp32 results get
+an ``exp`` corrected for the rounding of its argument (:func:`exp`); fp16/bf16 results, which
+keep 11 or 8 bits, take the cheaper forms, whose error (a few fp32 ulp near the saturation
+tails) is far below their rounding. benchmarks/accuracy.py measures both against exact
+references, with each approximate instruction's documented PTX error bound applied.
+
+Hardware approximations used, with their PTX ISA bounds: ``ex2.approx.ftz.f32`` (2 ulp,
+subnormal results flushed to zero: :func:`exp` squares a half-range ``ex2`` so that no flushed
+value is ever reached), ``ex2.approx.f32`` behind ``tl.exp`` (2 ulp), ``rcp.approx.ftz.f32`` (1
+ulp; its operands here are never subnormal). ``rcp`` is inline PTX on GPUs; the interpreter
+(which cannot run inline assembly) divides exactly instead.
+
+Constants are ``tl.constexpr``: module-level floats compile under the interpreter but not for a
+GPU. Write them after a tensor operand (``x * K``), which the interpreter requires.
 """
+import os
+
 import triton
 import triton.language as tl
 
+INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+
+LOG2E = tl.constexpr(1.4426950408889634)
+HALF_LOG2E = tl.constexpr(0.7213475204444817)
+QUARTER_LOG2E = tl.constexpr(-0.36067376022224085)  # -log2(e) / 4
+# log2(e) - fp32(log2(e)): the part of log2(e) an fp32 product x * LOG2E leaves out.
+LOG2E_LO = tl.constexpr(1.925963033500123e-08)
+LN2 = tl.constexpr(0.6931471805599453)
+# exp(x) is 0 below EXP_MIN and inf above EXP_MAX in fp32; the argument correction in exp()
+# is computed on x clamped to that range, so that it stays finite where exp(x) does not.
+EXP_MIN = tl.constexpr(-104.0)
+EXP_MAX = tl.constexpr(89.0)
+
 
 @triton.jit
-def tanh(x):
-    # Odd Taylor series below 0.1 (1 - exp(-2|x|) cancels there); above it
-    # (1 - t) / (1 + t) with t = exp(-2|x|) <= 1, which cannot overflow.
-    a = tl.abs(x)
-    t = tl.exp(-2.0 * a)
-    big = (1.0 - t) / (1.0 + t)
+def rcp(x):
+    """1 / x, ``rcp.approx.ftz.f32`` (1 ulp) on GPUs; an exact division in the interpreter."""
+    if INTERPRET:
+        return tl.math.div_rn(tl.full(x.shape, 1.0, tl.float32), x)
+    else:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
+def rcp_acc(x, ACC: tl.constexpr):
+    """1 / x; for ACC one Newton step on :func:`rcp` takes its 1 ulp error to about half an ulp."""
+    r = rcp(x)
+    if ACC:
+        r = tl.fma(r, tl.fma(-x, r, 1.0), r)
+    return r
+
+
+@triton.jit
+def rcp_unit(d, ACC: tl.constexpr):
+    """1 / d for d in [1, 2]. fp16/bf16 (not ACC): a quadratic seed (relative error 2^-6.6) and two
+    Newton steps (2^-26 before rounding), six FMAs and no MUFU: a 16-bit forward kernel stores
+    through F2FP on the same 16-per-clock unit as MUFU, and two MUFU per element would bind it
+    on an H200 (benchmarks/roofline). ACC: :func:`rcp_acc`."""
+    if ACC:
+        return rcp_acc(d, ACC)
+    else:
+        r = 2.1212005615234375 + d * (-1.4545294046401978 + d * 0.32322704792022705)
+        r = tl.fma(r, tl.fma(-d, r, 1.0), r)
+        return tl.fma(r, tl.fma(-d, r, 1.0), r)
+
+
+@triton.jit
+def exp_corrected(x, xc):
+    """e^x as ``tl.exp(x)`` (1 + r ln 2), r = x log2(e) - fp32(x * log2(e)) computed on ``xc``:
+    x itself where it is finite and its exp neither 0 nor inf, else x clamped to that range."""
+    t = xc * LOG2E
+    r = tl.fma(xc, LOG2E, -t)
+    r = tl.fma(xc, LOG2E_LO, r)
+    e = tl.exp(x)
+    return tl.fma(e, r * LN2, e)
+
+
+@triton.jit
+def exp(x, ACC: tl.constexpr):
+    """e^x with subnormal results kept.
+
+    Fast form: (2^(x log2(e) / 2))^2, three instructions; halving the exponent keeps the ftz
+    ``ex2`` away from subnormal results, and the fp32 square rounds them correctly. The
+    rounding of x * log2(e) costs |x| * 2^-24 relative (about 2^-17 at |x| = 88), below a
+    16-bit result's rounding.
+
+    ACC form: ``tl.exp`` times 1 + r ln 2, r the part of x log2(e) that its fp32 product
+    dropped (an exact FMA residual plus x times log2(e)'s own rounding), so the result is
+    within a few ulp of e^x over the whole range.
+    """
+    if ACC:
+        return exp_corrected(x, tl.minimum(tl.maximum(x, EXP_MIN), EXP_MAX))
+    else:
+        h = tl.exp2(x * HALF_LOG2E)
+        return h * h
+
+
+@triton.jit
+def tanh_parts(x, ACC: tl.constexpr):
+    """(z, r): z = e^(-2|x|) in (0, 1] and r = 1 / (1 + z), from which tanh |x| = (1 - z) r and
+    sech^2 x = 4 z r^2, with no overflow at any x."""
+    z = exp(tl.abs(x) * -2.0, ACC)
+    return z, rcp_acc(1.0 + z, ACC)
+
+
+@triton.jit
+def tanh_small(x, ACC: tl.constexpr):
+    """tanh x near 0: x + x^3 P(x^2), relative error 2^-24.6 for |x| <= 0.55 (ACC) and 2^-21
+    for |x| <= 0.25 (fitted by benchmarks/fit_coefficients.py)."""
     x2 = x * x
-    small = x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (-0.05396825396825397))))
-    return tl.where(a < 0.1, small, tl.where(x < 0.0, -big, big))
+    if ACC:
+        p = x2 * (-0.3333294689655304 + x2 * (0.13320724666118622 + x2 * (-0.05267181620001793
+                                                                          + x2 * 0.016437586396932602)))
+    else:
+        p = x2 * (-0.33324572443962097 + x2 * 0.12876421213150024)
+    return tl.fma(x, p, x)
 
 
 @triton.jit
-def expm1(x):
-    # Taylor series up to x^8/8! for |x| < 0.5 (exp(x) - 1 cancels there); relative
-    # error of the truncation is below 1e-8 on that interval.
-    p = 1.0 + x * (0.5 + x * (0.16666666666666666 + x * (0.041666666666666664 + x * (
-        0.008333333333333333 + x * (0.001388888888888889 + x * (0.0001984126984126984 + x * 2.48015873015873e-05))))))
-    return tl.where(tl.abs(x) < 0.5, x * p, tl.exp(x) - 1.0)
+def tanh_abs(x, ACC: tl.constexpr):
+    """tanh |x|. Beyond the series range (1 - z) / (1 + z), z = e^(-2|x|): the subtraction
+    loses at most a bit there. fp16/bf16 take a shorter series over a shorter range."""
+    a = tl.abs(x)
+    z, r = tanh_parts(x, ACC)
+    if ACC:
+        return tl.where(a < 0.55, tanh_small(a, ACC), (1.0 - z) * r)
+    else:
+        return tl.where(a < 0.25, tanh_small(a, ACC), (1.0 - z) * r)
 
 
 @triton.jit
-def log1p(u):
-    # Kahan's trick: log(w) * u / (w - 1) with w = 1 + u cancels the rounding of w.
-    w = 1.0 + u
-    return tl.where(w == 1.0, u, tl.log(w) * u / (w - 1.0))
+def tanh(x, ACC: tl.constexpr):
+    t = tanh_abs(x, ACC)
+    return tl.where(x < 0.0, -t, t)
 
 
 @triton.jit
-def softplus(x):
-    # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): exp never overflows. The
-    # max is a `where` so that NaN propagates through log1p(exp(NaN)).
-    return tl.where(x > 0.0, x, 0.0) + log1p(tl.exp(-tl.abs(x)))
+def sigmoid_parts(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
+    """(z, r): z = e^(-|x|) and r = 1 / (1 + z). sigmoid(|x|) = r, sigmoid(-|x|) = z r, and
+    sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing.
+    NO_MUFU: the reciprocal by FMAs (:func:`rcp_unit`), for 16-bit forward kernels, where a
+    second MUFU would bind; backward kernels have MUFU to spare and issue slots to save."""
+    z = exp(-tl.abs(x), ACC)
+    if NO_MUFU:
+        return z, rcp_unit(1.0 + z, ACC)
+    else:
+        return z, rcp_acc(1.0 + z, ACC)
 
 
 @triton.jit
-def sech2(x):
-    # 1 - tanh(x)^2 without the cancellation of that form near |tanh| = 1:
-    # 4t / (1 + t)^2 with t = exp(-2|x|) <= 1.
-    t = tl.exp(-2.0 * tl.abs(x))
-    return 4.0 * t / ((1.0 + t) * (1.0 + t))
+def sigmoid(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
+    z, r = sigmoid_parts(x, ACC, NO_MUFU)
+    return tl.where(x < 0.0, z * r, r)
+
+
+@triton.jit
+def log1p_unit(z, ACC: tl.constexpr):
+    """log(1 + z) for z in [0, 1]: 2 atanh(s) with s = z / (2 + z) in [0, 1/3], an odd
+    polynomial in s (no rounding of 1 + z, no cancellation at small z); relative error of the
+    polynomial 2^-27.5 (ACC) and 2^-22.3 (fitted by benchmarks/fit_coefficients.py)."""
+    s = z * rcp_acc(2.0 + z, ACC)
+    s2 = s * s
+    if ACC:
+        p = s2 * (0.666664183139801 + s2 * (0.4002152681350708 + s2 * (0.2800181210041046
+                                                                        + s2 * 0.2801195979118347)))
+        return tl.fma(s, p, s + s)
+    else:
+        return s * (2.0 + s2 * (0.6667348146438599 + s2 * (0.39635974168777466 + s2 * 0.3398353159427643)))
+
+
+@triton.jit
+def softplus(x, ACC: tl.constexpr):
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|); the max is a `where` so that NaN propagates.
+    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp(-tl.abs(x), ACC), ACC)
+
+
+@triton.jit
+def expm1_neg(x, ACC: tl.constexpr):
+    """e^x - 1 for x <= 0 (other x: any value; callers select them away). A polynomial
+    x + x^2 P(x) near 0, where e^x - 1 cancels (relative error 2^-26 on [-0.7, 0] for ACC,
+    2^-21.7 on [-0.25, 0] otherwise), e^x - 1 below."""
+    e = exp(x, ACC)
+    if ACC:
+        p = x * (0.4999999701976776 + x * (0.16666612029075623 + x * (0.04166162386536598 + x * (
+            0.008311904966831207 + x * (0.0013421891489997506 + x * 0.000146801772643812)))))
+        return tl.where(x > -0.7, tl.fma(x, p, x), e - 1.0)
+    else:
+        p = x * (0.4999774694442749 + x * (0.16612118482589722 + x * 0.037862107157707214))
+        return tl.where(x > -0.25, tl.fma(x, p, x), e - 1.0)
+
+
+@triton.jit
+def erfc_parts(x, ACC: tl.constexpr):
+    """(t, p): erfc(|x| / sqrt 2) = t e^(p - x^2 / 2) for every x (ACC), or
+    erfc(|x| / sqrt 2) / 2 = t (2^(p - x^2 log2(e) / 4))^2 (fast: the constants of the exp folded
+    into p's coefficients), t = 1 / (1 + k |x|) and p a polynomial in t; relative error of the
+    fit 2^-23.7 (ACC) and 2^-18.7 (fitted by benchmarks/fit_coefficients.py in a = |x| / sqrt 2,
+    so k = 0.5 / sqrt 2 or 0.4 / sqrt 2)."""
+    if ACC:
+        t = rcp(tl.abs(x) * 0.35355339059327373 + 1.0)
+        p = -1.2654414176940918 + t * (0.9984925389289856 + t * (0.3878994286060333 + t * (
+            0.028358561918139458 + t * (0.020191535353660583 + t * (-0.11677888035774231 + t * (
+                -0.651259183883667 + t * (1.1224092245101929 + t * (-0.6660666465759277
+                                                                   + t * 0.14219491183757782))))))))
+    else:
+        # Held as (P(t) - ln 2) log2(e) / 2, for phi_lower's ex2 (see there).
+        t = rcp(tl.abs(x) * 0.28284271247461906 + 1.0)
+        p = -1.5737038850784302 + t * (0.7176278829574585 + t * (0.33858197927474976 + t * (
+            -0.038478560745716095 + t * (0.41380366683006287 + t * (-0.5261754989624023
+                                                                   + t * 0.1683461219072342)))))
+    return t, p
+
+
+@triton.jit
+def phi_lower(x, ACC: tl.constexpr):
+    """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal CDF's lower tail, to full relative
+    precision down to its underflow (no 1 - erf cancellation)."""
+    t, p = erfc_parts(x, ACC)
+    if ACC:
+        # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
+        # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.
+        xa = tl.minimum(tl.abs(x), 30.0)
+        x2 = xa * xa
+        x2_lo = tl.fma(xa, xa, -x2)
+        # The sum p - x^2/2 rounds (2^-18 of the result at |x| = 11, ~100 fp32 ulp, where
+        # PyTorch's 1 + erf has lost every digit); splitting it costs a third MUFU and the
+        # H200 headroom (benchmarks/accuracy.py, static roofline).
+        arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
+        return t * exp_corrected(arg, arg) * 0.5
+    else:
+        h = tl.exp2(tl.fma(x * x, QUARTER_LOG2E, p))  # never below 2^-145: no flush to zero
+        return t * (h * h)
+
+
+@triton.jit
+def expm1(x, ACC: tl.constexpr):
+    """e^x - 1 for any x: :func:`expm1_neg`'s scheme with a polynomial fitted on both sides of
+    0 (relative error 2^-27 on |x| <= 0.7 for ACC, 2^-23.4 on |x| <= 0.25 otherwise)."""
+    e = exp(x, ACC)
+    if ACC:
+        p = x * (0.5 + x * (0.16666673123836517 + x * (0.04166661947965622 + x * (0.008332601748406887 + x * (
+            0.0013890485279262066 + x * (0.00020100566325709224 + x * 2.4780769308563322e-05))))))
+        return tl.where(tl.abs(x) < 0.7, tl.fma(x, p, x), e - 1.0)
+    else:
+        p = x * (0.4999983608722687 + x * (0.16666710376739502 + x * (0.041774194687604904
+                                                                    + x * 0.008335944265127182)))
+        return tl.where(tl.abs(x) < 0.25, tl.fma(x, p, x), e - 1.0)

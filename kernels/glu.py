@@ -50,7 +50,7 @@ def glu_fwd_kernel(a_ptr, b_ptr, y_ptr, rows, cols, a_row, b_row, y_row, p0, p1,
     r, c, mask = _tile(rows, cols, ROWS, COLS)
     a = tl.load(a_ptr + (r * a_row + c), mask=mask).to(tl.float32)
     b = tl.load(b_ptr + (r * b_row + c), mask=mask).to(tl.float32)
-    y = F(a, p0, p1) * b
+    y = F(a, p0, p1, y_ptr.dtype.element_ty == tl.float32) * b
     tl.store(y_ptr + (r * y_row + c), y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -62,8 +62,9 @@ def glu_bwd_kernel(a_ptr, b_ptr, dy_ptr, da_ptr, db_ptr, rows, cols, a_row, b_ro
     b = tl.load(b_ptr + (r * b_row + c), mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + (r * dy_row + c), mask=mask).to(tl.float32)
     # The same order of products as autograd of the composite: (dy * b) * f'(a).
-    da = dy * b * DF(a, p0, p1)
-    db = dy * F(a, p0, p1)
+    acc: tl.constexpr = da_ptr.dtype.element_ty == tl.float32
+    da = dy * b * DF(a, p0, p1, acc)
+    db = dy * F(a, p0, p1, acc)
     tl.store(da_ptr + (r * da_row + c), da.to(da_ptr.dtype.element_ty), mask=mask)
     tl.store(db_ptr + (r * db_row + c), db.to(db_ptr.dtype.element_ty), mask=mask)
 

@@ -15,7 +15,7 @@ SLOPE = 0.5  # a plain float: not a tl.constexpr, so @triton.jit code may not re
 
 
 @triton.jit
-def broken_relu_fwd(x, p0, p1):
+def broken_relu_fwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x < 0.0, x * SLOPE, x)
 
 

@@ -1,0 +1,132 @@
+"""Fit the polynomial coefficients in kernels/fp32math.py (run: python benchmarks/fit_coefficients.py).
+
+Each fit is near-minimax in the *relative* error of the function the kernel returns: a weighted
+least-squares fit on Chebyshev nodes, reweighted (Lawson's iteration) towards the points of largest
+error. Coefficients are rounded to fp32, as the kernel holds them, and the error printed is that of
+the rounded coefficients in float64 arithmetic against mpmath-checked float64 references (scipy's
+erfcx, numpy's tanh and log1p are accurate to a few float64 ulp, far below the fits' 2^-17..2^-25).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erfc, erfcx
+
+
+def _lawson(basis: np.ndarray, target: np.ndarray, scale: np.ndarray, iterations: int = 60) -> np.ndarray:
+    """Coefficients c minimising max |(basis @ c - target) / scale| (approximately)."""
+    w = np.ones(len(target)) / len(target)
+    a, b = basis / scale[:, None], target / scale
+    best, best_err = None, np.inf
+    for _ in range(iterations):
+        sw = np.sqrt(w)
+        c, *_ = np.linalg.lstsq(a * sw[:, None], b * sw, rcond=None)
+        err = np.abs(a @ c - b)
+        if err.max() < best_err:
+            best, best_err = c, err.max()
+        w = w * err
+        w /= w.sum()
+    return best
+
+
+def _nodes(lo: float, hi: float, n: int = 6000) -> np.ndarray:
+    k = np.arange(n)
+    return lo + (hi - lo) * 0.5 * (1 - np.cos(np.pi * (k + 0.5) / n))
+
+
+def tanh_small(x0: float, degree: int):
+    """tanh x = x + x * u * P(u), u = x^2, |x| <= x0: coefficients of P (degree - 1)."""
+    x = _nodes(1e-6, x0)
+    u = x * x
+    basis = np.stack([x * u ** (k + 1) for k in range(degree)], 1)
+    c = _lawson(basis, np.tanh(x) - x, np.tanh(x)).astype(np.float32)
+    xs = np.linspace(1e-6, x0, 200001)
+    us = xs * xs
+    approx = xs + xs * sum(float(ck) * us ** (k + 1) for k, ck in enumerate(c))
+    return c, np.abs(approx / np.tanh(xs) - 1).max()
+
+
+def log1p_atanh(degree: int):
+    """log1p(z) = 2 s + s * P(s^2), s = z / (2 + z) in [0, 1/3]: coefficients of P."""
+    s = _nodes(1e-6, 1 / 3)
+    u = s * s
+    exact = np.log1p(2 * s / (1 - s))  # z = 2 s / (1 - s)
+    basis = np.stack([s * u ** (k + 1) for k in range(degree)], 1)
+    c = _lawson(basis, exact - 2 * s, exact).astype(np.float32)
+    ss = np.linspace(1e-6, 1 / 3, 200001)
+    approx = 2 * ss + ss * sum(float(ck) * (ss * ss) ** (k + 1) for k, ck in enumerate(c))
+    return c, np.abs(approx / np.log1p(2 * ss / (1 - ss)) - 1).max()
+
+
+def erfc_tail(degree: int, p: float = 0.5, amax: float = 10.0):
+    """erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + p a), 0 <= a <= amax: coefficients of P."""
+    t = _nodes(1 / (1 + p * amax), 1.0)
+    a = (1 / t - 1) / p
+    h = np.log(erfcx(a) / t)
+    basis = np.stack([t ** k for k in range(degree + 1)], 1)
+    c = _lawson(basis, h, np.ones_like(h)).astype(np.float32)
+    aa = np.linspace(0, amax, 400001)
+    tt = 1 / (1 + p * aa)
+    approx = tt * np.exp(-aa * aa + sum(float(ck) * tt ** k for k, ck in enumerate(c)))
+    return c, np.abs(approx / erfc(aa) - 1).max()
+
+
+def expm1_small(c: float, degree: int, hi: float = 0.0):
+    """expm1(x) = x + x^2 P(x), -c <= x <= hi: coefficients of P."""
+    x = _nodes(-c, hi)
+    x = x[np.abs(x) > 1e-7]
+    basis = np.stack([x ** (k + 2) for k in range(degree)], 1)
+    co = _lawson(basis, np.expm1(x) - x, np.abs(np.expm1(x))).astype(np.float32)
+    xs = np.linspace(-c, hi, 200001)
+    xs = xs[np.abs(xs) > 1e-7]
+    approx = xs + sum(float(ck) * xs ** (k + 2) for k, ck in enumerate(co))
+    return co, np.abs(approx / np.expm1(xs) - 1).max()
+
+
+def erfc_tail_log2(degree: int, p: float = 0.4):
+    """The fast erfc's coefficients as the kernel holds them: (P(t) - ln 2) log2(e) / 2, so that
+    erfc(a) / 2 = t ex2(x^2 (-log2(e) / 4) + P~(t))^2 with x = a sqrt 2 (fitted in float64, scaled,
+    then rounded to fp32)."""
+    c, _ = erfc_tail(degree, p)
+    t = _nodes(1 / (1 + p * 10.0), 1.0)
+    a = (1 / t - 1) / p
+    h = (np.log(erfcx(a) / t) - np.log(2)) * np.log2(np.e) / 2
+    basis = np.stack([t ** k for k in range(degree + 1)], 1)
+    c = _lawson(basis, h, np.ones_like(h)).astype(np.float32)
+    aa = np.linspace(0, 10.0, 400001)
+    tt = 1 / (1 + p * aa)
+    x2 = 2 * aa * aa
+    h = np.exp2(x2 * (-np.log2(np.e) / 4) + sum(float(ck) * tt ** k for k, ck in enumerate(c)))
+    return c, np.abs(tt * h * h / (erfc(aa) / 2) - 1).max()
+
+
+def reciprocal_seed(degree: int = 2):
+    """1 / d on [1, 2] (fp32math.rcp_unit's seed); the error printed is after two Newton steps."""
+    d = _nodes(1.0, 2.0)
+    basis = np.stack([d ** k for k in range(degree + 1)], 1)
+    c = _lawson(basis, 1 / d, 1 / d).astype(np.float32)
+    dd = np.linspace(1.0, 2.0, 200001)
+    r = sum(float(ck) * dd ** k for k, ck in enumerate(c))
+    for _ in range(2):
+        r = r + r * (1 - dd * r)
+    return c, np.abs(r * dd - 1).max()
+
+
+def main() -> None:
+    for name, (c, err) in {
+        "tanh_small ACC (|x| <= 0.55)": tanh_small(0.55, 4),
+        "tanh_small fast (|x| <= 0.25)": tanh_small(0.25, 2),
+        "log1p_unit ACC": log1p_atanh(4),
+        "log1p_unit fast": log1p_atanh(3),
+        "expm1_neg ACC (-0.7 <= x <= 0)": expm1_small(0.7, 6),
+        "expm1_neg fast (-0.25 <= x <= 0)": expm1_small(0.25, 3),
+        "expm1 ACC (|x| <= 0.7)": expm1_small(0.7, 7, 0.7),
+        "expm1 fast (|x| <= 0.25)": expm1_small(0.25, 4, 0.25),
+        "erfc ACC (p = 0.5)": erfc_tail(9),
+        "rcp_unit seed (after two Newton steps)": reciprocal_seed(2),
+        "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
+    }.items():
+        print(f"{name}: max relative error 2^{np.log2(err):.1f}\n    {', '.join(repr(float(v)) for v in c)}")
+
+
+if __name__ == "__main__":
+    main()
