@@ -44,7 +44,7 @@ class ReferenceActivation(nn.Module):
         super().__init__()
         self.spec = registry.get(name)
         self.params = self.spec.bind((), params)
-        if self.spec.kind == "learnable":
+        if self.spec.kind.learnable:
             pname = self.spec.params[0].name
             setattr(self, pname, nn.Parameter(torch.full((int(channels),), self.params[pname])))
 
@@ -53,7 +53,7 @@ class ReferenceActivation(nn.Module):
         return self.spec.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.kind == "learnable":
+        if self.spec.kind.learnable:
             return self.spec.reference(x, getattr(self, self.spec.params[0].name))
         return self.spec.reference(x, **self.params)
 
@@ -88,8 +88,8 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     """
     impl = check_impl(impl)
     spec = registry.get(name)
-    kind = getattr(spec, "kind", "elementwise")
-    if kind not in ("elementwise", "learnable"):
+    kind = spec.kind
+    if not kind.pointwise:
         raise ValueError(f"activation {spec.name!r} is a {kind} function, not a pointwise activation; the "
                          "training models take elementwise and learnable activations")
     if not spec.differentiable:
@@ -102,11 +102,11 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
             raise ValueError(f"saved_bits={bits}: the few-bit backward is actkit's; impl {impl!r} runs PyTorch's op")
         return ReferenceActivation(spec.name, channels, **params)
     if bits:
-        if kind != "elementwise":
+        if not kind.few_bit:
             raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
         params["saved_bits"] = bits
     cls = CLASSES.get(spec.name)  # the named class (actkit.nn.ReLU, ...): clearer model printouts
-    if kind == "learnable":
+    if kind.learnable:
         init = params[spec.params[0].name]
         return cls(num_parameters=int(channels), init=init) if cls else Activation(spec.name, int(channels), init)
     return cls(**params) if cls is not None else Activation(spec.name, **params)

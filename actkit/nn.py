@@ -10,7 +10,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from . import kinds, registry
+from . import registry
 
 
 class Activation(nn.Module):
@@ -27,17 +27,12 @@ class Activation(nn.Module):
         # modules work with torch.save and copy.deepcopy.
         self.activation = spec.name
         self._params: dict[str, float] = {}  # scalar parameters (elementwise kind)
-        kind = kinds.handler(spec.kind)
-        self._forward = kind.module_forward
-        kind.init_module(self, *args, **kwargs)
+        self._forward = spec.kind.module_forward  # None where init_module installs the bound op as forward
+        spec.kind.ops.init_module(self, *args, **kwargs)
 
     @property
     def spec(self) -> registry.ActivationSpec:
         return registry.get(self.activation)
-
-    @property
-    def _kind(self):
-        return kinds.handler(self.spec.kind)
 
     @property
     def name(self) -> str:
@@ -52,7 +47,7 @@ class Activation(nn.Module):
         return self._forward(self, x)
 
     def extra_repr(self) -> str:
-        shown = self._kind.module_repr(self)
+        shown = self.spec.kind.module_repr(self)
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
@@ -61,11 +56,11 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         Activation.__init__(self, spec.name, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return self._kind.module_repr(self)
+        return self.spec.kind.module_repr(self)
 
     return type(spec.class_name, (Activation,), {
         "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,
-        "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind == "elementwise"
+        "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind.scalar_params
                                           else spec.notes),
     })
 

@@ -140,7 +140,7 @@ class ResultsExistError(TrainError):
 @dataclass(frozen=True)
 class ActChoice:
     """An activation with explicit parameters, from ``name`` or ``name:param=value[:param=value]``.
-    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.fewbit`)."""
+    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.kinds.fewbit`)."""
 
     name: str
     given: tuple[tuple[str, float], ...] = ()
@@ -172,11 +172,11 @@ def parse_activations(text: str | Sequence[str], saved_bits: int | None = None) 
     for item in items:
         if item.lower() == "all":
             out += [ActChoice(s.name) for s in registry.REGISTRY.values()
-                    if s.differentiable and getattr(s, "kind", "elementwise") in ("elementwise", "learnable")]
+                    if s.differentiable and s.kind.pointwise]
             continue
         name, *assignments = item.split(":")
         spec = registry.get(name)  # ValueError with suggestions for unknown names
-        if getattr(spec, "kind", "elementwise") not in ("elementwise", "learnable"):
+        if not spec.kind.pointwise:
             raise TrainError(f"{spec.name} is a {spec.kind} function, not a pointwise activation: it cannot fill "
                              "an activation slot of the models")
         if not spec.differentiable:
@@ -199,7 +199,7 @@ def parse_activations(text: str | Sequence[str], saved_bits: int | None = None) 
 
 def _check_saved_bits(spec: registry.ActivationSpec, bits) -> int:
     """``saved_bits`` as given (a string from the command line, or an int): 0 (exact) or 1..8."""
-    from . import fewbit  # imports scipy: only when a few-bit backward is asked for
+    from .kinds import fewbit  # imports scipy: only when a few-bit backward is asked for
 
     if isinstance(bits, str) and bits.strip().isdigit():
         bits = int(bits)
@@ -209,7 +209,7 @@ def _check_saved_bits(spec: registry.ActivationSpec, bits) -> int:
         value = fewbit.check_bits(bits)
     except ValueError as exc:
         raise TrainError(f"{spec.name}: {exc}") from None
-    if value and spec.kind != "elementwise":
+    if value and not spec.kind.few_bit:
         raise TrainError(f"{spec.name} is a {spec.kind} activation: it has no few-bit backward (saved_bits "
                          "applies to elementwise activations)")
     return value

@@ -22,10 +22,10 @@ def _fail(message: str) -> None:
 
 def _parse_acts(value: str) -> list[str]:
     if value.strip().lower() == "all":
-        return [s.name for s in registry.REGISTRY.values() if s.kind in registry.POINTWISE_KINDS]
+        return [s.name for s in registry.REGISTRY.values() if s.kind.pointwise]
     names = parse_activations(value)
     for name in names:
-        reason = registry.why_not_pointwise(registry.get(name))
+        reason = registry.get(name).kind.not_pointwise
         if reason is not None:
             _fail(f"{name} is {reason}: it cannot stand in for a network's ReLUs; "
                   "choose elementwise or learnable activations")

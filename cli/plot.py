@@ -59,7 +59,7 @@ def registry_get(name: str):
 def why_not_pointwise(name: str) -> str | None:
     from actkit import registry
 
-    return registry.why_not_pointwise(registry.get(name))
+    return registry.get(name).kind.not_pointwise
 
 
 def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
