@@ -15,6 +15,11 @@ built on :mod:`.base`. A kind module provides:
 * ``init_reference(module, *args, **kwargs)`` and ``reference_forward(module, x)``: the plain-PyTorch
   modules that ``actkit.patch(..., impl="torch")`` installs.
 
+A new kind is a module here (an :class:`.base.Implementation` and a :class:`.base.BoundOp` for its
+math, one :func:`.base.define_ops` call for its custom ops, and the functions above), a :class:`Kind`
+below, and ``kind=`` on its registry specs; the benchmarks also want its byte model
+(``actkit.bench.cases.KINDS``).
+
 This module imports nothing from actkit (the registry imports it); a kind's ops module is imported
 when first asked for.
 """
