@@ -107,3 +107,4 @@ else:
     from . import bench as _bench  # noqa: E402,F401
     from . import report as _report  # noqa: E402,F401
     from . import memory as _memory  # noqa: E402,F401
+    from . import roofline as _roofline  # noqa: E402,F401
