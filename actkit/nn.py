@@ -1,4 +1,5 @@
-"""``torch.nn`` modules: ``Activation(name, **params)`` and one named class per activation.
+"""``torch.nn`` modules: ``Activation(name, **params)`` and one named class per activation, and
+``ReferenceActivation``, the same function in plain eager PyTorch.
 
 The named classes (``actkit.nn.Mish``, ``actkit.nn.LeakyReLU``, ...) are generated from the
 registry's ``class_name``; aliases get their own name too (``actkit.nn.Swish`` is ``SiLU``).
@@ -45,6 +46,29 @@ class Activation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(self, x)
+
+    def extra_repr(self) -> str:
+        shown = self.spec.kind.module_repr(self)
+        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
+
+
+class ReferenceActivation(nn.Module):
+    """An activation computed by its registry reference in plain eager PyTorch (no custom op).
+
+    The same function and parameters as :class:`Activation` (a learnable one holds its own
+    ``nn.Parameter``), the implementation PyTorch itself offers: the baseline that
+    ``patch(model, act, impl="torch")`` installs and that fills the training models' slots for
+    ``impl="torch"`` and ``"compile"``.
+    """
+
+    def __init__(self, name: str, *args, **kwargs):
+        super().__init__()
+        self.spec = registry.get(name)
+        self.params = {}
+        self.spec.kind.ops.init_reference(self, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spec.kind.ops.reference_forward(self, x)
 
     def extra_repr(self) -> str:
         shown = self.spec.kind.module_repr(self)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry
-from .nn import CLASSES, Activation
+from .nn import CLASSES, Activation, ReferenceActivation
 
 IMPLS = ("actkit", "torch")
 
@@ -112,28 +112,6 @@ class PatchReport:
             lines.append(f"left as is: {len(self.skipped)}")
             lines += [f"  {s.path}: {s.what} ({s.reason})" for s in self.skipped]
         return "\n".join(lines)
-
-
-# -- the PyTorch-reference modules (impl="torch") -----------------------------------------------
-class ReferenceActivation(nn.Module):
-    """An activation computed by its registry reference in plain eager PyTorch (no custom op).
-
-    What ``patch(model, act, impl="torch")`` installs: the same function and parameters as
-    the actkit module, the implementation PyTorch itself offers (a baseline to compare with).
-    """
-
-    def __init__(self, name: str, *args, **kwargs):
-        super().__init__()
-        self.spec = registry.get(name)
-        self.params = {}
-        self.spec.kind.ops.init_reference(self, *args, **kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.spec.kind.ops.reference_forward(self, x)
-
-    def extra_repr(self) -> str:
-        shown = self.spec.kind.module_repr(self)
-        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
 # -- bookkeeping for unpatch ---------------------------------------------------------------------
