@@ -1,9 +1,8 @@
 """actkit: activation functions as fused Triton kernels, with a PyTorch fallback."""
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import ops  # noqa: F401  (registers the torch.library custom ops)
+from .kinds import elementwise, glu, learnable, rowwise  # noqa: F401  (each kind registers its custom ops)
 from . import functional, nn
-from . import glu, learnable, rowwise  # noqa: F401  (custom ops of the glu, learnable and row-wise kinds)
 from .patch import PatchReport, patch, unpatch
 from .backend import BackendError, available_backends, backend_for, get_backend, set_backend
 from .registry import ActivationSpec, Param, available, get, register

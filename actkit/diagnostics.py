@@ -40,8 +40,6 @@ _TORCH_ELEMENTWISE = tuple(getattr(nn, n) for n in (
     "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh",
     "Softplus", "Softsign", "Hardswish", "Hardsigmoid", "Hardtanh", "LogSigmoid", "Tanhshrink", "Hardshrink",
     "Softshrink", "Threshold", "RReLU") if hasattr(nn, n))
-# Registry kinds whose modules act elementwise; row-wise kinds (softmax) do not.
-_ELEMENTWISE_KINDS = ("elementwise", "learnable")
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -55,8 +53,8 @@ def is_activation(module: nn.Module) -> bool:
 def is_elementwise(module: nn.Module) -> bool:
     """True when the module's Jacobian is diagonal, so d(sum f(x))/dx is f'(x) per element."""
     spec = getattr(module, "spec", None)
-    if spec is not None and hasattr(spec, "kind"):
-        return spec.kind in _ELEMENTWISE_KINDS
+    if spec is not None:
+        return spec.kind.pointwise
     return isinstance(module, _TORCH_ELEMENTWISE)
 
 

@@ -2,7 +2,7 @@
 
 One function per registered activation (and per alias) is generated from the registry,
 with the activation's parameters as keyword arguments and its formula as the docstring. Each
-kind makes its own function (``handler.functional(spec)``), with the default parameters bound
+kind makes its own function (``spec.kind.ops.functional(spec)``), with the default parameters bound
 once, so that a call goes straight to the kind's bound op.
 """
 from __future__ import annotations
@@ -11,23 +11,23 @@ import inspect
 
 import torch
 
-from . import kinds, registry
+from . import registry
 
 
 def apply(name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Apply activation ``name`` to ``x``; parameters by position (registry order) or keyword."""
     spec = registry.get(name)
-    return kinds.handler(spec.kind).apply(spec, x, *args, **kwargs)
+    return spec.kind.ops.apply(spec, x, *args, **kwargs)
 
 
 def _make(spec: registry.ActivationSpec):
-    handler = kinds.handler(spec.kind)
-    fn = handler.functional(spec)
+    kind = spec.kind.ops
+    fn = kind.functional(spec)
     fn.__name__ = fn.__qualname__ = spec.name
     fn.__doc__ = f"{spec.formula}\n\nRange {spec.output_range}. {spec.notes}".strip()
     fn.__signature__ = inspect.Signature(
         [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY, annotation=torch.Tensor)]
-        + handler.parameters(spec),
+        + kind.parameters(spec),
         return_annotation=torch.Tensor)
     return fn
 

@@ -100,7 +100,7 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
                    image_size: int = 64, device: str = "cpu", seed: int = 0) -> NetworkMemory:
     """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``."""
     spec = registry.get(act)
-    reason = registry.why_not_pointwise(spec)
+    reason = spec.kind.not_pointwise
     if reason is not None:
         raise ValueError(f"{spec.name} is {reason}: it cannot stand in for a network's ReLUs")
     torch.manual_seed(seed)
@@ -127,7 +127,7 @@ def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (), **kw
         spec = registry.get(act)
         base = network_memory(act, "torch", **kwargs)
         variants = [base, network_memory(act, "actkit", **kwargs)]
-        if spec.kind == "elementwise" and spec.saves == "x":  # few-bit replaces a saved x; y is free already
+        if spec.kind.few_bit and spec.saves == "x":  # few-bit replaces a saved x; y is free already
             variants += [network_memory(act, "actkit", bits, **kwargs) for bits in saved_bits if bits]
         for v in variants:
             rows.append({**v.as_dict(), "vs_torch": v.saved_bytes / base.saved_bytes,

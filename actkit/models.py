@@ -63,7 +63,7 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     impl = check_impl(impl)
     spec = registry.get(name)
     kind = spec.kind
-    if registry.why_not_pointwise(spec) is not None:
+    if not kind.pointwise:
         raise ValueError(f"activation {spec.name!r} is a {kind} function, not a pointwise activation; the "
                          "training models take elementwise and learnable activations")
     if not spec.differentiable:
@@ -77,11 +77,11 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
         make = functools.partial(ReferenceActivation, spec.name)
     else:
         if bits:
-            if kind != "elementwise":
+            if not kind.few_bit:
                 raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
             params["saved_bits"] = bits
         make = CLASSES[spec.name]  # the named class (actkit.nn.ReLU, ...): clearer model printouts
-    if kind == "learnable":
+    if kind.learnable:
         return make(num_parameters=int(channels), init=params[spec.params[0].name])
     return make(**params)
 

@@ -11,7 +11,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from . import kinds, registry
+from . import registry
 
 
 class Activation(nn.Module):
@@ -28,17 +28,12 @@ class Activation(nn.Module):
         # modules work with torch.save and copy.deepcopy.
         self.activation = spec.name
         self._params: dict[str, float] = {}  # scalar parameters (elementwise kind)
-        kind = kinds.handler(spec.kind)
-        self._forward = kind.module_forward
-        kind.init_module(self, *args, **kwargs)
+        self._forward = spec.kind.module_forward  # None where init_module installs the bound op as forward
+        spec.kind.ops.init_module(self, *args, **kwargs)
 
     @property
     def spec(self) -> registry.ActivationSpec:
         return registry.get(self.activation)
-
-    @property
-    def _kind(self):
-        return kinds.handler(self.spec.kind)
 
     @property
     def name(self) -> str:
@@ -53,7 +48,7 @@ class Activation(nn.Module):
         return self._forward(self, x)
 
     def extra_repr(self) -> str:
-        shown = self._kind.module_repr(self)
+        shown = self.spec.kind.module_repr(self)
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
@@ -69,31 +64,14 @@ class ReferenceActivation(nn.Module):
     def __init__(self, name: str, *args, **kwargs):
         super().__init__()
         self.spec = registry.get(name)
-        if self.spec.kind == "elementwise":
-            self.params = self.spec.bind(args, kwargs)
-        else:
-            self.params = {}
-            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
+        self.params = {}
+        self.spec.kind.ops.init_reference(self, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        if spec.kind == "learnable":
-            from . import learnable
-
-            weight = learnable.parameter(self)
-            learnable.check_parameter(spec, x, weight)
-            return spec.reference(x, weight.to(x.dtype))
-        if spec.kind == "rowwise":
-            from . import rowwise
-
-            dim = rowwise.implicit_dim(x.dim()) if self.dim is None else self.dim
-            return spec.reference(x, dim=rowwise.wrap_dim(spec.name, dim, x.dim()))
-        return spec.reference(x, **self.params)
+        return self.spec.kind.ops.reference_forward(self, x)
 
     def extra_repr(self) -> str:
-        if self.spec.kind != "elementwise":
-            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
-        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        shown = self.spec.kind.module_repr(self)
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
@@ -102,11 +80,11 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         Activation.__init__(self, spec.name, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return self._kind.module_repr(self)
+        return self.spec.kind.module_repr(self)
 
     return type(spec.class_name, (Activation,), {
         "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,
-        "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind == "elementwise"
+        "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind.scalar_params
                                           else spec.notes),
     })
 

@@ -148,23 +148,17 @@ def _placement(model: nn.Module, old: nn.Module) -> dict:
 def _same(m: nn.Module) -> tuple[str, dict] | None:
     """(actkit name, constructor kwargs) for the function ``m`` computes, or None."""
     if _is_actkit(m):
-        spec = m.spec
-        if spec.kind == "elementwise":
-            bits = getattr(m, "saved_bits", None)
-            return spec.name, {**m.params, **({"saved_bits": bits} if bits else {})}
-        if spec.kind == "learnable":
-            return spec.name, {"num_parameters": m.num_parameters}
-        return spec.name, {"dim": m.dim}
+        return m.spec.name, m.spec.kind.ops.module_kwargs(m)
     convert = _TORCH_MODULES.get(type(m))
     return None if convert is None else convert(m)
 
 
 def _build(model, old, name, kwargs, impl, reuse_parameter):
     spec = registry.get(name)
-    if spec.kind == "learnable":
+    if spec.kind.learnable:
         kwargs = {**kwargs, **_placement(model, old)}
     new = CLASSES[name](**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
-    if spec.kind == "learnable" and reuse_parameter is not None:
+    if spec.kind.learnable and reuse_parameter is not None:
         setattr(new, spec.params[0].name, reuse_parameter)
         new.num_parameters = reuse_parameter.numel()
     new.train(old.training)
@@ -175,14 +169,14 @@ def _keeps_input(name: str, kwargs: dict) -> bool:
     """An elementwise activation that saves x for backward with these parameters."""
     spec = registry.get(name)
     scalars = {k: v for k, v in kwargs.items() if k != "saved_bits"}
-    return spec.kind == "elementwise" and spec.saves_for({**spec.defaults, **scalars}) == "x"
+    return spec.kind.keeps_input(spec, scalars)
 
 
 def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
     """The learnable parameter to carry over when ``old`` computes activation ``name``."""
     if type(old) is nn.PReLU and name == "prelu":
         return old.weight
-    if _is_actkit(old) and old.spec.name == name and old.spec.kind == "learnable":
+    if _is_actkit(old) and old.spec.name == name and old.spec.kind.learnable:
         return getattr(old, old.spec.params[0].name)
     return None
 
@@ -199,7 +193,7 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
     impl: ``"actkit"`` (actkit's custom ops: Triton on CUDA, PyTorch on CPU) or ``"torch"``
         (the registry's PyTorch reference in plain eager ops, a baseline).
     saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward
-        (GELU, SiLU, Mish, ...) a few-bit backward instead (:mod:`actkit.fewbit`); those that keep
+        (GELU, SiLU, Mish, ...) a few-bit backward instead (:mod:`actkit.kinds.fewbit`); those that keep
         their output y (ReLU, ELU, ...) stay as they are, since y is usually kept by the next layer
         anyway. None or 0: exact backward.
 
@@ -210,33 +204,62 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
         raise TypeError(f"patch expects a torch.nn.Module, got {type(model).__name__}")
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
-    target = None
-    if act is not None:
-        target = registry.get(act)
-        reason = registry.why_not_pointwise(target)
-        if reason is not None:
-            raise ValueError(f"patch(act={act!r}): {target.name} is {reason} and cannot stand in for pointwise "
-                             f"activations; choose a pointwise one (e.g. 'mish', 'gelu', 'prelu'). "
-                             f"Softmax modules are converted to actkit's softmax with act=None or any act")
-        if target.kind == "elementwise":
-            target.bind((), act_params)  # clear errors for bad parameters before touching the model
-        act = target.name
-    elif act_params:
-        raise TypeError(f"activation parameters {sorted(act_params)} need act=<name>; with act=None each "
-                        f"module keeps its own parameters")
+    target = _target(act, act_params)
     if saved_bits:
-        from .fewbit import check_bits
+        from .kinds.fewbit import check_bits
 
         saved_bits = check_bits(saved_bits)
         if impl != "actkit":
             raise ValueError("saved_bits needs impl='actkit': the PyTorch reference keeps x for backward")
 
-    report = PatchReport(act=act, impl=impl)
+    report = PatchReport(act=target.name if target else None, impl=impl)
     if _same(model) is not None:
         report.skipped.append(Skipped("", _describe(model), "the model itself is an activation and has no parent to "
                                       "swap it in; use actkit.nn." + registry.get(_same(model)[0]).class_name))
     originals, attributes = _ORIGINALS.setdefault(model, ({}, {}))
     built: dict[int, nn.Module] = {}  # id(old) -> new, so shared modules stay shared
+    for parent, parent_path, child_name, child_path, old in _children(model, report):
+        wanted = _wanted(old, child_path, target, act_params, saved_bits, report)
+        if wanted is None or (type(old) is _class_for(wanted[0], impl) and _same(old) == wanted):
+            continue  # nothing to put there, or already what was asked for
+        if id(old) not in built:
+            built[id(old)] = _build(model, old, *wanted, impl, _parameter_of(old, wanted[0]))
+        new = built[id(old)]
+        setattr(parent, child_name, new)
+        originals.setdefault(child_path, old)
+        report.replaced.append(Replacement(child_path, _describe(old), _describe(new)))
+        # nn.TransformerEncoderLayer's inference fast path calls a fused native kernel with
+        # relu/gelu whenever this flag is set, ignoring self.activation: switch it off.
+        if child_name == "activation" and getattr(parent, "activation_relu_or_gelu", None):
+            key = (parent_path, "activation_relu_or_gelu")
+            attributes.setdefault(key, parent.activation_relu_or_gelu)
+            parent.activation_relu_or_gelu = 0
+    if not originals and not attributes:
+        _ORIGINALS.pop(model, None)
+    return report
+
+
+def _target(act: str | None, act_params: dict) -> registry.ActivationSpec | None:
+    """The spec ``act`` names (None for act=None), checked: pointwise, parameters valid."""
+    if act is None:
+        if act_params:
+            raise TypeError(f"activation parameters {sorted(act_params)} need act=<name>; with act=None each "
+                            f"module keeps its own parameters")
+        return None
+    target = registry.get(act)
+    reason = target.kind.not_pointwise
+    if reason is not None:
+        raise ValueError(f"patch(act={act!r}): {target.name} is {reason} and cannot stand in for pointwise "
+                         f"activations; choose a pointwise one (e.g. 'mish', 'gelu', 'prelu'). "
+                         f"Softmax modules are converted to actkit's softmax with act=None or any act")
+    if target.kind.scalar_params:
+        target.bind((), act_params)  # clear errors for bad parameters before touching the model
+    return target
+
+
+def _children(model: nn.Module, report: PatchReport) -> list[tuple]:
+    """(parent, parent path, child name, child path, child) of every child module, repeats included;
+    notes in ``report`` the activations that are functions, not modules."""
     plan = []
     for path, module in model.named_modules(remove_duplicate=False):
         for child_name, child in module._modules.items():  # (named_children() hides repeats)
@@ -252,39 +275,26 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
         if isinstance(module, nn.MultiheadAttention):
             report.skipped.append(Skipped(path, "MultiheadAttention softmax",
                                           "computed inside F.multi_head_attention_forward, not a module"))
+    return plan
 
-    for parent, parent_path, child_name, child_path, old in plan:
-        same = _same(old)
-        if same is None:
-            if type(old).__module__ == "torch.nn.modules.activation" and not isinstance(old, nn.MultiheadAttention):
-                report.skipped.append(Skipped(child_path, _describe(old), "no actkit equivalent"))
-            elif isinstance(old, TORCH_MODULES):
-                report.skipped.append(Skipped(child_path, _describe(old),
-                                              f"subclass {type(old).__qualname__} of a torch activation: its "
-                                              "forward may differ"))
-            continue
-        name, kwargs = same
-        if target is not None and registry.get(name).kind in registry.POINTWISE_KINDS:
-            name, kwargs = target.name, dict(act_params)
-        if saved_bits and _keeps_input(name, kwargs):
-            kwargs = {**kwargs, "saved_bits": saved_bits}
-        if type(old) is _class_for(name, impl) and _same(old) == (name, kwargs):
-            continue  # already what was asked for
-        if id(old) not in built:
-            built[id(old)] = _build(model, old, name, kwargs, impl, _parameter_of(old, name))
-        new = built[id(old)]
-        setattr(parent, child_name, new)
-        originals.setdefault(child_path, old)
-        report.replaced.append(Replacement(child_path, _describe(old), _describe(new)))
-        # nn.TransformerEncoderLayer's inference fast path calls a fused native kernel with
-        # relu/gelu whenever this flag is set, ignoring self.activation: switch it off.
-        if child_name == "activation" and getattr(parent, "activation_relu_or_gelu", None):
-            key = (parent_path, "activation_relu_or_gelu")
-            attributes.setdefault(key, parent.activation_relu_or_gelu)
-            parent.activation_relu_or_gelu = 0
-    if not originals and not attributes:
-        _ORIGINALS.pop(model, None)
-    return report
+
+def _wanted(old: nn.Module, path: str, target, act_params: dict, saved_bits, report: PatchReport):
+    """(actkit name, constructor kwargs) of what goes in place of ``old``, or None (noted in ``report``
+    where ``old`` is an activation actkit leaves alone)."""
+    same = _same(old)
+    if same is None:
+        if type(old).__module__ == "torch.nn.modules.activation" and not isinstance(old, nn.MultiheadAttention):
+            report.skipped.append(Skipped(path, _describe(old), "no actkit equivalent"))
+        elif isinstance(old, TORCH_MODULES):
+            report.skipped.append(Skipped(path, _describe(old), f"subclass {type(old).__qualname__} of a torch "
+                                          "activation: its forward may differ"))
+        return None
+    name, kwargs = same
+    if target is not None and registry.get(name).kind.pointwise:
+        name, kwargs = target.name, dict(act_params)
+    if saved_bits and _keeps_input(name, kwargs):
+        kwargs = {**kwargs, "saved_bits": saved_bits}
+    return name, kwargs
 
 
 def unpatch(model: nn.Module) -> list[str]:

@@ -66,7 +66,7 @@ def activation_curve(name: str, lo: float = -5.0, hi: float = 5.0, points: int =
     kernel on CUDA, the PyTorch fallback's backward on CPU. No hand-written formula.
     """
     spec = registry.get(name)
-    reason = registry.why_not_pointwise(spec)
+    reason = spec.kind.not_pointwise
     if reason is not None:
         raise ValueError(f"{spec.name} is {reason}, so it has no curve f(x) of one input; curves are drawn for "
                          "elementwise and learnable activations")

@@ -15,16 +15,13 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from .kinds import ELEMENTWISE, GLU, LEARNABLE, ROWWISE, Kind, get as get_kind
+
 # Saved-tensor choices: "x" saves the input; "y" saves the output, wherever f' can be read from
 # it (sigmoid, tanh, the ReLU family, ELU with alpha > 0, ...): the next layer usually keeps y
 # anyway (a convolution or linear layer saves its input), so saving y costs no memory at all;
 # "none" saves nothing, for a derivative that is 1 everywhere (identity): dx = dy.
 SAVES = ("x", "y", "none")
-# "elementwise": f(x) with scalar parameters (the generic kernels and custom op);
-# "learnable": f(x, a) with a learnable parameter a, shared or one per channel (dim 1);
-# "rowwise": a normalisation over one dimension (softmax, log_softmax), with a ``dim`` argument;
-# "glu": a gated linear unit act(a) * b of two halves of x (or two tensors), see actkit/glu.py.
-KINDS = ("elementwise", "learnable", "rowwise", "glu")
 
 
 @dataclass(frozen=True)
@@ -32,6 +29,14 @@ class Param:
     name: str
     default: float
     doc: str
+
+
+@dataclass(frozen=True)
+class SavesRule:
+    """For specs whose saved tensor depends on the parameters: y when ``test(params)`` holds, else x."""
+    test: Callable[[Mapping[str, float]], bool]
+    words: str
+    """The rule for ``actkit list``: "y if negative_slope >= 0, else x"."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,9 @@ class ActivationSpec:
     specs that can save y, ``<kernel>_bwd_y`` (f' read from y); defaults to ``name``."""
     saves: str = "x"
     """What autograd keeps at the default parameters: "x", "y" or "none" (see SAVES)."""
-    saves_y_when: Callable[[Mapping[str, float]], bool] | None = None
-    """For specs whose choice depends on the parameters: y when this is true of them, else x
-    (leaky_relu saves y only with a slope >= 0, where y > 0 exactly when x > 0)."""
-    saves_rule: str = ""
-    """``saves_y_when`` in words, for ``actkit list``: "y if negative_slope >= 0, else x"."""
+    saves_y_if: SavesRule | None = None
+    """For specs whose choice depends on the parameters (leaky_relu saves y only with a slope >= 0,
+    where y > 0 exactly when x > 0)."""
     torch_backward: Callable[..., torch.Tensor] | None = None
     """``torch_backward(grad, x, **params) -> dx``: PyTorch's own backward op, used by the
     PyTorch backend so that the fallback's backward costs what ATen's does. ``None``: a
@@ -73,27 +76,24 @@ class ActivationSpec:
     differentiable: bool = True
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
-    kind: str = "elementwise"
-    """``elementwise``: the generic kernels and custom op. Other kinds (learnable, row-wise, glu)
-    bring their own kernels and ops."""
+    kind: Kind = ELEMENTWISE
+    """What kind of activation (see :mod:`actkit.kinds`; its name is accepted too). Elementwise: the
+    generic kernels and custom ops; the other kinds (learnable, row-wise, glu) bring their own."""
     gate: str | None = None
     """Glu kind: the elementwise activation applied to the gated half ("silu" for swiglu); None
     for the generic glu, whose gate is named per call (``act=``)."""
 
     def __post_init__(self):
+        object.__setattr__(self, "kind", get_kind(self.kind))
         if self.saves not in SAVES:
             raise ValueError(f"{self.name}: saves must be one of {SAVES}")
-        if self.kind not in KINDS:
-            raise ValueError(f"{self.name}: kind must be one of {KINDS}")
-        if self.kind != "elementwise":
-            if self.gate is not None and self.kind != "glu":
+        if not self.kind.scalar_params:
+            if self.gate is not None and not self.kind.gated:
                 raise ValueError(f"{self.name}: only the glu kind has a gate")
-            return  # the other kinds bring their own ops (actkit.learnable, actkit.rowwise, actkit.glu)
-        if (self.saves_y_when is None) != (not self.saves_rule):
-            raise ValueError(f"{self.name}: saves_y_when and saves_rule go together")
-        if self.saves_y_when is not None and self.saves_for(self.defaults) != self.saves:
-            raise ValueError(f"{self.name}: saves={self.saves!r} but saves_y_when says otherwise at the defaults")
-        if (self.saves == "y" or self.saves_y_when is not None) and self.torch_backward_y is None:
+            return  # the other kinds bring their own ops (see actkit.kinds)
+        if self.saves_y_if is not None and self.saves_for(self.defaults) != self.saves:
+            raise ValueError(f"{self.name}: saves={self.saves!r} but saves_y_if says otherwise at the defaults")
+        if (self.saves == "y" or self.saves_y_if is not None) and self.torch_backward_y is None:
             raise ValueError(f"{self.name}: a spec that can save the output needs torch_backward_y")
         if len(self.params) > 2:
             raise ValueError(f"{self.name}: the elementwise kernels take at most two scalar parameters")
@@ -155,9 +155,14 @@ class ActivationSpec:
         or a derivative of 1)."""
         if not self.differentiable or self.saves == "none":
             return "none"
-        if self.saves_y_when is not None:
-            return "y" if self.saves_y_when(params) else "x"
+        if self.saves_y_if is not None:
+            return "y" if self.saves_y_if.test(params) else "x"
         return self.saves
+
+    @property
+    def saves_rule(self) -> str:
+        """How the saved tensor depends on the parameters, in words ("" where it does not)."""
+        return self.saves_y_if.words if self.saves_y_if is not None else ""
 
     # -- Triton -----------------------------------------------------------------------
     @property
@@ -274,8 +279,8 @@ _SPECS = [
     ActivationSpec("leaky_relu", "f(x) = x if x > 0 else negative_slope * x", F.leaky_relu, "LeakyReLU",
                    "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False, saturating=False,
                    params=(Param("negative_slope", 0.01, "slope for x < 0"),), aliases=("lrelu", "leakyrelu"),
-                   saves="y", saves_y_when=lambda p: p["negative_slope"] >= 0,
-                   saves_rule="y if negative_slope >= 0, else x",
+                   saves="y", saves_y_if=SavesRule(lambda p: p["negative_slope"] >= 0,
+                                                   "y if negative_slope >= 0, else x"),
                    torch_backward=lambda grad, x, negative_slope: _aten.leaky_relu_backward(
                        grad, x, negative_slope, False),
                    torch_backward_y=lambda grad, y, negative_slope: _aten.leaky_relu_backward(
@@ -283,14 +288,14 @@ _SPECS = [
     ActivationSpec("elu", "f(x) = x if x > 0 else alpha * (exp(x) - 1)", F.elu, "ELU", "(-alpha, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
                    params=(Param("alpha", 1.0, "value approached as x -> -inf is -alpha"),),
-                   saves="y", saves_y_when=_positive_alpha, saves_rule="y if alpha > 0, else x",
+                   saves="y", saves_y_if=SavesRule(_positive_alpha, "y if alpha > 0, else x"),
                    torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, False, x),
                    torch_backward_y=lambda grad, y, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0, True, y)),
     ActivationSpec("celu", "f(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))", F.celu, "CELU",
                    "(-alpha, inf)", monotonic=True, smooth=True, zero_centred=False, saturating=False,
                    params=(Param("alpha", 1.0, "scale of the negative part (non-zero)"),),
-                   validate=_nonzero("alpha"), saves="y", saves_y_when=_positive_alpha,
-                   saves_rule="y if alpha > 0, else x",
+                   validate=_nonzero("alpha"), saves="y",
+                   saves_y_if=SavesRule(_positive_alpha, "y if alpha > 0, else x"),
                    torch_backward=lambda grad, x, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, False, x),
                    torch_backward_y=lambda grad, y, alpha: _aten.elu_backward(grad, alpha, 1.0, 1.0 / alpha, True, y)),
     ActivationSpec("selu", "f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)), "
@@ -322,8 +327,8 @@ _SPECS = [
                    params=(Param("beta", 1.0, "sharpness (non-zero)"),
                            Param("threshold", 20.0, "above beta * x > threshold the output is x")),
                    validate=_nonzero("beta"), torch_backward=_aten.softplus_backward,
-                   saves="y", saves_y_when=lambda p: p["threshold"] >= SOFTPLUS_Y_MIN_THRESHOLD,
-                   saves_rule=f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x",
+                   saves="y", saves_y_if=SavesRule(lambda p: p["threshold"] >= SOFTPLUS_Y_MIN_THRESHOLD,
+                                                   f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x"),
                    torch_backward_y=_softplus_grad_y),
     ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False,
@@ -369,7 +374,7 @@ for _spec in _SPECS:
     register(_spec)
 
 
-# -- learnable and row-wise kinds (their ops: actkit/learnable.py, actkit/rowwise.py) --------
+# -- learnable and row-wise kinds (their ops: actkit/kinds/learnable.py, actkit/kinds/rowwise.py) --
 def per_channel(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A shared (1 entry) or per-channel (C entries, channel dim 1) parameter, broadcastable to x."""
     if param.numel() == 1:
@@ -384,23 +389,23 @@ def _swish_beta(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
 _OTHER_KINDS = [
     ActivationSpec("prelu", "f(x) = x if x > 0 else a_c * x; a learnable: one shared, or one per channel (dim 1)",
                    F.prelu, "PReLU", "(-inf, inf)", monotonic=True, smooth=False, zero_centred=False,
-                   saturating=False, kind="learnable",
+                   saturating=False, kind=LEARNABLE,
                    params=(Param("weight", 0.25, "learnable slope for x < 0 (initial value)"),),
                    notes="Monotonic while the slopes stay >= 0. Module: PReLU(num_parameters=1 or C, init=0.25)."),
     ActivationSpec("swish_beta", "f(x) = x * sigmoid(beta_c * x); beta learnable: shared, or one per channel (dim 1)",
                    _swish_beta, "SwishBeta", "[-0.28 / beta, inf)", monotonic=False, smooth=True,
-                   zero_centred=False, saturating=False, native=False, kind="learnable",
+                   zero_centred=False, saturating=False, native=False, kind=LEARNABLE,
                    params=(Param("beta", 1.0, "learnable sharpness (initial value); beta = 1 is SiLU"),),
                    aliases=("learnable_swish",),
                    notes="Module: SwishBeta(num_parameters=1 or C, init=1.0)."),
     ActivationSpec("softmax", "f(x)_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) over dim",
                    torch.softmax, "Softmax", "[0, 1], sums to 1 over dim", monotonic=False, smooth=True,
-                   zero_centred=False, saturating=True, kind="rowwise", saves="y",
+                   zero_centred=False, saturating=True, kind=ROWWISE, saves="y",
                    params=(Param("dim", -1, "dimension normalised over"),),
                    notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
     ActivationSpec("log_softmax", "f(x)_i = x_i - max(x) - log(sum_j exp(x_j - max(x))) over dim",
                    torch.log_softmax, "LogSoftmax", "(-inf, 0]", monotonic=False, smooth=True,
-                   zero_centred=False, saturating=False, kind="rowwise", saves="y",
+                   zero_centred=False, saturating=False, kind=ROWWISE, saves="y",
                    params=(Param("dim", -1, "dimension normalised over"),), aliases=("logsoftmax",),
                    notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
 ]
@@ -409,10 +414,10 @@ for _spec in _OTHER_KINDS:
     register(_spec)
 
 
-# -- gated linear units (kind "glu"; their ops: actkit/glu.py) ---------------------------------------
+# -- gated linear units (kind "glu"; their ops: actkit/kinds/glu.py) --------------------------------
 # The references are the composites a model would write, act(a) * b with the activation on the first
 # half a (the gate): what the PyTorch fallback computes, the benchmarks' eager provider runs and
-# torch.compile traces by default (see actkit/glu.py).
+# torch.compile traces by default (see actkit/kinds/glu.py).
 def glu_halves(x: torch.Tensor, y: torch.Tensor | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, b): the halves of x along ``dim`` (a first), or x and y as given."""
     return x.chunk(2, dim) if y is None else (x, y)
@@ -447,7 +452,7 @@ def _glu_spec(name: str, gate: str | None, reference, class_name: str, formula: 
               aliases: tuple[str, ...] = (), notes: str = "") -> ActivationSpec:
     return ActivationSpec(name, f"f(x) = {formula}; a, b = the halves of x along dim (a first), or f(a, b)", reference,
                           class_name, "(-inf, inf)", monotonic=False, smooth=smooth, zero_centred=False,
-                          saturating=False, native=False, kind="glu", gate=gate, params=(_GLU_SPLIT,),
+                          saturating=False, native=False, kind=GLU, gate=gate, params=(_GLU_SPLIT,),
                           aliases=aliases, notes=" ".join((_GLU_NOTE, notes)).strip())
 
 
@@ -465,20 +470,6 @@ _GLU_KIND = [
 
 for _spec in _GLU_KIND:
     register(_spec)
-
-
-POINTWISE_KINDS = ("elementwise", "learnable")
-"""Kinds whose every output element is f of one input element: what a curve f(x) can show and what can
-fill a network's activation slot."""
-
-
-def why_not_pointwise(spec: ActivationSpec) -> str | None:
-    """None for a pointwise activation; else what it is instead, worded for an error message."""
-    if spec.kind in POINTWISE_KINDS:
-        return None
-    if spec.kind == "rowwise":
-        return "a row-wise activation (it normalises over a dimension)"
-    return "a gated linear unit (act(a) * b of two halves of its input: half as many outputs as inputs)"
 
 
 def available() -> list[str]:

@@ -38,7 +38,7 @@ class Need:
     ``pointwise``: only functions of one element (elementwise and learnable kinds) can serve;
     ``gradient``: only differentiable ones. ``all`` stands for every registered activation that
     meets both. The refusals are templates of ``name``, ``kind`` and ``reason``
-    (:func:`actkit.registry.why_not_pointwise`)."""
+    (``spec.kind.not_pointwise``)."""
 
     pointwise: bool = False
     gradient: bool = False
@@ -46,7 +46,7 @@ class Need:
     no_gradient: str = "{name} has no gradient"
 
     def refusal(self, spec: registry.ActivationSpec) -> str | None:
-        reason = registry.why_not_pointwise(spec)
+        reason = spec.kind.not_pointwise
         if self.pointwise and reason is not None:
             return self.not_pointwise.format(name=spec.name, kind=spec.kind, reason=reason)
         if self.gradient and not spec.differentiable:
@@ -74,7 +74,7 @@ TOY_MLP = Need(True, True, "{name} cannot be used in the toy MLP: it is {reason}
 @dataclass(frozen=True)
 class ActChoice:
     """An activation with explicit parameters, from ``name`` or ``name:param=value[:param=value]``.
-    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.fewbit`)."""
+    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.kinds.fewbit`)."""
 
     name: str
     given: tuple[tuple[str, float], ...] = ()
@@ -158,7 +158,7 @@ def _choice(spec: registry.ActivationSpec, item: str, assignments: Sequence[str]
 
 def _check_saved_bits(spec: registry.ActivationSpec, bits, error: type[Exception]) -> int:
     """``saved_bits`` as given (a string from the command line, or an int): 0 (exact) or 1..8."""
-    from . import fewbit  # imports scipy: only when a few-bit backward is asked for
+    from .kinds import fewbit  # imports scipy: only when a few-bit backward is asked for
 
     if isinstance(bits, str) and bits.strip().isdigit():
         bits = int(bits)
@@ -168,7 +168,7 @@ def _check_saved_bits(spec: registry.ActivationSpec, bits, error: type[Exception
         value = fewbit.check_bits(bits)
     except ValueError as exc:
         raise error(f"{spec.name}: {exc}") from None
-    if value and spec.kind != "elementwise":
+    if value and not spec.kind.few_bit:
         raise error(f"{spec.name} is a {spec.kind} activation: it has no few-bit backward (saved_bits "
                     "applies to elementwise activations)")
     return value

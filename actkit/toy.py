@@ -112,7 +112,7 @@ def train_toy(activation: str, x: torch.Tensor, y: torch.Tensor, x_test: torch.T
     second of work take a minute.
     """
     spec = registry.get(activation)
-    reason = registry.why_not_pointwise(spec)
+    reason = spec.kind.not_pointwise
     if reason is not None:
         raise ValueError(f"{spec.name} is {reason}; the toy MLP takes elementwise or learnable activations")
     if not spec.differentiable:

@@ -53,9 +53,9 @@ def _cases():
     cases = []
     for name in ACTS:
         spec = registry.get(name)
-        if spec.kind not in bench.KINDS:
+        if spec.kind.name not in bench.KINDS:
             cases.append(pytest.param(name, None, None, None, None, id=f"{name}-unsupported", marks=pytest.mark.skip(
-                reason=f"kind {spec.kind!r} is not benchmarked yet (supported: {', '.join(bench.KINDS)})")))
+                reason=f"kind {spec.kind.name!r} is not benchmarked yet (supported: {', '.join(bench.KINDS)})")))
             continue
         for dtype in DTYPES:
             for size in SIZES:
@@ -122,9 +122,9 @@ def test_activation(benchmark, name, dtype, numel, mode, provider):
 
     env = results.environment(DEVICE)
     benchmark.group = f"{name} {mode} {dtype} {bench.size_label(numel)}"
-    nbytes = bench.bytes_moved(spec.kind, mode, numel, x.element_size())
+    nbytes = bench.bytes_moved(spec.kind.name, mode, numel, x.element_size())
     benchmark.extra_info.update({
-        "activation": name, "kind": spec.kind, "provider": provider, "mode": mode, "dtype": dtype,
+        "activation": name, "kind": spec.kind.name, "provider": provider, "mode": mode, "dtype": dtype,
         "numel": numel, "shape": list(x.shape),
         "backend": bench.backend_label(provider, x), "bytes_moved": nbytes, "device": DEVICE,
         "device_name": env["device_name"], "torch": env["torch"], "triton": env["triton"],
@@ -144,7 +144,7 @@ def _host_cases():
     cases = []
     for name in ACTS:
         spec = registry.get(name)
-        if spec.kind not in bench.KINDS:
+        if spec.kind.name not in bench.KINDS:
             continue  # listed once, by _cases
         for size in HOST_SIZES:
             for mode in HOST_MODES:
@@ -183,7 +183,7 @@ def test_host_cost(benchmark, name, numel, mode, provider):
     env = results.environment(DEVICE)
     benchmark.group = f"host cost {name} {mode} {HOST_DTYPE} {bench.size_label(numel)}"
     benchmark.extra_info.update({
-        "activation": name, "kind": spec.kind, "provider": provider, "call": bench.call_label(provider, spec),
+        "activation": name, "kind": spec.kind.name, "provider": provider, "call": bench.call_label(provider, spec),
         "mode": mode, "dtype": HOST_DTYPE, "numel": numel, "shape": list(case.x.shape),
         "backend": bench.backend_label(provider, case.x), "device": DEVICE, "device_name": env["device_name"],
         "torch": env["torch"], "triton": env["triton"], "cpu_threads": torch.get_num_threads(),
@@ -200,7 +200,7 @@ def test_suite_covers_the_registry():
     ids = {p.id for p in CASES}
     for name in ACTS:
         spec = registry.get(name)
-        if spec.kind not in bench.KINDS:
+        if spec.kind.name not in bench.KINDS:
             assert f"{name}-unsupported" in ids
             continue
         modes = MODES if spec.differentiable else [m for m in MODES if m == "fwd"]
@@ -217,7 +217,7 @@ def test_host_cost_suite_covers_the_registry():
     params = {p.id: p for p in HOST_CASES}
     for name in ACTS:
         spec = registry.get(name)
-        if spec.kind not in bench.KINDS:
+        if spec.kind.name not in bench.KINDS:
             continue
         for size in HOST_SIZES:
             for mode in HOST_MODES:

@@ -47,7 +47,7 @@ def spec_record(spec: registry.ActivationSpec) -> dict:
         "native_reference": spec.native,
         "class_name": spec.class_name,
         "notes": spec.notes,
-        "kind": spec.kind,
+        "kind": spec.kind.name,
     }
 
 
@@ -78,9 +78,9 @@ def list_activations(as_json: bool = typer.Option(False, "--json", help="Print m
         name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
         params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"
         saves = spec.saves + ("*" if spec.saves_rule else "")
-        if spec.kind == "learnable":  # a learnable parameter (initial value shown), saved with x
+        if spec.kind.learnable:  # a learnable parameter (initial value shown), saved with x
             params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
-        if spec.kind == "glu":  # a gated linear unit keeps its two inputs (x's halves) and recomputes act(a)
+        if spec.kind.gated:  # a gated linear unit keeps its two inputs (x's halves) and recomputes act(a)
             saves = "a, b"
         table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),
                       _mark(spec.zero_centred), _mark(spec.saturating),

@@ -8,6 +8,7 @@ import math
 import torch
 
 import actkit
+from actkit import kinds
 
 # Where the Triton kernels run: compiled on a GPU, else through Triton's interpreter on CPU
 # (the root conftest.py sets TRITON_INTERPRET=1 when there is no GPU).
@@ -66,7 +67,7 @@ def backend(name: str):
 
 
 def elementwise_specs():
-    return [s for s in actkit.registry.REGISTRY.values() if s.kind == "elementwise"]
+    return [s for s in actkit.registry.REGISTRY.values() if s.kind is kinds.ELEMENTWISE]
 
 
 def run_actkit(spec, x: torch.Tensor, dy: torch.Tensor, params: dict):

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 import actkit
+from actkit import kinds
+from actkit.kinds import elementwise
 from refcheck import KERNEL_DEVICE, backend
 
 SPECS = list(actkit.registry.REGISTRY.values())
-EAGER_NODES = {"EagerFunctionBackward", "EagerFunction2Backward"}  # autograd's names for actkit.eager's Functions
+EAGER_NODES = {"EagerFunctionBackward", "EagerFunction2Backward"}  # autograd's names for actkit.kinds.base's Functions
 
 
 class Subclass(torch.Tensor):
@@ -20,11 +22,11 @@ class Subclass(torch.Tensor):
 def _inputs(spec, device):
     """(args for functional.apply after the name, the tensors to differentiate) for any kind."""
     g = torch.Generator().manual_seed(0)
-    if spec.kind == "learnable":
+    if spec.kind is kinds.LEARNABLE:
         x = torch.randn(2, 3, 4, generator=g).to(device).requires_grad_(True)
         weight = torch.rand(3, generator=g).to(device).requires_grad_(True)
         return (x, weight), (x, weight)
-    if spec.kind == "rowwise":
+    if spec.kind is kinds.ROWWISE:
         x = (torch.randn(3, 5, generator=g) * 3).to(device).requires_grad_(True)
         return (x, 1), (x,)
     x = (torch.randn(64, generator=g) * 4).to(device).requires_grad_(True)
@@ -75,7 +77,7 @@ def test_module_parameters_are_fixed_at_construction():
 
 def test_parameters_are_bound_once_and_still_validated_on_every_call():
     spec = actkit.get("leaky_relu")
-    assert actkit.ops.bind(spec, (0.2,)) is actkit.ops.bind(spec, (), {"negative_slope": 0.2})
+    assert elementwise.bind(spec, (0.2,)) is elementwise.bind(spec, (), {"negative_slope": 0.2})
     x = torch.randn(4)
     for _ in range(2):  # a refused value is never cached
         with pytest.raises(ValueError, match="alpha must be non-zero"):

@@ -1,4 +1,4 @@
-"""Few-bit backward (actkit.fewbit): the quantised derivative, the packed codes, and autograd through
+"""Few-bit backward (actkit.kinds.fewbit): the quantised derivative, the packed codes, and autograd through
 both backends, against independent references (numerical integration, torch.bucketize of x)."""
 import copy
 import pickle
@@ -9,7 +9,7 @@ import torch
 from scipy import integrate, stats
 
 import actkit
-from actkit import fewbit
+from actkit.kinds import fewbit
 from refcheck import DTYPES, KERNEL_DEVICE, backend, elementwise_specs
 
 DIFFERENTIABLE = [s for s in elementwise_specs() if s.differentiable]

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import actkit
-from actkit import glu
+from actkit.kinds import glu
 from refcheck import DTYPES, KERNEL_DEVICE, KERNEL_TOLERANCE, SPECIAL_VALUES, assert_matches, backend
 
-GLU_SPECS = [s for s in actkit.registry.REGISTRY.values() if s.kind == "glu"]
+GLU_SPECS = [s for s in actkit.registry.REGISTRY.values() if s.kind.gated]
 # The generic glu with gates of every sort: saved-y ATen backward (sigmoid, relu), saved-x ATen
 # backward with parameters (elu, softplus), a composite without an ATen backward (gelu_sigmoid)
 # and identity (the bilinear GLU, derivative 1).
@@ -194,7 +194,8 @@ def test_implementations_take_negative_dims(backend_name):
     for dim, positive in ((-1, 2), (-2, 1)):
         dy_dim = dy if dim == -1 else dy.reshape(3, 2, 6)
         torch.testing.assert_close(impl.forward(x, dim), impl.forward(x, positive), rtol=0, atol=0)
-        torch.testing.assert_close(impl.input_grads(x, dim, dy_dim)[0], impl.input_grads(x, positive, dy_dim)[0],
+        torch.testing.assert_close(impl.input_grads((x, None), dy_dim, (dim,))[0],
+                                   impl.input_grads((x, None), dy_dim, (positive,))[0],
                                    rtol=0, atol=0)
 
 

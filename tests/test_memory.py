@@ -8,7 +8,7 @@ import actkit
 from actkit import memory
 from actkit.cli.main import app
 
-NETWORK_ACTS = [s for s in actkit.registry.REGISTRY.values() if s.kind in ("elementwise", "learnable")]
+NETWORK_ACTS = [s for s in actkit.registry.REGISTRY.values() if s.kind.pointwise]
 
 
 def test_saved_bytes_counts_each_storage_once():

@@ -41,7 +41,7 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
     skipped = [skip_note(spec.name, "forward-only activation: no backward to time", dtype_name, numel, mode=m)
                for m in config.modes if m not in modes]
     inputs = make_inputs(spec, numel, dtype, device, seed=config.seed)
-    few_bit = config.saved_bits if spec.kind == "elementwise" and spec.differentiable else None
+    few_bit = config.saved_bits if spec.kind.few_bit and spec.differentiable else None
     if few_bit:
         inputs.actkit_kwargs["saved_bits"] = few_bit
     x = inputs.x
@@ -68,12 +68,12 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
 
     records = []
     for (provider, mode), timing in timings.items():
-        nbytes = bytes_moved(spec.kind, mode, numel, itemsize)
+        nbytes = bytes_moved(spec.kind.name, mode, numel, itemsize)
         bw = gbps(nbytes, timing.median_s)
         actkit_timing = timings.get(("actkit", mode))
         fact = facts[provider]
         record = {
-            "activation": spec.name, "kind": spec.kind, "params": dict(params), "provider": provider,
+            "activation": spec.name, "kind": spec.kind.name, "params": dict(params), "provider": provider,
             "backend": fact["backend"], "reference": "native" if spec.native else "composite", "mode": mode,
             "dtype": dtype_name, "numel": numel, "size": size_label(numel), "shape": list(x.shape),
             "median_ms": timing.median_s * 1e3, "p20_ms": timing.p20_s * 1e3, "p80_ms": timing.p80_s * 1e3,

@@ -116,16 +116,16 @@ def make_inputs(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype, d
                 seed: int = 0) -> CaseInputs:
     """x (standard normal, in the kind's shape; a leaf requiring grad when the activation has a
     backward), dy, and the learnable parameter (initial value, one per channel) where there is one."""
-    if spec.kind not in KINDS:
-        raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
+    if spec.kind.name not in KINDS:
+        raise BenchError(f"{spec.name}: kind {spec.kind.name!r} is not benchmarked yet "
                          f"(supported: {', '.join(KINDS)})")
-    model = KINDS[spec.kind]
+    model = KINDS[spec.kind.name]
     shape = model.shape(numel)
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
     dy = torch.randn(model.output_shape(shape), generator=gen, device=device, dtype=torch.float32).to(dtype)
     x.requires_grad_(spec.differentiable)
-    if spec.kind == "learnable":
+    if spec.kind.learnable:
         channels = shape[1] if len(shape) >= 2 else 1
         weight = torch.full((channels,), float(spec.params[0].default), dtype=dtype, device=device,
                             requires_grad=spec.differentiable)

@@ -141,16 +141,17 @@ def _arg_signature(arg):
 
 # -- workloads: every registry activation through its own Triton implementation ------------------
 def elementwise_workload(spec, dtype):
-    from actkit import ops, registry
+    from actkit import registry
+    from actkit.kinds import elementwise as kind
     from actkit.kernels import activations, elementwise
 
-    op = ops.bind(spec)
+    op = kind.bind(spec)
     impl = op.triton()
     x = _aligned(2 ** 16, dtype)
     yield "forward", lambda: impl.forward(x)
     if op.saves != "none":
         saved, dy = (impl.forward(x) if op.saves == "y" else x), _aligned(2 ** 16, dtype)
-        yield f"backward from {op.saves}", lambda: impl.input_grad(dy, saved)
+        yield f"backward from {op.saves}", lambda: impl.dx(dy, saved)
     # The derivative of the other tensor, which other parameters save (leaky_relu with a negative
     # slope saves x): through the same launcher.
     for other in ("x", "y"):
@@ -159,33 +160,33 @@ def elementwise_workload(spec, dtype):
             dfn, dy = spec.triton_derivative(other), _aligned(2 ** 16, dtype)
             yield f"backward from {other}", lambda dfn=dfn, dy=dy: elementwise.backward(x, dy, dfn, op.p0, op.p1)
     if op.saves == "x":  # few-bit backward, where it saves memory; the bit widths rotate over the registry
-        savers = [s.name for s in registry.REGISTRY.values() if s.kind == "elementwise" and s.saves == "x"]
+        savers = [s.name for s in registry.REGISTRY.values() if s.kind.few_bit and s.saves == "x"]
         bits = 1 + savers.index(spec.name) % 8
-        fewbit = ops.bind(spec, (), {"saved_bits": bits}).triton()
+        fewbit = kind.bind(spec, (), {"saved_bits": bits}).triton()
         yield f"few-bit forward, {bits} bits", lambda: fewbit.encode(x)
         y, codes = fewbit.encode(x)
         yield f"few-bit backward, {bits} bits", lambda: fewbit.decode(codes, y, y.stride())
 
 
 def learnable_workload(spec, dtype):
-    from actkit import learnable
+    from actkit.kinds import learnable
 
-    impl = learnable.op_for(spec.name).triton()
+    impl = learnable.op_for(spec).triton()
     # Channel-first (NCHW: a channel's elements are contiguous) and channels-last (N, C) layouts
     # take different tiles, so different constexprs.
     for label, x in (("NCHW", _aligned((4, 16, 8, 8), dtype)), ("NC", _aligned((256, 64), dtype))):
         weight = torch.full((x.shape[1],), 0.25, dtype=dtype)
         dy = torch.randn_like(x)
         yield f"{label} forward", lambda x=x, w=weight: impl.forward(x, w)
-        yield f"{label} backward", lambda x=x, w=weight, dy=dy: impl.input_grads(x, w, dy, True)
-        yield f"{label} backward, frozen parameter", lambda x=x, w=weight, dy=dy: impl.input_grads(x, w, dy, False)
+        yield f"{label} backward", lambda x=x, w=weight, dy=dy: impl.dx_dweight(x, w, dy, True)
+        yield f"{label} backward, frozen parameter", lambda x=x, w=weight, dy=dy: impl.dx_dweight(x, w, dy, False)
 
 
 def rowwise_workload(spec, dtype):
-    from actkit import rowwise
+    from actkit.kinds import rowwise
     from actkit.kernels import softmax
 
-    impl = rowwise.op_for(spec.name).triton()
+    impl = rowwise.op_for(spec).triton()
     fused = softmax.MAX_FUSED
     configs = {  # shape, dim: the one-pass and two-pass paths, over the innermost dim and another
         "one pass, innermost dim": ((8, fused // 2), 1),
@@ -197,11 +198,11 @@ def rowwise_workload(spec, dtype):
         x = _aligned(shape, dtype)
         yield f"{label} forward", lambda x=x, dim=dim: impl.forward(x, dim)
         y, dy = impl.forward(x, dim), torch.randn_like(x)
-        yield f"{label} backward", lambda y=y, dy=dy, dim=dim: impl.input_grad(y, dy, dim)
+        yield f"{label} backward", lambda y=y, dy=dy, dim=dim: impl.dx(y, dy, dim)
 
 
 def glu_workload(spec, dtype):
-    from actkit import glu
+    from actkit.kinds import glu
 
     impl = glu.op_for(spec).triton()
     # One tensor split along the last dim (rows of a half at a row stride of two halves), along a
@@ -214,7 +215,8 @@ def glu_workload(spec, dtype):
     for label, (first, other) in configs.items():
         yield f"{label} forward", lambda first=first, other=other: impl.forward(first, other)
         dy = torch.randn_like(impl.forward(first, other))
-        yield f"{label} backward", lambda first=first, other=other, dy=dy: impl.input_grads(first, other, dy)
+        saved, state = impl.to_save((first, other), None)
+        yield f"{label} backward", lambda saved=saved, state=state, dy=dy: impl.input_grads(saved, dy, state)
 
 
 WORKLOADS = {"elementwise": elementwise_workload, "learnable": learnable_workload, "rowwise": rowwise_workload,
@@ -269,9 +271,9 @@ def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional
     specs, chosen = _selected(activations, dtypes)
     items, kernels, index = [], [], {}  # index: id(compiled metadata) -> position in kernels
     for spec in specs:
-        if spec.kind not in WORKLOADS:
-            items.append({"activation": spec.name, "kind": spec.kind, "dtype": None, "what": "-",
-                          "error": f"no compile workload for kind {spec.kind!r}: add one to {__file__}"})
+        if spec.kind.name not in WORKLOADS:
+            items.append({"activation": spec.name, "kind": spec.kind.name, "dtype": None, "what": "-",
+                          "error": f"no compile workload for kind {spec.kind.name!r}: add one to {__file__}"})
             continue
         for dtype_name, dtype in chosen.items():
             for item, new, launches in _run_workload(fake, spec, dtype_name, dtype):
@@ -298,9 +300,9 @@ def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional
 def _run_workload(fake: CompileOnlyDriver, spec, dtype_name: str, dtype):
     """(item, [(compiled kernel, description)] first compiled by it, its JIT launches) per step of
     the activation's workload in this dtype."""
-    work = WORKLOADS[spec.kind](spec, dtype)  # a generator: inputs are made between the items
+    work = WORKLOADS[spec.kind.name](spec, dtype)  # a generator: inputs are made between the items
     while True:
-        item = {"activation": spec.name, "kind": spec.kind, "dtype": dtype_name, "what": "setup",
+        item = {"activation": spec.name, "kind": spec.kind.name, "dtype": dtype_name, "what": "setup",
                 "error": None, "compiled": [], "launches_agree": None}
         before = _compiled_kernels()
         try:

@@ -45,7 +45,7 @@ class BenchConfig:
     measure: str = "bandwidth"
     """``bandwidth``: the sweep (see :mod:`.bandwidth`); ``host``: µs per call (see :mod:`.hostcost`)."""
     saved_bits: int | None = None
-    """actkit's few-bit backward (:mod:`actkit.fewbit`) for the differentiable elementwise activations."""
+    """actkit's few-bit backward (:mod:`actkit.kinds.fewbit`) for the differentiable elementwise activations."""
 
     @property
     def device_type(self) -> str:
@@ -83,7 +83,7 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
     if saved_bits:
-        from actkit.fewbit import check_bits
+        from actkit.kinds.fewbit import check_bits
 
         try:
             saved_bits = check_bits(saved_bits)

@@ -93,9 +93,9 @@ QUICK_TIMING = dict(min_run_time=0.1, min_blocks=7, block_s=0.01, warmup_calls=2
 
 def check(config: BlockConfig) -> registry.ActivationSpec:
     spec = registry.get(config.act)
-    if spec.kind != "glu":
+    if not spec.kind.gated:
         raise BenchError(f"{spec.name} is not a gated linear unit (its kind is {spec.kind}); this benchmark takes "
-                         f"one of: {', '.join(s.name for s in registry.REGISTRY.values() if s.kind == 'glu')}")
+                         f"one of: {', '.join(s.name for s in registry.REGISTRY.values() if s.kind.gated)}")
     if config.layout not in LAYOUTS:
         raise BenchError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
     if config.dtype not in DTYPES:

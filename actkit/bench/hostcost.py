@@ -102,8 +102,8 @@ def make_host_case(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype
     parameter is the module's own, so that every provider differentiates the same tensors."""
     inputs = make_inputs(spec, numel, dtype, device, seed=seed)
     x = inputs.x
-    kwargs = {"dim": -1} if spec.kind == "rowwise" else {}
-    if spec.kind == "learnable":
+    kwargs = {"dim": -1} if spec.kind.normalises else {}
+    if spec.kind.learnable:
         channels = inputs.args[0].numel()
         module, module0 = (actkit_nn.CLASSES[spec.name](num_parameters=channels, device=device, dtype=dtype)
                            for _ in range(2))
@@ -148,12 +148,12 @@ def minimal_function(spec: registry.ActivationSpec) -> Callable[[torch.Tensor], 
 
 def call_label(provider: str, spec: registry.ActivationSpec) -> str:
     """The expression a provider's call stands for, e.g. ``actkit.nn.Mish()(x)``."""
-    learnable = spec.kind == "learnable"
-    arg = f", {spec.params[0].name}" if learnable else ", dim=-1" if spec.kind == "rowwise" else ""
+    learnable = spec.kind.learnable
+    arg = f", {spec.params[0].name}" if learnable else ", dim=-1" if spec.kind.normalises else ""
     if provider == "actkit":
         return f"actkit.functional.{spec.name}(x{arg})"
     if provider == "module":
-        ctor = "num_parameters=C" if learnable else "dim=-1" if spec.kind == "rowwise" else ""
+        ctor = "num_parameters=C" if learnable else "dim=-1" if spec.kind.normalises else ""
         return f"actkit.nn.{spec.class_name}({ctor})(x)"
     reference = _qualified_name(spec.reference)
     if provider == "eager":
@@ -244,7 +244,7 @@ def run_case(config: BenchConfig, spec: registry.ActivationSpec, dtype_name: str
     records = []
     for (provider, mode), timing in timings.items():
         record = {
-            "activation": spec.name, "kind": spec.kind, "provider": provider, "call": call_label(provider, spec),
+            "activation": spec.name, "kind": spec.kind.name, "provider": provider, "call": call_label(provider, spec),
             "backend": backend_label(provider, case.x), "mode": mode, "dtype": dtype_name, "numel": numel,
             "size": size_label(numel), "shape": list(case.x.shape),
             "median_us": timing.median_s * 1e6, "p20_us": timing.p20_s * 1e6, "p80_us": timing.p80_s * 1e6,

@@ -73,10 +73,10 @@ def provider_fn(provider: str, spec: registry.ActivationSpec, kwargs: Mapping[st
     """``f(x, *args)`` for one provider; ``key`` identifies the case for ``compile`` (see
     :func:`compiled_reference`). ``kwargs`` default to the spec's parameter defaults;
     ``actkit_kwargs`` (``saved_bits``) go to actkit's call only."""
-    if spec.kind not in KINDS:
-        raise BenchError(f"{spec.name}: kind {spec.kind!r} is not benchmarked yet "
+    if spec.kind.name not in KINDS:
+        raise BenchError(f"{spec.name}: kind {spec.kind.name!r} is not benchmarked yet "
                          f"(supported: {', '.join(KINDS)})")
-    kwargs = dict((spec.defaults if spec.kind != "learnable" else {}) if kwargs is None else kwargs)
+    kwargs = dict((spec.defaults if not spec.kind.learnable else {}) if kwargs is None else kwargs)
     if provider == "actkit":
         options = {**kwargs, **(actkit_kwargs or {})}
         return lambda x, *args: functional.apply(spec.name, x, *args, **options)

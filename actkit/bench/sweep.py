@@ -37,8 +37,8 @@ def plan(config: BenchConfig) -> _Plan:
     out = _Plan()
     for name in config.activations:
         spec = registry.get(name)
-        if spec.kind not in KINDS:
-            out.skipped.append(skip_note(spec.name, reason=f"kind {spec.kind!r} is not benchmarked yet "
+        if spec.kind.name not in KINDS:
+            out.skipped.append(skip_note(spec.name, reason=f"kind {spec.kind.name!r} is not benchmarked yet "
                                                            f"(actkit.bench supports: {', '.join(KINDS)})"))
             continue
         forward = _FORWARD_MODE[config.measure]
@@ -49,7 +49,7 @@ def plan(config: BenchConfig) -> _Plan:
         sizes = []
         for size in config.sizes:
             try:
-                KINDS[spec.kind].shape(size)
+                KINDS[spec.kind.name].shape(size)
                 sizes.append(size)
             except BenchError as exc:  # a size this kind cannot take (an odd size for a GLU)
                 out.skipped.append(skip_note(spec.name, reason=str(exc), numel=size))

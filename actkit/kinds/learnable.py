@@ -1,7 +1,7 @@
 """Activations with a learnable parameter (kind ``"learnable"``): PReLU and Swish-beta.
 
 ``y = f(x, a)`` where ``a`` is one shared parameter or one per channel (dim 1, as
-``torch.nn.PReLU``). Two opaque ``torch.library`` custom ops, as in :mod:`actkit.ops`:
+``torch.nn.PReLU``). For tracing, the custom ops (see :func:`.base.define_ops`) are
 
 * ``actkit::learnable(x, weight, name, backend) -> y``
 * ``actkit::learnable_backward(x, weight, grad, name, backend, weight_grad) -> (dx, dweight)``
@@ -24,62 +24,51 @@ import numbers
 import torch
 from torch import nn
 
-from . import registry
-from .backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .eager import EagerFunction2, Implementation, cached_op, check_tensor, is_compiling, op_cache, same_device
-from .ops import like_fake
+from .. import registry
+from ..backend import TORCH, TRITON, TRITON_DTYPES, backend_for
+from .base import (BoundOp, EagerFunction2, Implementation, check_tensor, define_ops, is_compiling, per_activation,
+                   same_device)
 
 
 class LearnableImpl(Implementation):
     """One backend's implementation of a learnable activation: ``forward(x, weight)`` and
-    ``input_grads(x, weight, grad, weight_grad) -> (dx, dweight)``."""
+    ``dx_dweight(x, weight, grad, weight_grad) -> (dx, dweight)``, dweight zeros when ``weight_grad``
+    is False; autograd saves x and the (tiny) parameter, and whether the parameter wants a gradient."""
 
-    __slots__ = ("backend", "forward", "input_grads")
+    __slots__ = ("forward", "dx_dweight")
 
-    def __init__(self, backend: str, forward, input_grads):
-        self.backend, self.forward, self.input_grads = backend, forward, input_grads
+    def __init__(self, backend: str, forward, dx_dweight):
+        self.backend, self.forward, self.dx_dweight = backend, forward, dx_dweight
 
-    def save(self, ctx, inputs, y: torch.Tensor) -> None:
+    def to_save(self, inputs, y):
         x, weight = inputs
-        ctx.weight_grad = bool(weight.requires_grad)
-        ctx.save_for_backward(x, weight)
+        return (x, weight), (bool(weight.requires_grad),)
 
-    def backward(self, ctx, grad: torch.Tensor, input_grads=None):
-        x, weight = ctx.saved_tensors
-        dx, dweight = (input_grads or self.input_grads)(x, weight, grad, ctx.weight_grad)
-        return dx, dweight if ctx.weight_grad else None
+    def input_grads(self, saved, grad: torch.Tensor, state):
+        x, weight = saved
+        return self.dx_dweight(x, weight, grad, state[0])
 
 
-class LearnableOp:
+class LearnableOp(BoundOp):
     """A learnable activation resolved once; ``op(x, weight)`` applies it (weight already checked)."""
 
-    __slots__ = ("spec", "name", "torch", "_triton")
+    __slots__ = ()
 
     def __init__(self, spec: registry.ActivationSpec):
-        self.spec, self.name = spec, spec.name
+        super().__init__(spec, (spec.name,))
         self.torch = LearnableImpl(TORCH, self.reference, self._torch_grads)
-        self._triton = None  # made on first Triton use (imports Triton)
 
-    def __reduce__(self):
-        return cached_op, (__name__, self.name)
+    def make_triton(self) -> LearnableImpl:
+        from actkit.kernels import parametric
 
-    def triton(self) -> LearnableImpl:
-        if self._triton is None:
-            from actkit.kernels import parametric
-
-            prefix = self.spec.kernel or self.name
-            fwd, bwd = getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
-            self._triton = LearnableImpl(
-                TRITON, lambda x, weight: parametric.forward(x, weight, fwd),
-                lambda x, weight, grad, weight_grad: parametric.backward(x, weight, grad, bwd, weight_grad))
-        return self._triton
-
-    def impl(self, backend: str) -> LearnableImpl:
-        return self.torch if backend == TORCH else self._triton or self.triton()
+        prefix = self.spec.kernel or self.name
+        fwd, bwd = getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
+        return LearnableImpl(TRITON, lambda x, weight: parametric.forward(x, weight, fwd),
+                             lambda x, weight, grad, wants: parametric.backward(x, weight, grad, bwd, wants))
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
-        if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
+        if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend == TORCH else self._triton or self.triton()
             if (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled():
                 return EagerFunction2.apply(impl, x, weight)
@@ -101,45 +90,14 @@ class LearnableOp:
         return dx, dweight.contiguous()
 
 
-op_for = op_cache(LearnableOp)
+resolve, op_for = per_activation(LearnableOp)
 
 
-# -- the traced route: torch.library custom ops ----------------------------------------------------
-@torch.library.custom_op("actkit::learnable", mutates_args=())
-def learnable(x: torch.Tensor, weight: torch.Tensor, name: str, backend: str) -> torch.Tensor:
-    return like_fake(op_for(name).impl(backend).forward(x, weight), x)
-
-
-@learnable.register_fake
-def _learnable_fake(x, weight, name, backend):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("actkit::learnable_backward", mutates_args=())
-def learnable_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, name: str,
-                       backend: str, weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    dx, dweight = op_for(name).impl(backend).input_grads(x, weight, grad, weight_grad)
-    return like_fake(dx, x), dweight
-
-
-@learnable_backward.register_fake
-def _learnable_backward_fake(x, weight, grad, name, backend, weight_grad):
-    return torch.empty_like(x), torch.empty_like(weight, memory_format=torch.contiguous_format)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, name, backend = inputs
-    ctx.name, ctx.backend = name, backend
-    op_for(name).impl(backend).save(ctx, (x, weight), output)
-
-
-def _backward(ctx, grad):
-    dx, dweight = op_for(ctx.name).impl(ctx.backend).backward(ctx, grad, input_grads=(
-        lambda x, weight, dy, weight_grad: learnable_backward(x, weight, dy, ctx.name, ctx.backend, weight_grad)))
-    return dx, dweight, None, None
-
-
-learnable.register_autograd(_backward, setup_context=_setup_context)
+define_ops("learnable", "(Tensor x, Tensor weight, str name, str backend) -> Tensor",
+           "(Tensor x, Tensor weight, Tensor grad, str name, str backend, bool weight_grad) -> (Tensor, Tensor)",
+           key=("name",), inputs=("x", "weight"), resolve=resolve, fake=lambda x, *rest: torch.empty_like(x),
+           backward_fake=lambda x, weight, *rest: (torch.empty_like(x),
+                                                   torch.empty_like(weight, memory_format=torch.contiguous_format)))
 
 
 # -- argument checks ---------------------------------------------------------------------------
@@ -199,7 +157,7 @@ def _weight(spec: registry.ActivationSpec, x: torch.Tensor, args: tuple, kwargs:
 def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """``f(x, a)``; ``a`` is a tensor (1 or C entries, gradients flow) or a number (shared, constant)."""
     check_tensor(spec.name, x)
-    return op_for(spec.name)(x, _weight(spec, x, args, kwargs))
+    return resolve(spec.name)(x, _weight(spec, x, args, kwargs))
 
 
 def functional(spec: registry.ActivationSpec):
@@ -225,7 +183,7 @@ def init_module(module: nn.Module, num_parameters: int = 1, init: float | None =
         raise TypeError(f"{spec.name}: init must be a real number, got {init!r}")
     module.num_parameters = num_parameters
     module.init = float(init)
-    module._op = op_for(spec.name)
+    module._op = resolve(spec.name)
     setattr(module, pname, nn.Parameter(torch.full((num_parameters,), float(init), device=device, dtype=dtype)))
 
 
@@ -241,6 +199,16 @@ def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return op(x, weight)
 
 
-def module_repr(module: nn.Module) -> str:
-    return f"num_parameters={module.num_parameters}"
+def module_kwargs(module: nn.Module) -> dict:
+    """The constructor arguments that make the same module again (with a fresh parameter)."""
+    return {"num_parameters": module.num_parameters}
+
+
+init_reference = init_module
+
+
+def reference_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    weight = parameter(module)
+    check_parameter(module.spec, x, weight)
+    return module.spec.reference(x, weight.to(x.dtype))
 

@@ -1,6 +1,6 @@
 """Row-wise activations (kind ``"rowwise"``): softmax and log_softmax over a chosen dim.
 
-Two opaque ``torch.library`` custom ops, as in :mod:`actkit.ops`:
+For tracing, the custom ops (see :func:`.base.define_ops`) are
 
 * ``actkit::rowwise(x, name, dim, backend) -> y``
 * ``actkit::rowwise_backward(y, grad, name, dim, backend) -> dx``
@@ -19,10 +19,10 @@ import inspect
 import torch
 from torch import nn
 
-from . import registry
-from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, as_int, cached_op, check_tensor, is_compiling, op_cache
-from .ops import like_fake
+from .. import registry
+from ..backend import TORCH, TRITON, backend_for
+from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
+                   like_fake, per_activation)
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -33,30 +33,29 @@ _TORCH_BACKWARD = {
 
 class RowwiseImpl(Implementation):
     """One backend's implementation of softmax or log_softmax: ``forward(x, dim)`` and
-    ``input_grad(y, grad, dim)``; autograd saves only y (both gradients are cheapest in y, and
-    the next layer keeps it anyway)."""
+    ``dx(y, grad, dim)``; autograd saves only y (both gradients are cheapest in y, and the next layer
+    keeps it anyway) and the dim."""
 
-    __slots__ = ("backend", "forward", "input_grad")
+    __slots__ = ("forward", "dx")
 
-    def __init__(self, backend: str, forward, input_grad):
-        self.backend, self.forward, self.input_grad = backend, forward, input_grad
+    def __init__(self, backend: str, forward, dx):
+        self.backend, self.forward, self.dx = backend, forward, dx
 
-    def save(self, ctx, inputs, y: torch.Tensor) -> None:
-        ctx.dim = inputs[1]
-        ctx.save_for_backward(y)
+    def to_save(self, inputs, y):
+        return (y,), (inputs[1],)
 
-    def backward(self, ctx, grad: torch.Tensor, input_grad=None):
-        (y,) = ctx.saved_tensors
-        return (input_grad or self.input_grad)(y, grad, ctx.dim), None
+    def input_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
+        return (self.dx(saved[0], grad, state[0]),)
 
 
-class RowwiseOp:
+class RowwiseOp(BoundOp):
     """softmax or log_softmax resolved once; ``op(x, dim)`` applies it (x floating, dim wrapped)."""
 
-    __slots__ = ("spec", "name", "log", "torch", "_triton")
+    __slots__ = ("log",)
 
     def __init__(self, spec: registry.ActivationSpec):
-        self.spec, self.name, self.log = spec, spec.name, _LOG[spec.name]
+        super().__init__(spec, (spec.name,))
+        self.log = _LOG[spec.name]
         reference, backward = spec.reference, _TORCH_BACKWARD[spec.name]
 
         # torch.softmax returns a channels_last input contiguous: keep x's layout, as the kernels
@@ -65,30 +64,21 @@ class RowwiseOp:
             y = reference(x, dim)
             return y if x.is_contiguous() and y.is_contiguous() else like_fake(y, x)
 
-        def input_grad(y: torch.Tensor, grad: torch.Tensor, dim: int) -> torch.Tensor:
-            dx = backward(grad, y, dim, y.dtype)
-            return dx if y.is_contiguous() and dx.is_contiguous() else like_fake(dx, y)
+        def dx(y: torch.Tensor, grad: torch.Tensor, dim: int) -> torch.Tensor:
+            out = backward(grad, y, dim, y.dtype)
+            return out if y.is_contiguous() and out.is_contiguous() else like_fake(out, y)
 
-        self.torch = RowwiseImpl(TORCH, forward, input_grad)
-        self._triton = None  # made on first Triton use (imports Triton)
+        self.torch = RowwiseImpl(TORCH, forward, dx)
 
-    def __reduce__(self):
-        return cached_op, (__name__, self.name)
+    def make_triton(self) -> RowwiseImpl:
+        from actkit.kernels import softmax
 
-    def triton(self) -> RowwiseImpl:
-        if self._triton is None:
-            from actkit.kernels import softmax
-
-            log = self.log
-            self._triton = RowwiseImpl(TRITON, lambda x, dim: softmax.forward(x, dim, log),
-                                       lambda y, grad, dim: softmax.backward(y, grad, dim, log))
-        return self._triton
-
-    def impl(self, backend: str) -> RowwiseImpl:
-        return self.torch if backend == TORCH else self._triton or self.triton()
+        log = self.log
+        return RowwiseImpl(TRITON, lambda x, dim: softmax.forward(x, dim, log),
+                           lambda y, grad, dim: softmax.backward(y, grad, dim, log))
 
     def __call__(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        if type(x) is torch.Tensor and not is_compiling():  # the eager route (actkit.eager)
+        if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
             if x.requires_grad and torch.is_grad_enabled():
                 return EagerFunction2.apply(impl, x, dim)
@@ -96,43 +86,13 @@ class RowwiseOp:
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
 
-op_for = op_cache(RowwiseOp)
+resolve, op_for = per_activation(RowwiseOp)
 
 
-# -- the traced route: torch.library custom ops ----------------------------------------------------
-@torch.library.custom_op("actkit::rowwise", mutates_args=())
-def rowwise(x: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    return like_fake(op_for(name).impl(backend).forward(x, dim), x)
-
-
-@rowwise.register_fake
-def _rowwise_fake(x, name, dim, backend):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("actkit::rowwise_backward", mutates_args=())
-def rowwise_backward(y: torch.Tensor, grad: torch.Tensor, name: str, dim: int, backend: str) -> torch.Tensor:
-    return like_fake(op_for(name).impl(backend).input_grad(y, grad, dim), y)
-
-
-@rowwise_backward.register_fake
-def _rowwise_backward_fake(y, grad, name, dim, backend):
-    return torch.empty_like(y)
-
-
-def _setup_context(ctx, inputs, output):
-    x, name, dim, backend = inputs
-    ctx.name, ctx.backend = name, backend
-    op_for(name).impl(backend).save(ctx, (x, dim), output)
-
-
-def _backward(ctx, grad):
-    dx, _ = op_for(ctx.name).impl(ctx.backend).backward(ctx, grad, input_grad=(
-        lambda y, dy, dim: rowwise_backward(y, dy, ctx.name, dim, ctx.backend)))
-    return dx, None, None, None
-
-
-rowwise.register_autograd(_backward, setup_context=_setup_context)
+define_ops("rowwise", "(Tensor x, str name, SymInt dim, str backend) -> Tensor",
+           "(Tensor y, Tensor grad, str name, SymInt dim, str backend) -> Tensor",
+           key=("name",), inputs=("x", "dim"), resolve=resolve,
+           fake=lambda x, *rest: torch.empty_like(x), backward_fake=lambda y, *rest: torch.empty_like(y))
 
 
 # -- argument checks ---------------------------------------------------------------------------
@@ -154,7 +114,7 @@ def implicit_dim(ndim: int) -> int:
 def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """softmax / log_softmax of x over ``dim`` (default -1); ``dtype`` casts x first, as torch.softmax."""
     if len(args) == 1 and not kwargs:  # the usual call: f(x, dim)
-        return _call(op_for(spec.name), x, args[0])
+        return _call(resolve(spec.name), x, args[0])
     if len(args) > 1:
         raise TypeError(f"{spec.name}(x, dim) takes one positional parameter, got {len(args)}")
     unknown = set(kwargs) - {"dim", "dtype"}
@@ -163,7 +123,7 @@ def apply(spec: registry.ActivationSpec, x: torch.Tensor, *args, **kwargs) -> to
     if args and "dim" in kwargs:
         raise TypeError(f"{spec.name}: parameter 'dim' given both positionally and by keyword")
     dim = args[0] if args else kwargs.get("dim", spec.params[0].default)
-    return _call(op_for(spec.name), x, dim, kwargs.get("dtype"))
+    return _call(resolve(spec.name), x, dim, kwargs.get("dtype"))
 
 
 def _call(op: RowwiseOp, x: torch.Tensor, dim, dtype=None) -> torch.Tensor:
@@ -179,7 +139,7 @@ def _call(op: RowwiseOp, x: torch.Tensor, dim, dtype=None) -> torch.Tensor:
 
 
 def functional(spec: registry.ActivationSpec):
-    op = op_for(spec.name)
+    op = resolve(spec.name)
 
     def call(x, *args, **kwargs):
         if len(args) == 1 and not kwargs:  # the usual calls: f(x, dim) and f(x, dim=dim)
@@ -201,7 +161,7 @@ def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
 # -- module support (actkit.nn.Softmax, actkit.nn.LogSoftmax, actkit.nn.Activation("softmax")) ------
 def init_module(module: nn.Module, dim: int | None = None) -> None:
     module.dim = None if dim is None else as_int(module.spec.name, dim)  # range checked per input
-    module._op = op_for(module.spec.name)
+    module._op = resolve(module.spec.name)
 
 
 def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -210,5 +170,14 @@ def module_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _call(op, x, implicit_dim(x.dim()) if module.dim is None else module.dim)
 
 
-def module_repr(module: nn.Module) -> str:
-    return f"dim={module.dim}"
+def module_kwargs(module: nn.Module) -> dict:
+    """The constructor arguments that make the same module again."""
+    return {"dim": module.dim}
+
+
+init_reference = init_module
+
+
+def reference_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    dim = implicit_dim(x.dim()) if module.dim is None else module.dim
+    return module.spec.reference(x, dim=wrap_dim(module.spec.name, dim, x.dim()))

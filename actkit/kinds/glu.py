@@ -15,8 +15,8 @@ product). On the PyTorch path the forward is that composite, and the backward re
 once and calls the activation's own ATen backward (``aten.silu_backward``, ...; a vector-Jacobian
 product for composite gates), so its gradients are autograd's own.
 
-The bound op (:class:`GluOp`) follows :mod:`actkit.eager`: plain tensors take the eager route
-(:class:`~actkit.eager.EagerFunction2` of x and the split dim, or of a and b); tensor subclasses
+The bound op (:class:`GluOp`) follows :mod:`.base`: plain tensors take the eager route
+(:class:`~.base.EagerFunction2` of x and the split dim, or of a and b); tensor subclasses
 and tracing take two opaque ``torch.library`` custom ops,
 
 * ``actkit::glu(x, y, act, p0, p1, dim, backend) -> out`` (``y`` None: split x along ``dim``)
@@ -36,13 +36,14 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from typing import Optional
 
 import torch
 
-from . import ops, registry
-from .backend import TORCH, TRITON, backend_for
-from .eager import EagerFunction2, Implementation, as_int, check_tensor, is_compiling, same_device
+from .. import registry
+from ..backend import TORCH, TRITON, backend_for
+from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
+                   same_device, shown_params)
+from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
 
 # -- what torch.compile traces ---------------------------------------------------------------------
 COMPILE_PATHS = ("composite", "kernel")
@@ -84,15 +85,14 @@ def _contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 class GluImpl(Implementation):
-    """One backend's implementation. ``forward(x, other)`` and ``input_grads(x, other, grad)``
-    take the split dim (an int: a and b are x's halves) or b (a tensor: x is a). Gradients are
-    ``(dx, None)`` or ``(da, db)``; every output is contiguous, as the fake implementations say.
-    Autograd saves x, or a and b: nothing else."""
+    """One backend's implementation. ``forward(x, other)`` takes the split dim (an int: a and b are
+    x's halves) or b (a tensor: x is a); ``glu(x, y, dim)`` and ``grads(x, y, grad, dim)`` take y None
+    for the one-tensor form. Gradients are ``(dx,)`` or ``(da, db)``; every output is contiguous, as the
+    fake implementations say. Autograd saves x, or a and b, and the dim: nothing else."""
 
-    __slots__ = ("backend", "glu", "grads")
+    __slots__ = ("glu", "grads")
 
     def __init__(self, backend: str, glu, grads):
-        # glu(x, y, dim) and grads(x, y, grad, dim), y None for the one-tensor form.
         self.backend, self.glu, self.grads = backend, glu, grads
 
     def forward(self, x: torch.Tensor, other) -> torch.Tensor:
@@ -100,27 +100,15 @@ class GluImpl(Implementation):
             return self.glu(x, None, other)
         return self.glu(x, other, -1)
 
-    def input_grads(self, x: torch.Tensor, other, grad: torch.Tensor):
-        if type(other) is int:
-            return self.grads(x, None, grad, other)
-        return self.grads(x, other, grad, -1)
-
-    def save(self, ctx, inputs, out: torch.Tensor) -> None:
+    def to_save(self, inputs, out):
         x, other = inputs
-        if type(other) is int:
-            ctx.dim = other
-            ctx.save_for_backward(x)
-        else:
-            ctx.dim = None
-            ctx.save_for_backward(x, other)
+        return ((x, None), (other,)) if type(other) is int else ((x, other), (-1,))
 
-    def backward(self, ctx, grad: torch.Tensor, input_grads=None):
-        saved = ctx.saved_tensors
-        other = ctx.dim if ctx.dim is not None else saved[1]
-        return (input_grads or self.input_grads)(saved[0], other, grad)
+    def input_grads(self, saved, grad: torch.Tensor, state):
+        return self.grads(*saved, grad, state[0])
 
 
-def _gate_value_and_grad(gate: ops.ElementwiseOp):
+def _gate_value_and_grad(gate: ElementwiseOp):
     """``(a, g) -> (act(a), g * act'(a))`` in torch ops, act(a) computed once, with the backward
     autograd of ``act(a) * b`` runs: the activation's ATen backward op, of a where torch has one
     (silu_backward, gelu_backward), else of act(a) (sigmoid_backward, tanh_backward), else a
@@ -142,7 +130,7 @@ def _gate_value_and_grad(gate: ops.ElementwiseOp):
     return by_aten
 
 
-def _torch_impl(gate: ops.ElementwiseOp) -> GluImpl:
+def _torch_impl(gate: ElementwiseOp) -> GluImpl:
     f, value_and_grad = gate.torch.forward, _gate_value_and_grad(gate)
 
     def glu(x, y, dim):
@@ -154,44 +142,39 @@ def _torch_impl(gate: ops.ElementwiseOp) -> GluImpl:
         fa, da = value_and_grad(a, grad * b)  # the products in autograd's order: (dy * b) * f'(a)
         db = grad * fa
         if y is None:
-            return torch.cat((da, db), dim), None
+            return (torch.cat((da, db), dim),)
         return _contiguous(da), _contiguous(db)
 
     return GluImpl(TORCH, glu, grads)
 
 
-class GluOp:
+class GluOp(BoundOp):
     """A GLU bound to its gate (an elementwise activation with its parameters); ``op(x)`` splits x
     along dim -1, ``op(x, dim=d)`` along d, ``op(a, b)`` takes two tensors of one shape."""
 
-    __slots__ = ("name", "spec_name", "gate", "act", "p0", "p1", "torch", "_triton")
+    __slots__ = ("spec_name", "gate", "act", "p0", "p1")
 
-    def __init__(self, gate: ops.ElementwiseOp, spec_name: str | None = None):
+    def __init__(self, gate: ElementwiseOp, spec_name: str | None = None):
+        super().__init__(registry.get(spec_name or "glu"), gate.key)
         self.gate, self.act, self.p0, self.p1 = gate, gate.name, gate.p0, gate.p1
         self.spec_name = spec_name  # a named GLU (swiglu), or None for the generic glu(act=...)
-        shown = "".join(f", {k}={v:g}" for k, v in gate.params.items())
-        self.name = spec_name or f"glu(act={gate.name!r}{shown})"
+        self.name = spec_name or f"glu(act={gate.name!r}{shown_params(gate.params)})"
         self.torch = _torch_impl(gate)
-        self._triton = None  # made on first Triton use (imports Triton)
 
-    def triton(self) -> GluImpl:
-        if self._triton is None:
-            from actkit.kernels import glu as kernels
+    def make_triton(self) -> GluImpl:
+        from actkit.kernels import glu as kernels
 
-            fwd, dfn = self.gate.spec.triton_functions  # f and f' of x: backward reads a, not act(a)
-            p0, p1 = self.p0, self.p1
-            self._triton = GluImpl(TRITON, lambda x, y, dim: kernels.forward(x, y, dim, fwd, p0, p1),
-                                   lambda x, y, grad, dim: kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1))
-        return self._triton
+        fwd, dfn = self.gate.spec.triton_functions  # f and f' of x: backward reads a, not act(a)
+        p0, p1 = self.p0, self.p1
 
-    def impl(self, backend: str) -> GluImpl:
-        return self.torch if backend == TORCH else self._triton or self.triton()
+        def grads(x, y, grad, dim):
+            out = kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1)
+            return out[:1] if y is None else out
+
+        return GluImpl(TRITON, lambda x, y, dim: kernels.forward(x, y, dim, fwd, p0, p1), grads)
 
     def __reduce__(self):  # picklable (modules hold one): rebuilt from names and parameters
         return _rebuild, (self.spec_name, self.act, tuple(self.gate.params.items()))
-
-    def __repr__(self) -> str:
-        return f"GluOp({self.name})"
 
     def composite(self, x: torch.Tensor, y: torch.Tensor | None, dim: int) -> torch.Tensor:
         """``act(a) * b`` in torch ops: what torch.compile traces on the "composite" path."""
@@ -251,8 +234,8 @@ class GluOp:
 _OPS: dict[tuple, GluOp] = {}
 
 
-def _op(gate: ops.ElementwiseOp, spec_name: str | None = None) -> GluOp:
-    # ops.bind gives one gate object per activation and parameter values, so the pair is a key.
+def _op(gate: ElementwiseOp, spec_name: str | None = None) -> GluOp:
+    # elementwise.bind gives one gate object per activation and parameter values, so the pair is a key.
     key = (spec_name, gate)
     op = _OPS.get(key)
     if op is None:
@@ -260,19 +243,19 @@ def _op(gate: ops.ElementwiseOp, spec_name: str | None = None) -> GluOp:
     return op
 
 
-def gate_op(owner: str, act, params: dict) -> ops.ElementwiseOp:
+def gate_op(owner: str, act, params: dict) -> ElementwiseOp:
     """The bound elementwise activation a GLU gates with; clear errors for what cannot be a gate."""
     if not isinstance(act, str):
         raise TypeError(f"{owner}: act must be an activation name such as 'silu', got {type(act).__name__}")
     spec = registry.get(act)  # ValueError with suggestions for unknown names
-    if spec.kind != "elementwise":
-        raise ValueError(f"{owner}: act={act!r} is a {spec.kind} activation; the gate must be an elementwise one "
-                         "(silu, gelu, relu, sigmoid, ...: actkit list shows the kinds)")
-    if not spec.differentiable:
-        raise ValueError(f"{owner}: act={act!r} has no gradient, so it cannot gate a trainable GLU")
+    unfit = (f"is a {spec.kind} activation; the gate must be an elementwise one (silu, gelu, relu, sigmoid, ...: "
+             "actkit list shows the kinds)" if not spec.kind.scalar_params
+             else None if spec.differentiable else "has no gradient, so it cannot gate a trainable GLU")
+    if unfit:
+        raise ValueError(f"{owner}: act={act!r} {unfit}")
     if "saved_bits" in params:
         raise TypeError(f"{owner}: saved_bits is not available for GLUs (autograd keeps a and b exactly)")
-    return ops.bind(spec, (), params)
+    return bind(spec, (), params)
 
 
 def named_op(spec: registry.ActivationSpec) -> GluOp:
@@ -283,7 +266,7 @@ def generic_op(act=registry.GLU_DEFAULT_ACT, params: dict | None = None) -> GluO
     return _op(gate_op("glu", act, params or {}))
 
 
-def op_for(spec: registry.ActivationSpec, act=None, params: dict | None = None) -> GluOp:
+def op_for(spec: registry.ActivationSpec, act=None, **params) -> GluOp:
     """A named GLU's op, or the generic glu's for ``act`` (default sigmoid) and its parameters."""
     if spec.gate is not None:
         return named_op(spec)
@@ -294,59 +277,28 @@ def _rebuild(spec_name: str | None, act: str, params: tuple) -> GluOp:
     return named_op(registry.get(spec_name)) if spec_name else generic_op(act, dict(params))
 
 
-def _impl(act: str, p0: float, p1: float, backend: str) -> GluImpl:
-    spec = registry.get(act)
-    return _op(ops.bind(spec, (), spec.params_from_kernel_args(p0, p1))).impl(backend)
+def resolve(act: str, p0: float, p1: float) -> GluOp:
+    """The generic op for a gate's kernel arguments (what the custom ops carry)."""
+    return _op(resolve_gate(act, p0, p1))
 
 
 # -- the traced route: torch.library custom ops -------------------------------------------------------
-def _other(y: torch.Tensor | None, dim: int):
-    return dim if y is None else y
+def _inputs(args):
+    x, y, act, p0, p1, dim = args
+    return x, dim if y is None else y  # the split dim or the second tensor, as GluImpl takes them
 
 
-@torch.library.custom_op("actkit::glu", mutates_args=())
-def glu(x: torch.Tensor, y: Optional[torch.Tensor], act: str, p0: float, p1: float, dim: int,
-        backend: str) -> torch.Tensor:
-    return _impl(act, p0, p1, backend).forward(x, _other(y, dim))
-
-
-@glu.register_fake
-def _glu_fake(x, y, act, p0, p1, dim, backend):
+def _fake(x, y, act, p0, p1, dim, backend):
     shape = list(x.shape)
     if y is None:
         shape[dim] //= 2
     return x.new_empty(shape)
 
 
-@torch.library.custom_op("actkit::glu_backward", mutates_args=())
-def glu_backward(x: torch.Tensor, y: Optional[torch.Tensor], grad: torch.Tensor, act: str, p0: float, p1: float,
-                 dim: int, backend: str) -> list[torch.Tensor]:
-    dx, dy = _impl(act, p0, p1, backend).input_grads(x, _other(y, dim), grad)
-    return [dx] if y is None else [dx, dy]
-
-
-@glu_backward.register_fake
-def _glu_backward_fake(x, y, grad, act, p0, p1, dim, backend):
-    return [x.new_empty(x.shape)] if y is None else [x.new_empty(x.shape), y.new_empty(y.shape)]
-
-
-def _setup_context(ctx, inputs, output):
-    x, y, act, p0, p1, dim, backend = inputs
-    ctx.act, ctx.p0, ctx.p1, ctx.backend = act, p0, p1, backend
-    _impl(act, p0, p1, backend).save(ctx, (x, _other(y, dim)), output)
-
-
-def _backward(ctx, grad):
-    def traced_grads(x, other, dy):
-        y, dim = (None, other) if type(other) is int else (other, -1)
-        grads = glu_backward(x, y, dy, ctx.act, ctx.p0, ctx.p1, dim, ctx.backend)
-        return grads[0], (grads[1] if y is not None else None)
-
-    dx, dy = _impl(ctx.act, ctx.p0, ctx.p1, ctx.backend).backward(ctx, grad, traced_grads)
-    return dx, dy, None, None, None, None, None
-
-
-glu.register_autograd(_backward, setup_context=_setup_context)
+define_ops("glu", "(Tensor x, Tensor? y, str act, float p0, float p1, SymInt dim, str backend) -> Tensor",
+           "(Tensor x, Tensor? y, Tensor grad, str act, float p0, float p1, SymInt dim, str backend) -> Tensor[]",
+           key=("act", "p0", "p1"), inputs=_inputs, resolve=resolve, conform=False, fake=_fake,
+           backward_fake=lambda x, y, *rest: [x.new_empty(x.shape)] + ([] if y is None else [y.new_empty(y.shape)]))
 
 
 # -- the "glu" kind's handler (see actkit.kinds): functional call and module hooks --------------------
@@ -400,9 +352,8 @@ def parameters(spec: registry.ActivationSpec) -> list[inspect.Parameter]:
 
 
 # -- module support (actkit.nn.SwiGLU, actkit.nn.GLU(act=...), actkit.nn.Activation("geglu")) -----------
-def init_module(module, *args, **kwargs) -> None:
-    """Named GLUs: ``(dim=-1)``; the generic glu: ``(act='sigmoid', dim=-1, **act_params)``. The
-    module is called as ``module(x)`` (split along dim) or ``module(a, b)``."""
+def _configure(module, args: tuple, kwargs: dict) -> GluOp:
+    """Named GLUs: ``(dim=-1)``; the generic glu: ``(act='sigmoid', dim=-1, **act_params)``."""
     spec = module.spec
     names = ("dim",) if spec.gate is not None else ("act", "dim")
     if len(args) > len(names):
@@ -422,17 +373,28 @@ def init_module(module, *args, **kwargs) -> None:
     else:
         op = named_op(spec)
     module.dim, module.act, module._op = dim, op.act, op
+    return op
+
+
+def init_module(module, *args, **kwargs) -> None:
+    """See :func:`_configure`. The module is called as ``module(x)`` (split along dim) or ``module(a, b)``."""
+    op = _configure(module, args, kwargs)
     # The bound op is the module's forward, ``module(x)`` or ``module(a, b)``: nn.Module.__call__
     # calls it with no Python frame of ours in between (as the elementwise modules call their op).
-    module.forward = functools.partial(op, dim=dim)
+    module.forward = functools.partial(op, dim=module.dim)
 
 
-def module_forward(module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    return module._op(x, y, module.dim)
-
-
-def module_repr(module) -> str:
+def module_kwargs(module) -> dict:
+    """The constructor arguments that make the same module again."""
     if module.spec.gate is not None:
-        return f"dim={module.dim}"
-    shown = "".join(f", {k}={v:g}" for k, v in module.params.items())
-    return f"act={module.act!r}{shown}, dim={module.dim}"
+        return {"dim": module.dim}
+    return {"act": module.act, **module.params, "dim": module.dim}
+
+
+def init_reference(module, *args, **kwargs) -> None:
+    module.params = dict(_configure(module, args, kwargs).gate.params)
+
+
+def reference_forward(module, x: torch.Tensor) -> torch.Tensor:
+    """``act(a) * b`` in torch ops, of x's halves along the module's dim."""
+    return module._op.composite(x, None, module.dim)

@@ -28,9 +28,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy import stats
 
-from . import registry
+from .. import registry
+from ..backend import TORCH, TRITON, backend_for
+from .base import Implementation, ScalarBoundOp, define_ops, like_fake, op_cache
 
 BITS = range(1, 9)
 GRID_CELLS = 1024
@@ -104,6 +105,8 @@ def _jump(spec, params, lo: float, hi: float) -> float:
 
 @lru_cache(maxsize=None)
 def _quantize(name: str, params: tuple, bits: int) -> Quantizer:
+    from scipy import stats  # a second of start-up: only when a few-bit op is made
+
     spec = registry.get(name)
     kw = dict(params)
     edges = np.linspace(-GRID_RANGE, GRID_RANGE, GRID_CELLS + 1)
@@ -156,7 +159,7 @@ def _is_step(spec, params, centres, cut) -> bool:
 def quantizer(spec: registry.ActivationSpec, params: dict, bits: int) -> Quantizer:
     """The quantised derivative of an elementwise activation (computed once per activation,
     parameters and bits; about 0.1 s, 2 s for 8 bits)."""
-    if spec.kind != "elementwise":
+    if not spec.kind.few_bit:
         raise ValueError(f"{spec.name}: saved_bits applies to elementwise activations; {spec.name} is "
                          f"{spec.kind} (its backward needs its inputs)")
     if not spec.differentiable:
@@ -193,33 +196,29 @@ def unpack_derivative(words: torch.Tensor, n: int, q: Quantizer) -> torch.Tensor
 
 
 # -- the bound op: y as the activation gives it, codes instead of x for backward -------------------
-from .backend import TORCH, TRITON, backend_for  # noqa: E402
-from .eager import Implementation  # noqa: E402
-from .ops import ElementwiseOp, like_fake  # noqa: E402
-
-
 class FewBitImpl(Implementation):
     """One backend's few-bit implementation: ``forward(x)`` (no grad: y only), ``encode(x) -> (y,
-    codes)`` and ``decode(codes, grad, stride) -> dx``."""
+    codes)`` and ``decode(codes, grad, stride) -> dx``; autograd saves the codes and y's strides."""
 
-    __slots__ = ("backend", "forward", "encode", "decode")
+    __slots__ = ("forward", "encode", "decode")
 
     def __init__(self, backend: str, forward, encode, decode):
         self.backend, self.forward, self.encode, self.decode = backend, forward, encode, decode
+
+    def op_forward(self, x: torch.Tensor):
+        return self.encode(x)
 
     def forward_and_save(self, ctx, x: torch.Tensor) -> torch.Tensor:
         output = self.encode(x)
         self.save(ctx, (x,), output)
         return output[0]
 
-    def save(self, ctx, inputs, output) -> None:
+    def to_save(self, inputs, output):
         y, codes = output
-        ctx.save_for_backward(codes)
-        ctx.stride = y.stride()  # the codes follow y's memory order
+        return (codes,), (list(y.stride()),)  # the codes follow y's memory order
 
-    def backward(self, ctx, grad: torch.Tensor, decode=None) -> tuple[torch.Tensor]:
-        (codes,) = ctx.saved_tensors
-        return ((decode or self.decode)(codes, grad, ctx.stride),)
+    def input_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
+        return (self.decode(saved[0], grad, state[0]),)
 
 
 def _like_stride(t: torch.Tensor, stride) -> torch.Tensor:
@@ -228,17 +227,17 @@ def _like_stride(t: torch.Tensor, stride) -> torch.Tensor:
     return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
 
 
-class FewBitOp(ElementwiseOp):
+class FewBitOp(ScalarBoundOp):
     """An elementwise activation whose backward reads f' from ``bits``-bit codes (see the module doc)."""
 
     __slots__ = ("bits", "quantizer")
 
     def __init__(self, spec: registry.ActivationSpec, params: dict[str, float], bits: int):
-        super().__init__(spec, params)
         self.bits = check_bits(bits)
+        super().__init__(spec, params, (self.bits,))
         self.quantizer = q = quantizer(spec, dict(params), bits)
         self.saves = "codes"
-        reference = self.torch.forward
+        reference = self.reference
 
         def encode(x):
             y = like_fake(reference(x), x)
@@ -252,30 +251,22 @@ class FewBitOp(ElementwiseOp):
 
         self.torch = FewBitImpl(TORCH, reference, encode, decode)
 
-    def triton(self) -> FewBitImpl:
-        if self._triton is None:
-            from actkit.kernels import elementwise, fewbit as kernels
+    def make_triton(self) -> FewBitImpl:
+        from actkit.kernels import elementwise, fewbit as kernels
 
-            fwd = self.spec.triton_functions[0]
-            p0, p1, bits, q = self.p0, self.p1, self.bits, self.quantizer
-            tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by device index
+        fwd = self.spec.triton_functions[0]
+        p0, p1, bits, q = self.p0, self.p1, self.bits, self.quantizer
+        tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by device index
 
-            def on(t: torch.Tensor):
-                found = tables.get(t.get_device())
-                if found is None:
-                    found = tables[t.get_device()] = q.tables(t.device)
-                return found
+        def on(t: torch.Tensor):
+            found = tables.get(t.get_device())
+            if found is None:
+                found = tables[t.get_device()] = q.tables(t.device)
+            return found
 
-            self._triton = FewBitImpl(
-                TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
-                lambda x: kernels.forward(x, fwd, p0, p1, on(x)[0], bits),
-                lambda codes, grad, stride: kernels.backward(codes, on(codes)[1], grad, stride, bits))
-        return self._triton
-
-    def __reduce__(self):
-        from .ops import bind_by_name
-
-        return bind_by_name, (self.name, tuple(self.params.items()), self.bits)
+        return FewBitImpl(TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
+                          lambda x: kernels.forward(x, fwd, p0, p1, on(x)[0], bits),
+                          lambda codes, grad, stride: kernels.backward(codes, on(codes)[1], grad, stride, bits))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", saved_bits={self.bits})"
@@ -285,48 +276,20 @@ class FewBitOp(ElementwiseOp):
         return y
 
 
-# -- the traced route: torch.library custom ops ----------------------------------------------------
-def _impl(name: str, p0: float, p1: float, bits: int, backend: str) -> FewBitImpl:
-    from .ops import bind
-
+@op_cache
+def resolve(name: str, p0: float, p1: float, bits: int) -> FewBitOp:
+    """The one few-bit op for these kernel arguments and bits."""
     spec = registry.get(name)
-    return bind(spec, (), {**spec.params_from_kernel_args(p0, p1), "saved_bits": bits}).impl(backend)
+    return FewBitOp(spec, spec.params_from_kernel_args(p0, p1), bits)
 
 
-@torch.library.custom_op("actkit::fewbit", mutates_args=())
-def fewbit(x: torch.Tensor, name: str, p0: float, p1: float, bits: int,
-           backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _impl(name, p0, p1, bits, backend).encode(x)
-
-
-@fewbit.register_fake
-def _fewbit_fake(x, name, p0, p1, bits, backend):
+def _fake(x, name, p0, p1, bits, backend):
     per = codes_per_word(bits)
     return torch.empty_like(x), x.new_empty(((x.numel() + per - 1) // per,), dtype=torch.int32)
 
 
-@torch.library.custom_op("actkit::fewbit_backward", mutates_args=())
-def fewbit_backward(codes: torch.Tensor, grad: torch.Tensor, stride: list[int], name: str, p0: float, p1: float,
-                    bits: int, backend: str) -> torch.Tensor:
-    return _impl(name, p0, p1, bits, backend).decode(codes, grad, stride)
-
-
-@fewbit_backward.register_fake
-def _fewbit_backward_fake(codes, grad, stride, name, p0, p1, bits, backend):
-    return torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device)
-
-
-def _setup_context(ctx, inputs, output):
-    x, name, p0, p1, bits, backend = inputs
-    ctx.name, ctx.p0, ctx.p1, ctx.bits, ctx.backend = name, p0, p1, bits, backend
-    _impl(name, p0, p1, bits, backend).save(ctx, (x,), output)
-
-
-def _backward(ctx, grad, _grad_codes):
-    (dx,) = _impl(ctx.name, ctx.p0, ctx.p1, ctx.bits, ctx.backend).backward(ctx, grad, decode=(
-        lambda codes, dy, stride: fewbit_backward(codes, dy, list(stride), ctx.name, ctx.p0, ctx.p1, ctx.bits,
-                                                  ctx.backend)))
-    return dx, None, None, None, None, None
-
-
-fewbit.register_autograd(_backward, setup_context=_setup_context)
+define_ops("fewbit", "(Tensor x, str name, float p0, float p1, SymInt bits, str backend) -> (Tensor, Tensor)",
+           "(Tensor codes, Tensor grad, SymInt[] stride, str name, float p0, float p1, SymInt bits, str backend) -> Tensor",
+           key=("name", "p0", "p1", "bits"), inputs=("x",), resolve=resolve, conform=False, fake=_fake,
+           backward_fake=lambda codes, grad, stride, *key: torch.empty_strided(grad.shape, stride, dtype=grad.dtype,
+                                                                                device=grad.device))

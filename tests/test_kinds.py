@@ -1,0 +1,63 @@
+"""The kind protocol: every registry spec's Kind answers the questions asked of it, and every kind's
+module provides the same functions, with bound ops that come back from the constants they carry."""
+import pickle
+
+import pytest
+import torch
+
+import actkit
+from actkit import kinds
+from actkit.kinds import base
+
+PROTOCOL = ("resolve", "op_for", "apply", "functional", "parameters", "init_module", "module_kwargs",
+            "init_reference", "reference_forward")
+
+
+@pytest.mark.parametrize("kind", list(kinds.KINDS.values()), ids=str)
+def test_kind_module_provides_the_protocol(kind):
+    missing = [name for name in PROTOCOL if not callable(getattr(kind.ops, name, None))]
+    assert missing == []
+    assert kind.pointwise == (kind.not_pointwise is None)
+    assert kinds.get(kind.name) is kind and str(kind) == kind.name
+    assert pickle.loads(pickle.dumps(kind)) is kind
+
+
+def test_every_spec_has_a_known_kind_and_strings_still_name_one():
+    assert {s.kind for s in actkit.registry.REGISTRY.values()} == set(kinds.KINDS.values())
+    spec = actkit.ActivationSpec("toy_kind", "f(x) = x", torch.clone, "ToyKind", "(-inf, inf)", monotonic=True,
+                                 smooth=True, zero_centred=True, saturating=False, kind="learnable")
+    assert spec.kind is kinds.LEARNABLE
+    with pytest.raises(ValueError, match="unknown activation kind 'nope'; known: elementwise, learnable"):
+        kinds.get("nope")
+
+
+def test_kinds_answer_as_the_registry_documents_them():
+    """One answer per question: pointwise kinds fill activation slots, the elementwise kind alone binds
+    scalar parameters and has a few-bit backward."""
+    get = actkit.get
+    assert [get(n).kind.pointwise for n in ("gelu", "prelu", "softmax", "swiglu")] == [True, True, False, False]
+    assert [n for n in kinds.KINDS if kinds.KINDS[n].few_bit] == ["elementwise"]
+    assert get("prelu").kind.learnable and get("softmax").kind.normalises and get("geglu").kind.gated
+    assert get("gelu").kind.keeps_input(get("gelu"), {}) and not get("relu").kind.keeps_input(get("relu"), {})
+    assert not get("leaky_relu").kind.keeps_input(get("leaky_relu"), {"negative_slope": 0.1})
+    assert get("leaky_relu").kind.keeps_input(get("leaky_relu"), {"negative_slope": -0.1})
+
+
+@pytest.mark.parametrize("name, args", [("leaky_relu", (0.2,)), ("gelu", ()), ("prelu", ()), ("softmax", ()),
+                                        ("swiglu", ()), ("glu", ("tanh",))])
+def test_bound_op_comes_back_from_its_key(name, args):
+    """The constants a bound op's custom ops carry give the very op back (a named GLU: the generic GLU
+    of the same gate, which computes the same), and so does unpickling."""
+    spec = actkit.get(name)
+    op = spec.kind.ops.op_for(spec, *args)
+    assert isinstance(op, base.BoundOp)
+    back = spec.kind.ops.resolve(*op.key)
+    assert back is op or (spec.kind.gated and back.gate is op.gate and back.spec_name is None)
+    assert pickle.loads(pickle.dumps(op)) is op
+
+
+def test_few_bit_op_comes_back_from_its_key():
+    spec = actkit.get("gelu")
+    op = spec.kind.ops.op_for(spec, saved_bits=3)
+    assert op.bits == 3 and op.key == ("gelu", 0.0, 0.0, 3)
+    assert pickle.loads(pickle.dumps(op)) is op
