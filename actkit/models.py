@@ -29,10 +29,9 @@ import torch
 from torch import nn
 
 from . import registry
+from .names import IMPLS, MODELS
 from .nn import CLASSES, Activation
 
-MODELS = ("convnet", "simple")
-IMPLS = ("actkit", "torch", "compile")
 
 
 class ReferenceActivation(nn.Module):
