@@ -8,12 +8,6 @@ shell completion, which runs it on every TAB) without importing torch (PEP 562).
 import sys
 import types
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version as _version
-
-try:
-    __version__ = _version("actkit")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
 
 # The modules the first use loads, in this order: ops registers the elementwise custom ops with
 # torch.library, glu, learnable and rowwise those of their kinds.
@@ -39,10 +33,22 @@ def _load() -> None:
         import_module(f"{__name__}.{module}")
     namespace = globals()
     for name, module in _EXPORTS.items():
-        namespace[name] = getattr(sys.modules[f"{__name__}.{module}"], name)
+        namespace[name] = getattr(import_module(f"{__name__}.{module}"), name)
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # 0.1 s of imports: only when asked
+
+    try:
+        return version("actkit")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = _package_version()
+        return globals()[name]
     if name in _SUBMODULES:  # also asked by `from . import registry` inside the package: import that one only
         return import_module(f"{__name__}.{name}")
     if name in _EXPORTS:

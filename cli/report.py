@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
-from .plot import console, fail, wrote
+from .common import console, fail, wrote
 
 
 def _kind(path: Path) -> str:
@@ -39,8 +38,6 @@ def _assemble(path: Path) -> None:
         return
     try:
         state = train.assemble(path)
-    except train.TrainError as exc:
-        fail(str(exc))
     except OSError as exc:  # a read-only results directory: the report itself goes elsewhere
         console.print(f"[yellow]note:[/] runs.csv and the summaries of {path} not written "
                       f"({exc.strerror or exc})", soft_wrap=True, highlight=False)
@@ -53,7 +50,6 @@ def _assemble(path: Path) -> None:
                       "(a killed worker: rerun its command with --resume).", soft_wrap=True, highlight=False)
 
 
-@app.command("report")
 def report_command(
     inputs: List[Path] = typer.Argument(..., help="RUN_DIR (what actkit train wrote) and/or BENCH.json files."),
     out: Path = typer.Option(Path("report.md"), "--out", "-o", help="Markdown file to write (.md)."),
@@ -72,12 +68,9 @@ def report_command(
         fail("give one training run directory per report (got " + ", ".join(map(str, run_paths)) + ")")
     if run_paths:
         _assemble(run_paths[0])
-    try:
-        rs = runs.load(run_paths[0], baseline) if run_paths else None
-        benches = [(p.name, bench.load(p)) for p in bench_paths]
-        written = report.write(rs, benches, out, as_html=as_html, figures=figures)
-    except (runs.RunsError, bench.BenchError, ValueError) as exc:
-        fail(str(exc))
+    rs = runs.load(run_paths[0], baseline) if run_paths else None
+    benches = [(p.name, bench.load(p)) for p in bench_paths]
+    written = report.write(rs, benches, out, as_html=as_html, figures=figures)
     for name, path in written.items():
         if path is not None:
             wrote(path, name.replace("_", " "))
