@@ -33,9 +33,14 @@ NOT_FOUND = 1  # a dataset that is not on this machine (and was not to be downlo
 INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
+def error_line(message: str) -> None:
+    """``Error: <message>`` as one line on stderr."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
 def fail(message: str, code: int = USAGE) -> NoReturn:
     """Print ``Error: <message>`` as one line on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -100,7 +105,7 @@ def unsqueezed_width(table: Table) -> int:
     for i, column in enumerate(table.columns):
         cells = [Measurement.get(console, options, cell) for cell in (column.header, *column.cells)]
         widest = max(m.maximum if column.no_wrap else m.minimum for m in cells)
-        pad_left, pad_right = (0, abs(left - right)) if table.collapse_padding else (left, right)
+        pad_left, pad_right = (0, right) if table.collapse_padding else (left, right)  # as rich counts them
         if not table.pad_edge:
             pad_left, pad_right = (0 if i == 0 else pad_left), (0 if i == len(table.columns) - 1 else pad_right)
         total += max(widest, column.min_width or 0) + pad_left + pad_right

@@ -13,7 +13,7 @@ import typer
 
 import actkit
 
-from . import bench, listing, memory, plot, report, train
+from . import bench, listing, memory, plot, report, roofline, train
 from .common import reports_errors
 
 app = typer.Typer(help="Activation functions as fused Triton kernels: list, benchmark, train, compare.",
@@ -31,6 +31,8 @@ COMMANDS = {
     "bench-glu-block": bench.bench_glu_block_command,
     "report": report.report_command,
     "memory": memory.memory_command,
+    "roofline": roofline.roofline_command,
+    "roofline-table": roofline.roofline_table_command,
 }
 PLOT_COMMANDS = {
     "curves": plot.curves_command,

@@ -32,7 +32,7 @@ def _version(text: str) -> tuple[int, int]:
 # What CompiledKernel's launcher takes after the hooks, as JITFunction.run passes it: from
 # Triton 3.3 every bound argument in signature order (the launcher skips constexprs itself),
 # before that only the non-constexpr ones. (Read from the sources of 3.1, 3.2, 3.3, 3.4, 3.6
-# and 3.8; tests/gpu_compile_probe.py checks it against JITFunction's own launch.)
+# and 3.8; actkit/bench/compileonly.py checks it against JITFunction's own launch.)
 PASS_CONSTEXPRS = _version(triton.__version__) >= (3, 3)
 # Launch hooks (profilers set them): class attributes of CompiledKernel up to Triton 3.3,
 # triton.knobs.runtime from 3.4.

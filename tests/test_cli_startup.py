@@ -30,7 +30,7 @@ def run_actkit(*args: str) -> str:
 
 
 @pytest.mark.parametrize("args", [("--version",), ("--help",), ("train", "--help"), ("bench", "--help"),
-                                  ("plot", "curves", "--help"), ("memory", "--help")])
+                                  ("plot", "curves", "--help"), ("memory", "--help"), ("roofline", "--help")])
 def test_help_and_version_do_not_import_torch(args):
     out, heavy = loaded_after(run_actkit(*args))
     assert heavy == []

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from actkit import bench
-from actkit.cli import bench_view, train_view
+from actkit.cli import bench_view, roofline, train_view
 from actkit.cli.common import Col, fitted_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,15 +33,17 @@ def tables():
     host = bench.load(RESULTS / "cpu-host-cost.json", measures=bench.MEASURES)["records"]
     glu = json.loads((RESULTS / "cpu-glu-block-pair.json").read_text())
     summary = json.loads((ROOT / "docs/results/fewbit-fashion-mnist/summary.json").read_text())
+    static = [json.loads((RESULTS / f"static-sm{arch}.json").read_text()) for arch in (80, 90)]
     return {
         "bench": lambda w: bench_view.activation_table(quick[0]["activation"], quick, w),
         "host cost": lambda w: bench_view.host_table(host, w),
         "glu block": lambda w: bench_view.glu_block_table(glu, w),
         "train summary": lambda w: train_view.summary_table(summary["rows"], summary["baseline"], "cpu", w),
+        "roofline": lambda w: roofline.result_table(static, None, w),
     }
 
 
-@pytest.mark.parametrize("name", ["bench", "host cost", "glu block", "train summary"])
+@pytest.mark.parametrize("name", ["bench", "host cost", "glu block", "train summary", "roofline"])
 def test_tables_fit_80_columns_and_keep_every_value(name):
     make = tables()[name]
     narrow, wide = render(make(80), 80), render(make(None), 400)

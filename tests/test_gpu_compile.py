@@ -1,19 +1,13 @@
 """Every Triton kernel actkit launches compiles for real GPUs (sm_80 and sm_90), without a GPU.
 
 The interpreter that runs the kernels in the other tests accepts code the GPU compiler refuses
-(module-level floats, for one). tests/gpu_compile_probe.py drives every registry activation's
+(module-level floats, for one). actkit.bench.compileonly drives every registry activation's
 Triton implementation, every dtype, forward and backward and every kernel configuration,
 through Triton's own JIT with a driver that reports the target GPU: each launch is specialised
 and compiled exactly as on that GPU (ptxas ships in the Triton wheel), and recorded instead of
-run. The two targets run in parallel subprocesses (the probe needs TRITON_INTERPRET unset).
+run. The two targets run once per session in parallel subprocesses (the ``compile_only`` fixture
+of tests/conftest.py; the probe needs TRITON_INTERPRET unset).
 """
-import json
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -22,24 +16,12 @@ import actkit
 pytest.importorskip("triton")
 
 ARCHS = (80, 90)
-PROBE = Path(__file__).with_name("gpu_compile_probe.py")
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def _probe(arch: int, out: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, str(PROBE), "--arch", str(arch), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"the probe for sm_{arch} crashed:\n{done.stdout}\n{done.stderr}"
-    return json.loads(out.read_text())
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[int, dict]:
-    folder = tmp_path_factory.mktemp("gpu_compile")
-    with ThreadPoolExecutor(len(ARCHS)) as pool:
-        found = pool.map(lambda arch: _probe(arch, folder / f"sm_{arch}.json"), ARCHS)
-    return dict(zip(ARCHS, found))
+def results(compile_only) -> dict[int, dict]:
+    return compile_only
 
 
 @pytest.mark.parametrize("arch", ARCHS)

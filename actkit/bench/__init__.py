@@ -51,6 +51,11 @@ accounting and inputs of a case), :mod:`.providers` (a runner per provider x mod
 :mod:`.sweep` (planning, running, checkpointing and resuming the cases), :mod:`.tables`
 (summary lines and markdown) and :mod:`.files` (result files). The names below are the
 package's API: ``from actkit import bench; bench.run(bench.make_config("mish", "cpu"))``.
+
+The static roofline (``actkit roofline``) measures nothing and needs no GPU; its modules are
+imported by name: :mod:`.compileonly` (compile every kernel actkit launches for sm_80/sm_90 with a
+driver that records launches instead of running them), :mod:`.sass` (disassemble and count SASS)
+and :mod:`.roofline` (per-element instructions and bytes against an A100/H100/H200 model).
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Compile every Triton kernel actkit launches for a real GPU target, on a machine without a GPU.
 
-Run as a script (``python tests/gpu_compile_probe.py --arch 90 --out result.json``) in a process
-where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions.
-``tests/test_gpu_compile.py`` runs it for sm_80 and sm_90.
+Run as ``python -m actkit.bench.compileonly --arch 90 --out result.json [--sass]`` in a process
+where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions
+(:func:`probe` starts that process). ``tests/test_gpu_compile.py`` runs it for sm_80 and sm_90;
+:mod:`actkit.bench.roofline` reads the SASS counts it writes with ``--sass``.
 
 How. A Triton "driver" for a GPU that is not there (:class:`CompileOnlyDriver`) is made active:
 it reports the target architecture, so Triton's own JIT binds, specialises (dtypes, 16-byte
@@ -15,8 +16,10 @@ kernel configuration (learnable layouts, the softmax paths), so no signature is 
 Each workload item runs twice: the first launch goes through ``JITFunction.run``, the second
 through actkit's direct launch of the cached compiled kernel (:mod:`actkit.kernels.launch`), and
 the two launches' argument lists must agree. The output JSON lists, per workload item, any
-error, and per compiled kernel its name, constexprs, shared memory and whether its PTX loads and
-stores 128 bits at a time.
+error, the kernels it compiled first and its launches (``launched``: grid, scalars and tensors by
+parameter name, and the index of the compiled kernel); ``kernels`` describes every compiled kernel
+once: name, constexprs, shared memory, whether its PTX loads and stores 128 bits at a time and, with
+``--sass``, its SASS counted by mnemonic (:mod:`actkit.bench.sass`).
 """
 from __future__ import annotations
 
@@ -24,22 +27,25 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    sys.exit("gpu_compile_probe: unset TRITON_INTERPRET; the probe compiles, it does not interpret")
-
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.runtime import driver  # noqa: E402
+import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Per-block shared memory a kernel may opt into: A100 (sm_80) 163 KiB, H100 (sm_90) 227 KiB
-# (CUDA C Programming Guide, compute capability tables).
+# (CUDA C Programming Guide, compute capability tables). These are the targets it compiles for.
 MAX_SHARED = {80: 166912, 90: 232448}
+ARCHS = tuple(MAX_SHARED)
 V4_LOAD = re.compile(r"ld\.global(\.[a-z0-9_]+)*\.v4\.")
 V4_STORE = re.compile(r"st\.global(\.[a-z0-9_]+)*\.v4\.")
+
+
+class ProbeError(RuntimeError):
+    """The compile-only process could not run (not: a kernel failed to compile, which it records)."""
 
 
 class _Utils:
@@ -58,10 +64,31 @@ class _Utils:
         pass
 
 
+def _launch_record(src, metadata, grid, args) -> dict:
+    """What a launch passed, by parameter name: scalars as values, tensors described (no data)."""
+    names = list(src.fn.arg_names)
+    if len(args) != len(names):  # Triton < 3.3 passes the runtime arguments only
+        names = [p.name for p in src.fn.params if not p.is_constexpr]
+    tensors, scalars = {}, {}
+    for name, arg in zip(names, args):
+        if isinstance(arg, torch.Tensor):
+            storage = arg.untyped_storage()
+            tensors[name] = {"dtype": str(arg.dtype).replace("torch.", ""), "numel": arg.numel(),
+                             "element_size": arg.element_size(), "storage": storage.data_ptr(),
+                             "storage_bytes": storage.nbytes()}
+        elif isinstance(arg, (bool, int, float)):
+            scalars[name] = arg
+    return {"kernel": src.fn.__name__, "metadata": id(metadata), "grid": list(grid), "tensors": tensors,
+            "scalars": scalars, "args": args}
+
+
 class CompileOnlyDriver:
     """Triton's view of a CUDA GPU of compute capability ``arch`` that compiles but never runs."""
 
     def __init__(self, arch: int):
+        import triton
+        from triton.backends.compiler import GPUTarget
+
         from actkit.kernels.launch import _version
 
         self.arch = arch
@@ -95,7 +122,7 @@ class CompileOnlyDriver:
 
         def launch(grid_x, grid_y, grid_z, stream, function, packed_metadata, launch_metadata, enter_hook,
                    exit_hook, *args):
-            launches.append({"kernel": src.fn.__name__, "grid": (grid_x, grid_y, grid_z), "args": args})
+            launches.append(_launch_record(src, metadata, (grid_x, grid_y, grid_z), args))
 
         return launch
 
@@ -211,61 +238,151 @@ def _describe(kernel, compiled) -> dict:
             "ptx_bytes": len(ptx)}
 
 
-def run(arch: int) -> dict:
-    fake = CompileOnlyDriver(arch)
-    driver.set_active(fake)
+def _selected(names: Optional[Iterable[str]], dtypes: Optional[Iterable[str]]):
+    """(registry specs, dtypes) to compile: all of them, or the ones named (canonical names)."""
     from actkit import registry
 
-    items = []
-    for spec in registry.REGISTRY.values():
+    specs = list(registry.REGISTRY.values())
+    if names is not None:
+        wanted = set(names)
+        specs = [s for s in specs if s.name in wanted]
+    chosen = DTYPES if dtypes is None else {d: DTYPES[d] for d in dtypes}
+    return specs, chosen
+
+
+def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional[Iterable[str]] = None,
+        sass: bool = False, cubin_dir: Optional[Path] = None) -> dict:
+    """Compile every launch of the chosen activations (default: the whole registry) and dtypes for
+    sm_``arch``; with ``sass``, count each compiled kernel's SASS (:func:`actkit.bench.sass.count`).
+
+    The result lists the workload items (``items``: what was launched, any error, the kernels it
+    compiled first, and ``launched``: each launch's grid, scalars and tensors by parameter name and
+    the index of its compiled kernel) and every compiled kernel once (``kernels``). With
+    ``cubin_dir``, each kernel's cubin is written there too (its name is the kernel's ``cubin``)."""
+    import triton
+    from triton.runtime import driver
+
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise ProbeError("unset TRITON_INTERPRET: compileonly compiles kernels, it does not interpret them")
+    fake = CompileOnlyDriver(arch)
+    driver.set_active(fake)
+    specs, chosen = _selected(activations, dtypes)
+    items, kernels, index = [], [], {}  # index: id(compiled metadata) -> position in kernels
+    for spec in specs:
         if spec.kind not in WORKLOADS:
             items.append({"activation": spec.name, "kind": spec.kind, "dtype": None, "what": "-",
                           "error": f"no compile workload for kind {spec.kind!r}: add one to {__file__}"})
             continue
-        for dtype_name, dtype in DTYPES.items():
-            work = WORKLOADS[spec.kind](spec, dtype)  # a generator: inputs are made between the items
-            while True:
-                item = {"activation": spec.name, "kind": spec.kind, "dtype": dtype_name, "what": "setup",
-                        "error": None, "compiled": [], "launches_agree": None}
-                before = _compiled_kernels()
-                try:
-                    step = next(work, None)
-                    if step is None:
-                        break
-                    item["what"], call = step
-                    start = len(fake.launches)
-                    call()  # the JIT's own launch (compiles on first sight of this specialisation)
-                    first = fake.launches[start:]
-                    call()  # actkit's direct launch of the cached compiled kernel
-                    second = fake.launches[start + len(first):]
-                except Exception as exc:
-                    item["error"] = f"{type(exc).__name__}: {exc}"
-                    items.append(item)
-                    if item["what"] == "setup":
-                        break
-                    continue
-                item["launches"] = len(first)
-                item["launches_agree"] = len(first) == len(second) and all(
-                    a["kernel"] == b["kernel"] and a["grid"] == b["grid"]
-                    and list(map(_arg_signature, a["args"])) == list(map(_arg_signature, b["args"]))
-                    for a, b in zip(first, second))
-                if not item["launches_agree"]:
-                    item["launch_args"] = [[str(_arg_signature(a)) for a in launch["args"]]
-                                           for launch in first + second]
-                after = _compiled_kernels()
-                item["compiled"] = [_describe(*after[k]) for k in after.keys() - before.keys()]
+        for dtype_name, dtype in chosen.items():
+            for item, new, launches in _run_workload(fake, spec, dtype_name, dtype):
+                for compiled, described in new:
+                    index[id(compiled.metadata)] = len(kernels)
+                    kernels.append((compiled, described))
+                item["launched"] = [{"kernel": index.get(launch["metadata"]),
+                                     **{k: launch[k] for k in ("grid", "scalars", "tensors")}} for launch in launches]
                 items.append(item)
-    return {"arch": arch, "triton": triton.__version__, "torch": torch.__version__, "items": items}
+    if cubin_dir is not None:
+        for i, (compiled, described) in enumerate(kernels):
+            described["cubin"] = f"{i:04d}-{described['kernel']}.cubin"
+            (Path(cubin_dir) / described["cubin"]).write_bytes(compiled.asm["cubin"])
+    if sass:
+        from . import sass as sass_mod
+
+        counted = sass_mod.count([compiled.asm["cubin"] for compiled, _ in kernels], arch)
+        for (_, described), counts in zip(kernels, counted):
+            described["sass"] = counts
+    return {"arch": arch, "triton": triton.__version__, "torch": torch.__version__, "items": items,
+            "kernels": [described for _, described in kernels]}
+
+
+def _run_workload(fake: CompileOnlyDriver, spec, dtype_name: str, dtype):
+    """(item, [(compiled kernel, description)] first compiled by it, its JIT launches) per step of
+    the activation's workload in this dtype."""
+    work = WORKLOADS[spec.kind](spec, dtype)  # a generator: inputs are made between the items
+    while True:
+        item = {"activation": spec.name, "kind": spec.kind, "dtype": dtype_name, "what": "setup",
+                "error": None, "compiled": [], "launches_agree": None}
+        before = _compiled_kernels()
+        try:
+            step = next(work, None)
+            if step is None:
+                return
+            item["what"], call = step
+            start = len(fake.launches)
+            call()  # the JIT's own launch (compiles on first sight of this specialisation)
+            first = fake.launches[start:]
+            call()  # actkit's direct launch of the cached compiled kernel
+            second = fake.launches[start + len(first):]
+        except Exception as exc:
+            item["error"] = f"{type(exc).__name__}: {exc}"
+            yield item, [], []
+            if item["what"] == "setup":
+                return
+            continue
+        item["launches"] = len(first)
+        item["launches_agree"] = len(first) == len(second) and all(
+            a["kernel"] == b["kernel"] and a["grid"] == b["grid"]
+            and list(map(_arg_signature, a["args"])) == list(map(_arg_signature, b["args"]))
+            for a, b in zip(first, second))
+        if not item["launches_agree"]:
+            item["launch_args"] = [[str(_arg_signature(a)) for a in launch["args"]] for launch in first + second]
+        after = _compiled_kernels()
+        new = [(after[k][1], _describe(*after[k])) for k in after.keys() - before.keys()]
+        item["compiled"] = [described for _, described in new]
+        yield item, new, first
+
+
+def probe(arch: int, out: Path, activations: Optional[Iterable[str]] = None,
+          dtypes: Optional[Iterable[str]] = None, sass: bool = False, cubin_dir: Optional[Path] = None,
+          timeout: float = 1800) -> dict:
+    """:func:`run` in a fresh Python process without ``TRITON_INTERPRET`` (the calling process may
+    interpret kernels, or drive a real GPU); its result, also written to ``out``."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "actkit.bench.compileonly", "--arch", str(arch), "--out", str(out)]
+    if activations is not None:
+        command += ["--activations", ",".join(activations)]
+    if dtypes is not None:
+        command += ["--dtypes", ",".join(dtypes)]
+    if sass:
+        command.append("--sass")
+    if cubin_dir is not None:
+        command += ["--cubins", str(cubin_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ProbeError(f"the compile-only process for sm_{arch} failed (exit {done.returncode}): {tail}")
+    return json.loads(Path(out).read_text())
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then renamed)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a result file is for everyone
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, required=True, help="compute capability, e.g. 80 or 90")
+    parser.add_argument("--arch", type=int, required=True, choices=ARCHS, help="compute capability")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--activations", help="comma list of registry names (default: all)")
+    parser.add_argument("--dtypes", help="comma list of fp32, fp16, bf16 (default: all)")
+    parser.add_argument("--sass", action="store_true", help="count each compiled kernel's SASS")
+    parser.add_argument("--cubins", help="folder to write each compiled kernel's cubin to")
     args = parser.parse_args(argv)
-    result = run(args.arch)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    split = lambda text: None if text is None else text.split(",")  # noqa: E731
+    try:
+        result = run(args.arch, split(args.activations), split(args.dtypes), args.sass,
+                     None if args.cubins is None else Path(args.cubins))
+    except ProbeError as exc:
+        print(f"compileonly: {exc}", file=sys.stderr)
+        return 2
+    write_json(Path(args.out), result)
     errors = sum(1 for item in result["items"] if item["error"])
     print(f"sm_{args.arch}: {len(result['items'])} launches checked, {errors} failed", flush=True)
     return 0
