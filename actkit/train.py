@@ -112,7 +112,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import registry, results, stats
+from . import hostload, registry, results, stats
 from .backend import backend_for
 from .data import Batcher, Dataset, dataset_info, load as load_dataset
 from .distributed import Launch, ProcessGroup, Shard, bind_device
@@ -767,11 +767,14 @@ def busy_run(record: Mapping) -> float | None:
 # --------------------------------------------------------------------------------------------
 RUN_CSV_FIELDS = ("id", "status", "activation", "act_label", "impl", "seed", "dataset", "model", "epochs",
                   "test_acc", "test_loss", "f1_macro", "precision_macro", "recall_macro", "best_val_acc",
-                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend")
+                  "train_images_per_s", "step_time_ms", "train_s", "wall_s", "peak_bytes", "saved_bytes", "device", "backend",
+                  "load_average_max", "threads", "cpu_count")
+"""The last three let a report read from runs.csv alone still say whether the host was busy (:func:`busy_run`)."""
 
 
 def run_row(record: Mapping) -> dict:
     c, f, t = record["config"], record["final"], record["timing"]
+    loads = [v for v in t.get("load_average") or () if v is not None]
     return {"id": record["id"], "status": record["status"], "activation": c["activation"],
             "act_label": c["act_label"], "impl": c["impl"], "seed": c["seed"], "dataset": c["dataset"],
             "model": c["model"], "epochs": len(record["history"]["epoch"]), "test_acc": f["test_acc"],
@@ -780,14 +783,19 @@ def run_row(record: Mapping) -> dict:
             "train_images_per_s": t["train_images_per_s"], "step_time_ms": t["step_time_ms"],
             "train_s": t["train_s"], "wall_s": t["wall_s"], "peak_bytes": record["memory"]["peak_bytes"],
             "saved_bytes": record["memory"].get("saved_bytes"), "device": record["env"]["device"],
-            "backend": record["backend"]}
+            "backend": record["backend"], "load_average_max": max(loads, default=None),
+            "threads": t.get("threads"), "cpu_count": t.get("cpu_count")}
 
 
 def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:
     """One row per (activation label, impl): test accuracy mean ± CI over seeds, best/worst seed, means of
     loss, macro-F1, throughput and step time, peak memory, and the paired test against ``baseline`` (same
     impl, seeds present in both). ``p_holm`` adjusts the p-values of all rows for multiple comparisons;
-    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible)."""
+    ``significant`` is ``p_holm < alpha`` (``None`` where no test was possible). ``diff_sd`` is the SD of the
+    per-seed differences and ``detectable_diff`` the smallest difference the test detects with 80% power at
+    ``alpha`` (:func:`actkit.stats.detectable_for_pairs`; None with ``detectable_note`` saying why);
+    ``busy_load``, ``load_average_max`` and ``load_recorded`` say whether the host was busy while the
+    throughput was measured (:func:`actkit.hostload.group_load`)."""
     groups: dict[tuple[str, str], dict[int, Mapping]] = {}
     for r in records:
         c = r["config"]
@@ -821,15 +829,19 @@ def summarise(records: Sequence[Mapping], baseline: str, confidence: float = 0.9
                "saved_bytes": max(saved) if saved else None,
                "diverged": sum(r["status"] == "diverged" for r in rs),
                "baseline": baseline, "diff": None, "diff_ci": None, "p_value": None, "p_holm": None,
-               "significant": None, "paired_n": 0}
+               "significant": None, "paired_n": 0, "diff_sd": None, "detectable_diff": None,
+               "detectable_note": None, **hostload.group_load(rs)}
         base = groups.get((baseline, impl))
         if base is not None and label != baseline:
             common = [s for s in seeds if s in base]
             if common:
-                test = stats.paired_test([by_seed[s]["final"]["test_acc"] for s in common],
-                                         [base[s]["final"]["test_acc"] for s in common], confidence)
+                ours = [by_seed[s]["final"]["test_acc"] for s in common]
+                theirs = [base[s]["final"]["test_acc"] for s in common]
+                test = stats.paired_test(ours, theirs, confidence)
                 row.update(diff=test.mean_diff, diff_ci=test.ci_half_width, p_value=test.p_value,
                            paired_n=test.n)
+                power = stats.detectable_for_pairs(ours, theirs, alpha)  # the smallest difference this test sees
+                row.update(diff_sd=power.sd, detectable_diff=power.effect, detectable_note=power.reason)
         rows.append(row)
     tested = [i for i, r in enumerate(rows) if r["p_value"] is not None and not math.isnan(r["p_value"])]
     adjusted = stats.holm([rows[i]["p_value"] for i in tested])

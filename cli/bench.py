@@ -143,17 +143,50 @@ def bench_table_command(
     act: Optional[str] = typer.Option(None, "--act", help="Only these activations (comma list)."),
     layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
                                "modes side by side; long: a row per mode too."),
+    relative_to: Optional[str] = typer.Option(None, "--relative-to", metavar="ACT",
+                                              help="Instead: each activation's time over this one's (e.g. relu), "
+                                                   "per provider, with bounds from the p20/p80 spread."),
+    static: Optional[Path] = typer.Option(None, "--static", metavar="FILE",
+                                          help="With --relative-to: add the ratio a static roofline file "
+                                               "(actkit roofline --json) predicts on --gpu."),
+    gpu: str = typer.Option("H100", "--gpu", help="With --static: the GPU model whose prediction to show."),
 ) -> None:
     """Print a bench results file (actkit bench --json, with or without --host-cost) as the README's markdown
     table."""
     from actkit import bench
+    from actkit.bench.relative import predicted_ratios, relative_table
 
     payload = bench.load(path, measures=bench.MEASURES)
     modes = bench.parse_modes(mode, bench.measure_of(payload)) if mode is not None else None
     dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
     activations = bench.parse_activations(act) if act is not None else None
-    text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
+    if relative_to is not None:
+        if bench.measure_of(payload) != "bandwidth":
+            fail("--relative-to compares the times of a bandwidth sweep (actkit bench --json), not a --host-cost file")
+        if activations is not None:
+            payload = {**payload, "records": [r for r in payload["records"]
+                                              if r["activation"] in activations or r["activation"] == relative_to]}
+        predicted = predicted_ratios(_load_static(static), relative_to.strip(), gpu) if static else None
+        text = relative_table(payload, relative_to.strip(), modes=modes, dtypes=dtypes, predicted=predicted,
+                              predicted_device=gpu)
+    elif static is not None:
+        fail("--static goes with --relative-to (it predicts ratios to one activation)")
+    else:
+        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
     typer.echo(text, nl=False)
+
+
+def _load_static(path: Path) -> dict:
+    """A static roofline results file; one line saying why where it cannot be read."""
+    import json
+
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read the static roofline file {path}: {exc}")
+    if not isinstance(payload, dict) or not str(payload.get("schema", "")).startswith("actkit-static-roofline/"):
+        fail(f"{path} is not a static roofline file (write one with actkit roofline --json)")
+    return payload
 
 
 def bench_glu_block_command(

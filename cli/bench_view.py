@@ -11,7 +11,7 @@ from rich.table import Table
 
 from actkit import bench
 
-from .common import Col, fitted_table, size_of, wide_console
+from .common import Col, fit_width, fitted_table, size_of, wide_console
 
 # The look of every bench table: a rule under the header, no outer padding, left-aligned title and caption.
 _BENCH_STYLE = dict(title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
@@ -128,13 +128,13 @@ def render(payload: Mapping[str, Any]) -> None:
     records = payload["records"]
     env = payload["environment"]
     if host:
-        out.print(host_table(records, out.width))
+        out.print(host_table(records, fit_width(out)))
         for case in bench.host_cases(records):
             out.print(_target_markup(bench.host_summary_line(records, *case)))
         out.print()
     else:
         for activation in dict.fromkeys(r["activation"] for r in records):
-            out.print(activation_table(activation, records, out.width))
+            out.print(activation_table(activation, records, fit_width(out)))
             out.print(f"[bold]{escape(bench.summary_line(records, activation) or '')}[/]\n")
     notes = dict.fromkeys(
         f"{s['activation']}" + (f" {s['provider']}" if s["provider"] else "") + (f" {s['mode']}" if s["mode"] else "")
@@ -162,7 +162,7 @@ def glu_block_report(payload: Mapping[str, Any]) -> None:
     from actkit.bench import glublock
 
     out = wide_console(120)
-    out.print(glu_block_table(payload, out.width))
+    out.print(glu_block_table(payload, fit_width(out)))
     for line in glublock.summary(payload):
         out.print(f"[bold]{escape(line)}[/]")
     env = payload["environment"]

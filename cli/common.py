@@ -156,6 +156,12 @@ def fitted_table(columns: Sequence[Col], rows: Sequence[Sequence[str]], width: O
     return build([columns[i] for i in kept], narrow, flexible=into)
 
 
+def fit_width(out: Console) -> Optional[int]:
+    """The width a table must fit in: the terminal's, or $COLUMNS; None for a file or pipe, where a table keeps
+    all its columns (:func:`fitted_table`)."""
+    return out.width if out.is_terminal or os.environ.get("COLUMNS", "").isdigit() else None
+
+
 def progress_bar(*more: ProgressColumn, description: str = "[progress.description]{task.description}",
                  on: Console = console, transient: bool = False) -> Progress:
     """Description, bar, done/total and elapsed time, then ``more`` columns."""

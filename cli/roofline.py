@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import typer
 
-from .common import Col, comma_list, console, error_line, fail, fitted_table, output_file
+from .common import Col, comma_list, console, error_line, fail, fit_width, fitted_table, output_file
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -83,7 +83,7 @@ def roofline_command(
             fail(str(exc), code=COMPILE_FAILED)
         if target in paths:
             compileonly.write_json(paths[target], results[-1])
-    console.print(result_table(results, below, console.width))
+    console.print(result_table(results, below, fit_width(console)))
     for target, path in paths.items():
         console.print(f"wrote {path}")
     failures = [line for result in results for line in result["failures"]]

@@ -9,7 +9,7 @@ import typer
 
 from actkit.names import DATA_DIR_ENV, DATASETS, IMPLS, MODELS, NO_DOWNLOAD_ENV, PARALLEL_MODES, default_data_dir
 
-from .common import console, fail, interrupted, progress_bar, stop, wide_console
+from .common import console, fail, fit_width, interrupted, progress_bar, stop, wide_console
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ def run_training(options: TrainOptions) -> None:
     from .train_view import summary_table
 
     # Piped output (files, CI logs) has no terminal width: give the table room instead of folding it.
-    table_console = wide_console(160)
-    table_console.print(summary_table(result.summary, sweep.baseline, sweep.device, table_console.width))
+    table_console = wide_console(180)
+    table_console.print(summary_table(result.summary, sweep.baseline, sweep.device, fit_width(table_console)))
     console.print(f"Results: {result.out}/ (runs/*.json, runs.csv, summary.csv, summary.json)", highlight=False)
 
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from actkit import hostload
 from actkit import train as tr
 from actkit.results import format_bytes
 
@@ -126,7 +127,7 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str, width: Op
     kept = ("test acc %", f"Δ vs {baseline} (pp)", "signif.")
     for column in ("seeds", "test acc %", "best / worst (seed)", "test loss", "train img/s", "step ms",
                    "saved for bwd", *(["peak mem"] if peaks else []), f"Δ vs {baseline} (pp)", "p (paired t)",
-                   "signif."):
+                   "signif.", "detectable (pp)"):
         columns.append(Col(column, no_wrap=column != "p (paired t)", stack=column not in kept))
     rows = []
     for r in summary:
@@ -141,18 +142,34 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str, width: Op
                                     and r["p_holm"] != r["p_value"] else "")
             sig = ("n/a (1 seed)" if r["significant"] is None
                    else "[bold green]yes[/]" if r["significant"] else "no")
+        detectable = power_cell(r, baseline)
+        load_mark = hostload.mark(r)
         name = r["act_label"] + (f" [red]({r['diverged']} diverged)[/]" if r["diverged"] else "")
         cells = [name] + ([r["impl"]] if len(impls) > 1 else []) + [
             str(r["n"]), pct(r["test_acc_mean"]) + ci,
             f"{pct(r['best_acc'])} ({r['best_seed']}) / {pct(r['worst_acc'])} ({r['worst_seed']})",
-            num(r["test_loss_mean"], ".4f"), num(r["train_images_per_s"], ",.0f"),
-            num(r["step_time_ms"], ".1f"), format_bytes(r.get("saved_bytes")),
-            *([format_bytes(r["peak_bytes"])] if peaks else []), diff, p, sig]
+            num(r["test_loss_mean"], ".4f"), num(r["train_images_per_s"], ",.0f") + load_mark,
+            num(r["step_time_ms"], ".1f") + load_mark, format_bytes(r.get("saved_bytes")),
+            *([format_bytes(r["peak_bytes"])] if peaks else []), diff, p, sig, detectable]
         rows.append(cells)
+    load_note = hostload.note(summary, [f"{r['act_label']}/{r['impl']}" if len(impls) > 1 else r["act_label"]
+                                        for r in summary])
     caption = ("Paired t-test on per-seed test accuracy against the baseline with the same impl; "
-               "significant: Holm-adjusted p < 0.05. Saved for bwd: what autograd keeps in one training "
-               "step; peak mem: peak CUDA memory of a run. Precision, recall, macro-F1: summary.json / runs/*.json.")
+               "significant: Holm-adjusted p < 0.05; detectable: the smallest true difference that test finds "
+               "with 80% power at this number of seeds (two-sided, alpha 0.05, from the observed SD of the "
+               "per-seed differences). Saved for bwd: what autograd keeps in one training "
+               "step; peak mem: peak CUDA memory of a run. Precision, recall, macro-F1: summary.json / runs/*.json."
+               + (f" {escape(load_note)}." if load_note else ""))
     return fitted_table(columns, rows, width, title=f"Test accuracy over seeds (mean ± 95% CI), {device}",
                         header_style="bold", caption=caption)
 
 
+
+
+def power_cell(row: dict, baseline: str) -> str:
+    """The detectable difference in pp, or n/a with the reason in short (the full one is in summary.json)."""
+    if row["act_label"] == baseline or row["paired_n"] == 0:
+        return "-"
+    if row.get("detectable_diff") is None:
+        return "n/a (1 seed)" if row["paired_n"] < 2 else "n/a (zero SD)"
+    return f"{100 * row['detectable_diff']:.2f}"
