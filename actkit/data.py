@@ -54,8 +54,7 @@ from typing import Callable, Sequence
 
 import torch
 
-DATA_DIR_ENV = "ACTKIT_DATA_DIR"
-NO_DOWNLOAD_ENV = "ACTKIT_NO_DOWNLOAD"
+from .names import DATA_DIR_ENV, NO_DOWNLOAD_ENV, default_data_dir  # noqa: F401  (data.X as before)
 
 
 class DatasetError(ValueError):
@@ -126,14 +125,6 @@ def dataset_info(name: str) -> DatasetInfo:
     if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[key]
-
-
-def default_data_dir() -> Path:
-    """``$ACTKIT_DATA_DIR``, else ``$XDG_CACHE_HOME/actkit/datasets`` (``~/.cache/actkit/datasets``)."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "actkit" / "datasets"
 
 
 # --------------------------------------------------------------------------------------------

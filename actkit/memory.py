@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry
+from .names import MEMORY_MODELS
 from .patch import patch
 
-MODELS = ("resnet18",)
+MODELS = MEMORY_MODELS
 
 
 class SavedTensorCounter:

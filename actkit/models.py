@@ -30,10 +30,9 @@ import torch
 from torch import nn
 
 from . import registry
+from .names import IMPLS, MODELS
 from .nn import CLASSES, Activation, ReferenceActivation
 
-MODELS = ("convnet", "simple")
-IMPLS = ("actkit", "torch", "compile")
 
 
 def check_impl(impl: str) -> str:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from . import registry
+from .names import TOY_DATASETS
 from .nn import Activation
 
-DATASETS = ("moons", "circles", "spirals")
+DATASETS = TOY_DATASETS
 
 
 def make_moons(n: int, noise: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

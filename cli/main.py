@@ -1,20 +1,44 @@
-"""The ``actkit`` command: thin Typer commands that call the library and render with rich."""
+"""The ``actkit`` command: the Typer app, ``--version``, and the registration of every command.
+
+The command modules define plain functions and never import this one; each is registered here through
+:func:`~actkit.cli.common.reports_errors`, the one place where the library's errors become a one-line
+message and an exit code. None of them imports torch at import time, so ``--help``, ``--version`` and
+shell completion stay fast.
+"""
 from __future__ import annotations
 
-import json
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 import actkit
-from actkit import registry
-from actkit.backend import available_backends, triton_problem
+
+from . import bench, listing, memory, plot, report, roofline, train
+from .common import reports_errors
 
 app = typer.Typer(help="Activation functions as fused Triton kernels: list, benchmark, train, compare.",
                   no_args_is_help=True, rich_markup_mode="rich")
-console = Console()
+plot_app = typer.Typer(help="Draw figures (PNG): activation curves, training runs, benchmarks.",
+                       no_args_is_help=True, rich_markup_mode="rich")
+
+# In the order ``actkit --help`` lists them.
+COMMANDS = {
+    "list": listing.list_command,
+    "boundary": plot.boundary_command,
+    "train": train.train_command,
+    "bench": bench.bench_command,
+    "bench-table": bench.bench_table_command,
+    "bench-glu-block": bench.bench_glu_block_command,
+    "report": report.report_command,
+    "memory": memory.memory_command,
+    "roofline": roofline.roofline_command,
+    "roofline-table": roofline.roofline_table_command,
+}
+PLOT_COMMANDS = {
+    "curves": plot.curves_command,
+    "runs": plot.runs_command,
+    "bench": plot.bench_command,
+}
 
 
 def _version_callback(value: bool) -> None:
@@ -29,82 +53,17 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
     """actkit: which activation, and at what cost?"""
 
 
-def spec_record(spec: registry.ActivationSpec) -> dict:
-    """A JSON-ready description of one registry entry."""
-    return {
-        "name": spec.name,
-        "aliases": list(spec.aliases),
-        "formula": spec.formula,
-        "params": [{"name": p.name, "default": p.default, "doc": p.doc} for p in spec.params],
-        "output_range": spec.output_range,
-        "monotonic": spec.monotonic,
-        "smooth": spec.smooth,
-        "zero_centred": spec.zero_centred,
-        "saturating": spec.saturating,
-        "differentiable": spec.differentiable,
-        "saves_for_backward": spec.saves,
-        "saves_rule": spec.saves_rule or None,
-        "native_reference": spec.native,
-        "class_name": spec.class_name,
-        "notes": spec.notes,
-        "kind": spec.kind.name,
-    }
+def register(name: str, command: Callable[..., None], on: typer.Typer = app) -> None:
+    """Make ``command`` (a function whose parameters are Typer options) ``actkit <name>``, its known errors
+    one line each."""
+    on.command(name)(reports_errors(command))
 
 
-def _mark(flag: bool) -> str:
-    return "[green]yes[/]" if flag else "[dim]no[/]"
+for _name, _command in COMMANDS.items():
+    register(_name, _command)
+for _name, _command in PLOT_COMMANDS.items():
+    register(_name, _command, on=plot_app)
+app.add_typer(plot_app, name="plot")
 
-
-@app.command("list")
-def list_activations(as_json: bool = typer.Option(False, "--json", help="Print machine-readable specs.")) -> None:
-    """Every activation: formula, range, properties, and the backends this machine can run."""
-    backends = available_backends()
-    if as_json:
-        typer.echo(json.dumps({"backends": backends, "triton_problem": triton_problem(),
-                               "activations": [spec_record(s) for s in registry.REGISTRY.values()]}, indent=2))
-        return
-    rules = "; ".join(f"{s.name}: {s.saves_rule}" for s in registry.REGISTRY.values() if s.saves_rule)
-    table = Table(title="actkit activations", header_style="bold",
-                  caption="mono: monotonic; smooth: C1; zero-c.: zero-centred; satur.: f' -> 0 on both sides; "
-                          "saves: the tensor kept for backward (y costs nothing where the next layer keeps it)"
-                          + (f"; * by parameters ({rules})" if rules else ""))
-    table.add_column("name", no_wrap=True, style="bold cyan")
-    table.add_column("formula", overflow="fold", min_width=24)
-    table.add_column("range", no_wrap=True)
-    table.add_column("params", overflow="fold")
-    for column in ("mono", "smooth", "zero-c.", "satur.", "saves"):
-        table.add_column(column, no_wrap=True, justify="center")
-    for spec in registry.REGISTRY.values():
-        name = spec.name + (f"\n[dim]{', '.join(spec.aliases)}[/]" if spec.aliases else "")
-        params = ", ".join(f"{p.name}={p.default:g}" for p in spec.params) or "-"
-        saves = spec.saves + ("*" if spec.saves_rule else "")
-        if spec.kind.learnable:  # a learnable parameter (initial value shown), saved with x
-            params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
-        if spec.kind.gated:  # a gated linear unit keeps its two inputs (x's halves) and recomputes act(a)
-            saves = "a, b"
-        table.add_row(name, spec.formula, spec.output_range, params, _mark(spec.monotonic), _mark(spec.smooth),
-                      _mark(spec.zero_centred), _mark(spec.saturating),
-                      saves if spec.differentiable else "[dim]no grad[/]")
-    console.print(table)
-    runnable = ", ".join(f"[green]{b}[/]" if ok else f"[dim]{b} (unavailable)[/]" for b, ok in backends.items())
-    console.print(f"Backends on this machine: {runnable}. Configured: [bold]{actkit.get_backend()}[/].")
-    problem = triton_problem()
-    if problem:
-        console.print(f"[yellow]Triton kernels unavailable:[/] {problem}", highlight=False)
-
-
-# Commands defined in their own modules register themselves here, one import each.
-# (keep this block at the end of the file)
-if __name__ == "__main__":
-    # python -m actkit.cli.main (torchrun -m ...): this file runs as __main__, a module apart from
-    # actkit.cli.main, on which the command modules register. Run that one.
-    from actkit.cli.main import app as _app
-
-    _app()
-else:
-    from . import plot as _plot  # noqa: E402,F401
-    from . import train as _train  # noqa: E402,F401
-    from . import bench as _bench  # noqa: E402,F401
-    from . import report as _report  # noqa: E402,F401
-    from . import memory as _memory  # noqa: E402,F401
-    from . import roofline as _roofline  # noqa: E402,F401
+if __name__ == "__main__":  # python -m actkit.cli.main ..., as torchrun and SLURM scripts start workers
+    app()

@@ -6,40 +6,16 @@ Every command writes one PNG where ``--out`` says and prints the path it wrote. 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .main import app
+from actkit.names import TOY_DATASETS
 
-plot_app = typer.Typer(help="Draw figures (PNG): activation curves, training runs, benchmarks.",
-                       no_args_is_help=True, rich_markup_mode="rich")
-app.add_typer(plot_app, name="plot")
-console = Console()
-err_console = Console(stderr=True)
+from .common import activation_names, comma_list, console, fail, wrote
 
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
-
-
-def wrote(path: Path, what: str) -> None:
-    size = path.stat().st_size
-    console.print(f"Wrote {what}: [bold]{path}[/] ({size / 1024:.1f} KiB)", soft_wrap=True, highlight=False)
-
-
-def parse_activations(text: str, need=None) -> list[str]:
-    """Comma-separated names -> canonical registry names (:func:`actkit.selection.activation_names`)."""
-    from actkit import selection
-
-    try:
-        return selection.activation_names(text, need or selection.ANY)
-    except ValueError as exc:
-        fail(str(exc))
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
@@ -79,8 +55,7 @@ WIDTH = typer.Option(None, "--width", help="Image width in pixels (with --height
 HEIGHT = typer.Option(None, "--height", help="Image height in pixels (with --width).", min=1)
 
 
-@plot_app.command("curves")
-def plot_curves(
+def curves_command(
     act: str = typer.Option("relu,elu,gelu,mish", "--act", "-a", help="Activations, comma-separated."),
     range_: Tuple[float, float] = typer.Option((-5.0, 5.0), "--range", help="x range: LOW HIGH."),
     out: Path = typer.Option(Path("curves.png"), "--out", "-o", help="PNG file to write."),
@@ -94,23 +69,20 @@ def plot_curves(
 
     from actkit import selection
 
-    names = parse_activations(act, selection.CURVE)
+    names = selection.activation_names(act, selection.CURVE)
     png_path(out)
     lo, hi = range_
     if not lo < hi:
         fail(f"--range needs LOW < HIGH, got {lo:g} {hi:g}")
     size = parse_size(width, height)
-    try:
-        path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
-    except ValueError as exc:
-        fail(str(exc))
+    path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
     wrote(path, f"curves of {', '.join(names)}")
 
 
-@app.command("boundary")
-def boundary(
+def boundary_command(
     act: str = typer.Option("relu,leaky_relu,elu", "--act", "-a", help="Activations, comma-separated."),
-    dataset: str = typer.Option("moons", "--dataset", "-d", help="moons, circles or spirals (generated, seeded)."),
+    dataset: str = typer.Option("moons", "--dataset", "-d", help=f"{', '.join(TOY_DATASETS[:-1])} or "
+                                f"{TOY_DATASETS[-1]} (generated, seeded)."),
     out: Path = typer.Option(Path("boundary.png"), "--out", "-o", help="PNG file to write."),
     samples: int = typer.Option(400, "--samples", help="Training points (the test set has as many).",
                                 min=8, max=100_000),
@@ -126,11 +98,11 @@ def boundary(
     """Train a small MLP per activation on a 2-D toy problem and draw the decision regions side by side."""
     from actkit import plots, selection, toy
 
-    names = parse_activations(act, selection.TOY_MLP)  # refuse what cannot be trained before training anything
+    names = selection.activation_names(act, selection.TOY_MLP)  # refuse what cannot be trained before training anything
     png_path(out)
     key = dataset.strip().lower()
-    if key not in toy.DATASETS:
-        fail(f"unknown dataset {dataset!r}; choose one of: {', '.join(toy.DATASETS)}")
+    if key not in TOY_DATASETS:
+        fail(f"unknown dataset {dataset!r}; choose one of: {', '.join(TOY_DATASETS)}")
     size = parse_size(width, height)
     x, y = toy.make_dataset(key, samples, noise=noise, seed=seed)
     x_test, y_test = toy.make_dataset(key, samples, noise=noise, seed=seed + 10_000)
@@ -140,22 +112,23 @@ def boundary(
             status.update(f"training {name} on {key} ({steps} steps)")
             results.append(toy.train_toy(name, x, y, x_test, y_test, steps=steps, lr=lr, hidden=hidden,
                                          depth=depth, seed=seed))
-    table = Table(title=f"{key}: MLP {depth}x{hidden}, {steps} Adam steps, seed {seed}", header_style="bold")
+    console.print(toy_table(results, f"{key}: MLP {depth}x{hidden}, {steps} Adam steps, seed {seed}"))
+    wrote(plots.boundaries(results, x, y, out, dataset=key, size=size), "decision regions")
+
+
+def toy_table(results, title: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
     for column in ("activation", "train acc", "test acc", "final loss", "seconds"):
         table.add_column(column, justify="left" if column == "activation" else "right")
     for r in results:
         table.add_row(r.activation, f"{100 * r.train_accuracy:.1f}%", f"{100 * r.test_accuracy:.1f}%",
                       f"{r.final_loss:.4f}", f"{r.seconds:.2f}")
-    console.print(table)
-    try:
-        path = plots.boundaries(results, x, y, out, dataset=key, size=size)
-    except ValueError as exc:
-        fail(str(exc))
-    wrote(path, "decision regions")
+    return table
 
 
-@plot_app.command("runs")
-def plot_runs(
+def runs_command(
     run_dir: Path = typer.Argument(..., help="The directory actkit train wrote (--out), or one run JSON file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the PNGs \\[default: RUN_DIR/figures]."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline activation \\[default: the sweep's]."),
@@ -166,18 +139,12 @@ def plot_runs(
     from actkit import plots, runs
 
     size = parse_size(width, height)
-    try:
-        rs = runs.load(run_dir, baseline)
-    except runs.RunsError as exc:
-        fail(str(exc))
+    rs = runs.load(run_dir, baseline)
     if out is None:
         out = (run_dir if run_dir.is_dir() else run_dir.parent) / "figures"
     if out.exists() and not out.is_dir():
         fail(f"--out {str(out)!r} is a file; give a directory for the figures")
-    try:
-        made = plots.run_figures(rs, out, size=size)
-    except ValueError as exc:
-        fail(str(exc))
+    made = plots.run_figures(rs, out, size=size)
     console.print(f"{len(rs.records)} run(s): {', '.join(rs.labels)} x {', '.join(rs.impls)}, "
                   f"seeds {', '.join(map(str, rs.seeds))}", highlight=False)
     for name, path in made.items():
@@ -187,15 +154,7 @@ def plot_runs(
         console.print(f"[dim]Not drawn (not in the records): {', '.join(missing)}[/]")
 
 
-def _csv_option(value: Optional[str]) -> Optional[list[str]]:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
-
-
-@plot_app.command("bench")
-def plot_bench(
+def bench_command(
     bench_json: Path = typer.Argument(..., help="A result file of actkit bench (--json)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file \\[default: next to BENCH.json, .png]."),
     act: Optional[str] = typer.Option(None, "--act", "-a", help="Only these activations (comma-separated)."),
@@ -210,14 +169,7 @@ def plot_bench(
     existing_file(bench_json, "benchmark file")
     out = png_path(out if out is not None else bench_json.with_suffix(".png"))
     size = parse_size(width, height)
-    try:
-        payload = bench.load(bench_json)
-    except bench.BenchError as exc:
-        fail(str(exc))
-    acts = parse_activations(act) if act else None
-    try:
-        path = plots.bench(payload, out, activations=acts, modes=_csv_option(mode), dtypes=_csv_option(dtype),
-                           size=size)
-    except ValueError as exc:
-        fail(str(exc))
+    payload = bench.load(bench_json)
+    acts = activation_names(act) if act else None
+    path = plots.bench(payload, out, activations=acts, modes=comma_list(mode), dtypes=comma_list(dtype), size=size)
     wrote(path, "benchmark figure")

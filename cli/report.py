@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
-from .plot import console, fail, wrote
+from .common import console, fail, wrote
 
 
 def _kind(path: Path) -> str:
@@ -43,8 +42,6 @@ def _assemble(path: Path) -> None:
         return
     try:
         state = train.assemble(path)
-    except train.TrainError as exc:
-        fail(str(exc))
     except OSError as exc:  # a read-only results directory: the report itself goes elsewhere
         console.print(f"[yellow]note:[/] runs.csv and the summaries of {path} not written "
                       f"({exc.strerror or exc})", soft_wrap=True, highlight=False)
@@ -57,7 +54,6 @@ def _assemble(path: Path) -> None:
                       "(a killed worker: rerun its command with --resume).", soft_wrap=True, highlight=False)
 
 
-@app.command("report")
 def report_command(
     inputs: List[Path] = typer.Argument(..., help="RUN_DIR (what actkit train wrote) and/or BENCH.json files."),
     out: Path = typer.Option(Path("report.md"), "--out", "-o", help="Markdown file to write (.md)."),
@@ -72,10 +68,7 @@ def report_command(
     """One document: tables, figures and plain-language findings computed from the results."""
     from actkit import bench, power, report, runs
 
-    try:
-        detect_pp = power.check_detect(detect) if detect is not None else None
-    except ValueError as exc:
-        fail(str(exc))
+    detect_pp = power.check_detect(detect) if detect is not None else None
     if out.suffix.lower() not in (".md", ".markdown"):
         fail(f"--out must end in .md (the HTML version is written next to it with --html), got {str(out)!r}")
     run_paths = [p for p in inputs if _kind(p) == "runs"]
@@ -86,12 +79,9 @@ def report_command(
         fail("give one training run directory per report (got " + ", ".join(map(str, run_paths)) + ")")
     if run_paths:
         _assemble(run_paths[0])
-    try:
-        rs = runs.load(run_paths[0], baseline) if run_paths else None
-        benches = [(p.name, bench.load(p)) for p in bench_paths]
-        written = report.write(rs, benches, out, as_html=as_html, figures=figures, detect=detect_pp)
-    except (runs.RunsError, bench.BenchError, ValueError) as exc:
-        fail(str(exc))
+    rs = runs.load(run_paths[0], baseline) if run_paths else None
+    benches = [(p.name, bench.load(p)) for p in bench_paths]
+    written = report.write(rs, benches, out, as_html=as_html, figures=figures, detect=detect_pp)
     if rs is not None and detect_pp is not None:
         for line in power.detect_lines(power.rows(rs, report.ALPHA, detect_pp), rs.baseline, detect_pp, report.ALPHA) \
                 or [f"no paired comparison with the baseline {rs.baseline} to size"]:

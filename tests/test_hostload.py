@@ -3,7 +3,7 @@ import pytest
 from rich.console import Console
 
 from actkit import hostload
-from actkit.cli.train import summary_table
+from actkit.cli.train_view import summary_table
 from actkit.train import summarise
 
 
