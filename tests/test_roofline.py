@@ -49,21 +49,19 @@ KNOWN_BELOW_1_5 = {
                                                         "two strided halves") for d in ("forward", "backward")},
     **{("geglu_tanh", f"{how} {d}"): "bf16 fp16" for how in ("split last dim", "split dim 0", "two tensors",
                                                              "two strided halves") for d in ("forward", "backward")},
-    # Few-bit forward: a binary search over the breakpoints per element and a packing sum, on top of
-    # the activation; few-bit backward of the widest codes: shifts and masks per element.
+    # Few-bit forward: the activation plus a code per element (a cell-table gather and two compares,
+    # or a one- or two-step search); few-bit backward of 3, 5 and 6 bits: strided scalar accesses.
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16", ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
     ("gelu_tanh", "few-bit forward, 3 bits"): "fp32 bf16 fp16",
-    ("gelu_sigmoid", "few-bit forward, 4 bits"): "fp32 bf16 fp16",
+    ("gelu_sigmoid", "few-bit forward, 4 bits"): "bf16 fp16",
     ("silu", "few-bit forward, 5 bits"): "fp32 bf16 fp16", ("mish", "few-bit forward, 6 bits"): "fp32 bf16 fp16",
     ("lisht", "few-bit forward, 7 bits"): "fp32 bf16 fp16",
-    ("hardswish", "few-bit forward, 8 bits"): "fp32 bf16 fp16",
+    ("hardswish", "few-bit forward, 8 bits"): "bf16 fp16",
     ("gelu_tanh", "few-bit backward, 3 bits"): "bf16 fp16", ("silu", "few-bit backward, 5 bits"): "bf16 fp16",
     ("mish", "few-bit backward, 6 bits"): "bf16 fp16",
-    # Learnable: per-element channel index (int64 division) and, for Swish-beta, its math.
-    ("prelu", "NCHW backward"): "fp32 bf16 fp16",
-    ("prelu", "NCHW backward, frozen parameter"): "fp32 bf16 fp16",
-    ("swish_beta", "NCHW forward"): "bf16 fp16", ("swish_beta", "NCHW backward"): "fp32 bf16 fp16",
-    ("swish_beta", "NCHW backward, frozen parameter"): "fp32 bf16 fp16",
+    # Learnable: Swish-beta's math (two sigmoids in backward) in 16-bit dtypes.
+    ("swish_beta", "NCHW forward"): "bf16 fp16", ("swish_beta", "NCHW backward"): "bf16 fp16",
+    ("swish_beta", "NCHW backward, frozen parameter"): "bf16 fp16",
     ("swish_beta", "NC forward"): "bf16 fp16", ("swish_beta", "NC backward"): "bf16 fp16",
     ("swish_beta", "NC backward, frozen parameter"): "bf16 fp16",
     # Row-wise: exp and the reductions per element; over a dim that is not innermost, int64 tile
