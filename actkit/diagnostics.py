@@ -31,6 +31,8 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .train.callbacks import Callback, RunContext
+
 DERIVATIVE_THRESHOLD = 1e-3
 
 # torch.nn activation modules that act elementwise (a diagonal Jacobian).
@@ -269,9 +271,6 @@ class GradientFlow:
 
 
 # -- training callbacks ---------------------------------------------------------------------------
-from .train import Callback, RunContext  # noqa: E402  (after the helpers: train does not import this module)
-
-
 class DeadUnitsCallback(Callback):
     """Dead units on the run's fixed probe batch at the start, middle and end of training.
 

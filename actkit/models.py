@@ -14,7 +14,7 @@ Every slot takes any elementwise registry activation, and the learnable ones (``
 ``swish_beta``, with one parameter per channel). Three implementations of the slots (``impl``):
 
 * ``actkit``: :class:`actkit.nn.Activation` (its named subclass, e.g. ``actkit.nn.GELU``; Triton kernels on CUDA, the PyTorch fallback on CPU);
-* ``torch``: :class:`ReferenceActivation`, the registry's eager PyTorch reference;
+* ``torch``: :class:`actkit.nn.ReferenceActivation`, the registry's eager PyTorch reference;
 * ``compile``: the ``torch`` model, to be wrapped in ``torch.compile`` by the caller
   (:func:`maybe_compile`), so the eager model stays available for hooks and checkpoints.
 
@@ -23,43 +23,17 @@ diagnostics can attach forward hooks to them.
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from . import registry
-from .nn import CLASSES, Activation
+from .nn import CLASSES, Activation, ReferenceActivation
 
 MODELS = ("convnet", "simple")
 IMPLS = ("actkit", "torch", "compile")
-
-
-class ReferenceActivation(nn.Module):
-    """The eager PyTorch reference of a registry activation: ``spec.reference(x, **params)``, or for a
-    learnable activation ``spec.reference(x, parameter)`` with its own ``nn.Parameter`` (``channels``
-    entries, initialised to the given value), like actkit's module."""
-
-    def __init__(self, name: str, channels: int = 1, **params):
-        super().__init__()
-        self.spec = registry.get(name)
-        self.params = self.spec.bind((), params)
-        if self.spec.kind == "learnable":
-            pname = self.spec.params[0].name
-            setattr(self, pname, nn.Parameter(torch.full((int(channels),), self.params[pname])))
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.kind == "learnable":
-            return self.spec.reference(x, getattr(self, self.spec.params[0].name))
-        return self.spec.reference(x, **self.params)
-
-    def extra_repr(self) -> str:
-        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
-        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
 def check_impl(impl: str) -> str:
@@ -88,8 +62,8 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     """
     impl = check_impl(impl)
     spec = registry.get(name)
-    kind = getattr(spec, "kind", "elementwise")
-    if kind not in ("elementwise", "learnable"):
+    kind = spec.kind
+    if registry.why_not_pointwise(spec) is not None:
         raise ValueError(f"activation {spec.name!r} is a {kind} function, not a pointwise activation; the "
                          "training models take elementwise and learnable activations")
     if not spec.differentiable:
@@ -100,16 +74,16 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     if impl != "actkit":
         if bits:
             raise ValueError(f"saved_bits={bits}: the few-bit backward is actkit's; impl {impl!r} runs PyTorch's op")
-        return ReferenceActivation(spec.name, channels, **params)
-    if bits:
-        if kind != "elementwise":
-            raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
-        params["saved_bits"] = bits
-    cls = CLASSES.get(spec.name)  # the named class (actkit.nn.ReLU, ...): clearer model printouts
+        make = functools.partial(ReferenceActivation, spec.name)
+    else:
+        if bits:
+            if kind != "elementwise":
+                raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
+            params["saved_bits"] = bits
+        make = CLASSES[spec.name]  # the named class (actkit.nn.ReLU, ...): clearer model printouts
     if kind == "learnable":
-        init = params[spec.params[0].name]
-        return cls(num_parameters=int(channels), init=init) if cls else Activation(spec.name, int(channels), init)
-    return cls(**params) if cls is not None else Activation(spec.name, **params)
+        return make(num_parameters=int(channels), init=params[spec.params[0].name])
+    return make(**params)
 
 
 class _ActivationModel(nn.Module):

@@ -1,4 +1,5 @@
-"""``torch.nn`` modules: ``Activation(name, **params)`` and one named class per activation.
+"""``torch.nn`` modules: ``Activation(name, **params)`` and one named class per activation, and
+``ReferenceActivation``, the same function in plain eager PyTorch.
 
 The named classes (``actkit.nn.Mish``, ``actkit.nn.LeakyReLU``, ...) are generated from the
 registry's ``class_name``; aliases get their own name too (``actkit.nn.Swish`` is ``SiLU``).
@@ -53,6 +54,46 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         shown = self._kind.module_repr(self)
+        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
+
+
+class ReferenceActivation(nn.Module):
+    """An activation computed by its registry reference in plain eager PyTorch (no custom op).
+
+    The same function and parameters as :class:`Activation` (a learnable one holds its own
+    ``nn.Parameter``), the implementation PyTorch itself offers: the baseline that
+    ``patch(model, act, impl="torch")`` installs and that fills the training models' slots for
+    ``impl="torch"`` and ``"compile"``.
+    """
+
+    def __init__(self, name: str, *args, **kwargs):
+        super().__init__()
+        self.spec = registry.get(name)
+        if self.spec.kind == "elementwise":
+            self.params = self.spec.bind(args, kwargs)
+        else:
+            self.params = {}
+            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        if spec.kind == "learnable":
+            from . import learnable
+
+            weight = learnable.parameter(self)
+            learnable.check_parameter(spec, x, weight)
+            return spec.reference(x, weight.to(x.dtype))
+        if spec.kind == "rowwise":
+            from . import rowwise
+
+            dim = rowwise.implicit_dim(x.dim()) if self.dim is None else self.dim
+            return spec.reference(x, dim=rowwise.wrap_dim(spec.name, dim, x.dim()))
+        return spec.reference(x, **self.params)
+
+    def extra_repr(self) -> str:
+        if self.spec.kind != "elementwise":
+            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
+        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kinds, registry
-from .nn import CLASSES, Activation
+from . import registry
+from .nn import CLASSES, Activation, ReferenceActivation
 
 IMPLS = ("actkit", "torch")
 
@@ -112,45 +112,6 @@ class PatchReport:
             lines.append(f"left as is: {len(self.skipped)}")
             lines += [f"  {s.path}: {s.what} ({s.reason})" for s in self.skipped]
         return "\n".join(lines)
-
-
-# -- the PyTorch-reference modules (impl="torch") -----------------------------------------------
-class ReferenceActivation(nn.Module):
-    """An activation computed by its registry reference in plain eager PyTorch (no custom op).
-
-    What ``patch(model, act, impl="torch")`` installs: the same function and parameters as
-    the actkit module, the implementation PyTorch itself offers (a baseline to compare with).
-    """
-
-    def __init__(self, name: str, *args, **kwargs):
-        super().__init__()
-        self.spec = registry.get(name)
-        if self.spec.kind == "elementwise":
-            self.params = self.spec.bind(args, kwargs)
-        else:
-            self.params = {}
-            kinds.handler(self.spec.kind).init_module(self, *args, **kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        if spec.kind == "learnable":
-            from . import learnable
-
-            weight = learnable.parameter(self)
-            learnable.check_parameter(spec, x, weight)
-            return spec.reference(x, weight.to(x.dtype))
-        if spec.kind == "rowwise":
-            from . import rowwise
-
-            dim = rowwise.implicit_dim(x.dim()) if self.dim is None else self.dim
-            return spec.reference(x, dim=rowwise.wrap_dim(spec.name, dim, x.dim()))
-        return spec.reference(x, **self.params)
-
-    def extra_repr(self) -> str:
-        if self.spec.kind != "elementwise":
-            return f"{self.spec.name!r}, " + kinds.handler(self.spec.kind).module_repr(self)
-        shown = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
-        return f"{self.spec.name!r}" + (f", {shown}" if shown else "")
 
 
 # -- bookkeeping for unpatch ---------------------------------------------------------------------

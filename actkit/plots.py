@@ -358,6 +358,8 @@ def run_figures(rs, out_dir: str | os.PathLike, *, size: Size | None = None) -> 
     out_dir = Path(out_dir)
     made = {}
     for name, fn in RUN_FIGURES.items():
+        if name == "learning_curves" and not rs.has_history:  # records rebuilt from runs.csv have none
+            continue
         if name == "gradient_flow" and not rs.has_gradient_flow:
             continue
         if name == "dead_units" and not rs.has_dead_units:

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import plots
+from . import hostload, plots, power
 from .results import atomic_write_text, format_bytes, timestamp
 from .runs import RunSet
 
@@ -96,7 +96,8 @@ def accuracy_findings(rs: RunSet, alpha: float = ALPHA) -> list[str]:
                    f"p ≥ {alpha:g}): " + _listing([f"{r['label']} ({_pp(r['diff'])} pp, p = {_p(r['p_holm'])})"
                                                     for r in tied]) + "."
                    + (f" With {few} paired seeds the test can only detect large differences; more seeds "
-                      "would narrow the intervals." if few < 5 else ""))
+                      "would narrow the intervals." if few < 5 else "")
+                   + _tie_power(tied))
     if worse:
         out.append(f"Significantly worse than {vb['best']} (Holm-adjusted p < {alpha:g}): "
                    + _listing([f"{r['label']} ({_pp(r['diff'])} pp"
@@ -132,6 +133,16 @@ def accuracy_findings(rs: RunSet, alpha: float = ALPHA) -> list[str]:
     return out
 
 
+def _tie_power(tied: Sequence[Mapping]) -> str:
+    """What the tied comparisons could have seen: their detectable differences at 80% power."""
+    found = [r["detectable"] for r in tied if r.get("detectable") is not None]
+    if not found:
+        return ""
+    span = f"{100 * min(found):.2f}" + (f"-{100 * max(found):.2f}" if max(found) > min(found) else "")
+    return (f" At 80% power these tests detect true differences of {span} pp and larger; smaller ones may be there "
+            "unseen.")
+
+
 def cost_rows(rs: RunSet) -> list[dict]:
     """Per (activation, impl): throughput mean ± CI, step time, time per image relative to the fastest of that impl."""
     rows = []
@@ -147,6 +158,7 @@ def cost_rows(rs: RunSet) -> list[dict]:
             rows.append({"label": label, "impl": impl, "throughput": t,
                          "step_ms": sum(steps) / len(steps) if steps else None,
                          "relative_time": fastest / t.mean if t is not None and fastest else None,
+                         "load": hostload.group_load(rs.select(label, impl)),
                          "peak_bytes": _largest_memory(rs.select(label, impl), "peak_bytes"),
                          "saved_bytes": _largest_memory(rs.select(label, impl), "saved_bytes")})
     return rows
@@ -190,8 +202,10 @@ def cost_findings(rs: RunSet) -> list[str]:
             if test is not None:
                 text += (f", a difference {'beyond' if test.p_value < ALPHA else 'within'} the run-to-run noise "
                          f"(paired t-test over seeds, p = {_p(test.p_value)})")
-        out.append(text + ". Time per image relative to the fastest: "
-                   + ", ".join(f"{r['label']} {r['relative_time']:.2f}x" for r in primary) + ".")
+        text += (". Time per image relative to the fastest: "
+                 + ", ".join(f"{r['label']} {r['relative_time']:.2f}x" for r in primary) + ".")
+        warning = hostload.ratio_warning([r["load"] for r in primary])
+        out.append(text + (f" **Warning:** {warning}." if warning else ""))
     if len(rs.impls) > 1:
         base = rs.impls[0]
         parts = []
@@ -312,7 +326,7 @@ def _figure_md(path: Path, base: Path, alt: str) -> str:
 
 
 def build(rs: RunSet | None, benches: Sequence[tuple[str, Mapping]], out: str | os.PathLike,
-          figures: bool = True, alpha: float = ALPHA) -> tuple[str, dict[str, Path]]:
+          figures: bool = True, alpha: float = ALPHA, detect: float | None = None) -> tuple[str, dict[str, Path]]:
     """The Markdown text and the figures written for it (under ``<out stem>_figures/``)."""
     out = Path(out)
     fig_dir = out.parent / f"{out.stem}_figures"
@@ -345,7 +359,7 @@ def build(rs: RunSet | None, benches: Sequence[tuple[str, Mapping]], out: str | 
     md.append("")
 
     if rs is not None:
-        md += _training_sections(rs, made, out.parent, alpha)
+        md += _training_sections(rs, made, out.parent, alpha, detect)
     for i, (name, payload) in enumerate(benches):
         md += _bench_section(name, payload, made.get(f"bench_{i + 1}"), out.parent)
     md.append("## Method\n")
@@ -364,9 +378,14 @@ def build(rs: RunSet | None, benches: Sequence[tuple[str, Mapping]], out: str | 
     return "\n".join(md) + "\n", made
 
 
-def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: float) -> list[str]:
+def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: float,
+                       detect: float | None = None) -> list[str]:
     md: list[str] = []
     d = rs.describe()
+    if rs.from_table:
+        md.append(f"Note: `{rs.source}` holds no run records (runs/*.json); the tables and statistics below come "
+                  "from its runs.csv (checked against summary.json). Learning curves and diagnostics were only in the "
+                  "run records, so they are left out.\n")
     md.append("## Setup\n")
     md.append(_table(["", ""], [
         ["dataset", f"{d['dataset']} ({_sizes(d['data'])})"],
@@ -397,28 +416,19 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
                      _pct(s["best_acc"]) + " / " + _pct(s["worst_acc"]),
                      "best" if v and v["verdict"] == "best" else (_pp(v["diff"]) if v else "-"),
                      _p(v["p_holm"]) if v else "-", v["verdict"] if v else "-", vs_base, p_base,
+                     _detectable_cell(s, rs.baseline),
                      _num(s["test_loss_mean"], ".4f"), _num(s["f1_macro_mean"], ".4f")])
     md.append(_table(["activation", "impl", "seeds", "test acc % (mean ± 95% CI)", "best / worst seed %",
                       f"Δ vs best (pp, {vb['impl']})", "p (Holm)", "verdict", f"Δ vs {rs.baseline} (pp)",
-                      "p (Holm)", "test loss", "macro-F1"], rows, "llrrrrrlrrrr"))
+                      "p (Holm)", "detectable (pp, 80% power)", "test loss", "macro-F1"], rows, "llrrrrrlrrrrr"))
     if "runs_accuracy" in made:
         md.append(_figure_md(made["runs_accuracy"], base, "test accuracy per activation"))
     if "runs_learning_curves" in made:
         md.append("### Learning curves\n")
         md.append(_figure_md(made["runs_learning_curves"], base, "learning curves"))
+    md += power.section(rs, alpha, detect)
 
-    md.append("## Cost\n")
-    rows = [[r["label"], r["impl"],
-             (f"{r['throughput'].mean:,.0f}" + (f" ± {r['throughput'].half_width:,.0f}"
-                                                if not math.isnan(r["throughput"].half_width) else ""))
-             if r["throughput"] else "-",
-             _num(r["step_ms"], ".1f"), _num(r["relative_time"], ".2f") + ("x" if r["relative_time"] else ""),
-             format_bytes(r["saved_bytes"]), format_bytes(r["peak_bytes"])] for r in cost_rows(rs)]
-    md.append(_table(["activation", "impl", "train images/s (mean ± 95% CI)", "step ms",
-                      "time per image vs fastest", "saved for backward (1 step)", "peak GPU memory"], rows,
-                     "llrrrrr"))
-    if "runs_throughput" in made:
-        md.append(_figure_md(made["runs_throughput"], base, "training throughput"))
+    md += _cost_section(rs, made, base)
 
     if rs.has_dead_units or rs.has_gradient_flow:
         md.append("## Diagnostics\n")
@@ -441,10 +451,43 @@ def _training_sections(rs: RunSet, made: Mapping[str, Path], base: Path, alpha: 
         f, t = r["final"], r["timing"]
         rows.append([r["id"], r["config"]["seed"], r.get("status", "?"), _pct(f["test_acc"]),
                      _num(f["test_loss"], ".4f"), _num(f.get("f1_macro"), ".4f"), _pct(f.get("best_val_acc")),
-                     _num(t.get("train_images_per_s"), ",.0f"), _num(t.get("wall_s"), ".1f"), r.get("backend", "-")])
+                     _num(t.get("train_images_per_s"), ",.0f") + hostload.mark(hostload.group_load([r])),
+                     _num(t.get("wall_s"), ".1f"), r.get("backend", "-")])
     md.append(_table(["run", "seed", "status", "test acc %", "test loss", "macro-F1", "best val acc %",
                       "train images/s", "wall s", "backend"], rows, "lrlrrrrrrl"))
     return md
+
+
+def _cost_section(rs: RunSet, made: Mapping[str, Path], base: Path) -> list[str]:
+    """Throughput, step time and memory per activation, busy-host marks explained under the table."""
+    md: list[str] = []
+    md.append("## Cost\n")
+    costs = cost_rows(rs)
+    rows = [[r["label"], r["impl"],
+             (f"{r['throughput'].mean:,.0f}" + (f" ± {r['throughput'].half_width:,.0f}"
+                                                if not math.isnan(r["throughput"].half_width) else "")
+              + hostload.mark(r["load"])) if r["throughput"] else "-",
+             _num(r["step_ms"], ".1f") + (hostload.mark(r["load"]) if r["step_ms"] is not None else ""),
+             _num(r["relative_time"], ".2f") + ("x" if r["relative_time"] else ""),
+             format_bytes(r["saved_bytes"]), format_bytes(r["peak_bytes"])] for r in costs]
+    md.append(_table(["activation", "impl", "train images/s (mean ± 95% CI)", "step ms",
+                      "time per image vs fastest", "saved for backward (1 step)", "peak GPU memory"], rows,
+                     "llrrrrr"))
+    load_note = hostload.note([r["load"] for r in costs], [f"{r['label']} ({r['impl']})" for r in costs])
+    if load_note:
+        md.append(load_note + ".\n")
+    if "runs_throughput" in made:
+        md.append(_figure_md(made["runs_throughput"], base, "training throughput"))
+    return md
+
+
+def _detectable_cell(row: Mapping, baseline: str) -> str:
+    """The comparison's detectable difference (pp, 80% power), or n/a with the reason."""
+    if row["act_label"] == baseline or not row.get("paired_n"):
+        return "-"
+    if row.get("detectable_diff") is None:
+        return f"n/a ({row.get('detectable_note') or 'not computed'})"
+    return f"{100 * row['detectable_diff']:.2f}"
 
 
 def _sizes(data: Mapping) -> str:
@@ -510,14 +553,18 @@ def to_html(markdown_text: str, base: Path, title: str = "actkit report") -> str
 
 
 def write(rs: RunSet | None, benches: Sequence[tuple[str, Mapping]], out: str | os.PathLike, *,
-          as_html: bool = False, figures: bool = True, alpha: float = ALPHA) -> dict[str, Path]:
-    """Write the Markdown report (and the HTML version with ``as_html``); returns every file written."""
+          as_html: bool = False, figures: bool = True, alpha: float = ALPHA,
+          detect: float | None = None) -> dict[str, Path]:
+    """Write the Markdown report (and the HTML version with ``as_html``); returns every file written.
+
+    ``detect``: a difference in percentage points; the Power section then says how many seeds each
+    comparison would need to detect it with 80% power."""
     out = Path(out)
     if out.suffix.lower() not in (".md", ".markdown"):
         raise ValueError(f"the report is Markdown; give an --out path ending in .md, got {str(out)!r}")
     if rs is None and not benches:
         raise ValueError("nothing to report: give a training run directory and/or benchmark files")
-    text, made = build(rs, benches, out, figures=figures, alpha=alpha)
+    text, made = build(rs, benches, out, figures=figures, alpha=alpha, detect=detect)
     written = {"markdown": atomic_write_text(out, text)}
     if as_html:
         title = text.splitlines()[0].lstrip("# ").strip()

@@ -20,13 +20,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 
-def _complete_temporary(path: Path, text: str) -> str:
-    """``text`` in a new temporary file next to ``path``, flushed to disk; returns its name."""
+def _complete_temporary(path: Path, content: str | bytes) -> str:
+    """``content`` in a new temporary file next to ``path``, flushed to disk; returns its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        binary = isinstance(content, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -36,15 +37,24 @@ def _complete_temporary(path: Path, text: str) -> str:
     return tmp
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def _atomic_write(path: str | os.PathLike, content: str | bytes) -> Path:
     path = Path(path)
-    tmp = _complete_temporary(path, text)
+    tmp = _complete_temporary(path, content)
     try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic_write(path, text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """What ``torch.save`` wrote to a buffer (a checkpoint), written the same way as the text files."""
+    return _atomic_write(path, data)
 
 
 def atomic_create_text(path: str | os.PathLike, text: str) -> bool:

@@ -1,8 +1,12 @@
 """Reading saved training results back: the run records of ``actkit train`` and their aggregates.
 
 :func:`load` reads a sweep directory (``<dir>/runs/*.json``, plus ``<dir>/config.json`` for the
-baseline) or a directory of run records, or one record file. Records must carry the schema
-``actkit.train.run/1`` (see :mod:`actkit.train`). Aggregates are computed from the records,
+baseline) or a directory of run records, or one record file. A sweep directory whose run records
+were not kept (only ``runs.csv``, ``summary.json`` and ``config.json`` committed) is read from
+``runs.csv``: final metrics, throughput and memory per run, but no histories or diagnostics
+(:attr:`RunSet.from_table`). Records must carry the schema
+``actkit.train.run/1`` (see :mod:`actkit.train`; the schema names are kept here, where records are
+read, and :mod:`actkit.train` writes them). Aggregates are computed from the records,
 never copied from the CSV/summary files, so the figures and the report always agree with the
 per-run data:
 
@@ -16,6 +20,7 @@ per-run data:
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -26,8 +31,13 @@ from typing import Mapping, Sequence
 from . import stats
 
 RUN_SCHEMA = "actkit.train.run/1"
+"""A run record, ``<out>/runs/<run id>.json`` (its fields: :mod:`actkit.train`)."""
 SWEEP_SCHEMA = "actkit.train.sweep/1"
-HISTORY_SERIES = ("train_loss", "val_loss", "train_acc", "val_acc")
+"""A sweep directory's ``config.json``."""
+SUMMARY_SCHEMA = "actkit.train.summary/1"
+"""A sweep's ``summary.json``."""
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "train_time_s", "eval_time_s", "lr")
+"""The per-epoch lists of a run record's ``history``, all of one length."""
 
 
 class RunsError(ValueError):
@@ -42,11 +52,6 @@ def _read(path: Path) -> dict:
         raise RunsError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except OSError as exc:
         raise RunsError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(values) / len(values) if values else None
 
 
 @dataclass
@@ -136,7 +141,7 @@ class RunSet:
 
     def summary(self, confidence: float = 0.95, alpha: float = 0.05) -> list[dict]:
         """The per (activation, impl) summary of :func:`actkit.train.summarise` (paired test vs the baseline)."""
-        from .train import summarise
+        from .train.records import summarise
 
         return summarise(self.records, self.baseline, confidence, alpha)
 
@@ -145,7 +150,8 @@ class RunSet:
 
         Returns ``{"impl", "best", "alpha", "rows": [...]}``; each row has ``label``, ``n``, ``mean``,
         ``ci``, ``diff`` (label - best, accuracy as a fraction), ``diff_ci``, ``p_value``, ``p_holm``
-        (Holm over all the comparisons) and ``verdict``: ``best``, ``tied`` (p_holm >= alpha),
+        (Holm over all the comparisons), ``detectable`` (the difference the test finds with 80% power, None
+        when it cannot say) and ``verdict``: ``best``, ``tied`` (p_holm >= alpha),
         ``worse``/``better`` (p_holm < alpha) or ``untested`` (fewer than two paired seeds).
         """
         impl = impl or self.primary_impl
@@ -161,7 +167,8 @@ class RunSet:
             ci = stats.mean_ci(list(by_seed.values()), confidence)
             row = {"label": label, "n": ci.n, "mean": ci.mean,
                    "ci": None if math.isnan(ci.half_width) else ci.half_width, "diff": 0.0, "diff_ci": None,
-                   "p_value": None, "p_holm": None, "paired_n": 0, "verdict": "best" if label == best else "untested"}
+                   "p_value": None, "p_holm": None, "paired_n": 0, "detectable": None,
+                   "verdict": "best" if label == best else "untested"}
             if label != best:
                 common = sorted(set(by_seed) & set(per_label[best]))
                 if common:
@@ -169,7 +176,9 @@ class RunSet:
                                              confidence)
                     row.update(diff=test.mean_diff, paired_n=test.n,
                                diff_ci=None if math.isnan(test.ci_half_width) else test.ci_half_width,
-                               p_value=None if math.isnan(test.p_value) else test.p_value)
+                               p_value=None if math.isnan(test.p_value) else test.p_value,
+                               detectable=stats.detectable_for_pairs(
+                                   [by_seed[s] for s in common], [per_label[best][s] for s in common], alpha).effect)
             rows.append(row)
         tested = [r for r in rows if r["p_value"] is not None]
         for r, p in zip(tested, stats.holm([r["p_value"] for r in tested])):
@@ -214,12 +223,94 @@ class RunSet:
                 for phase, p in phases.items()}
 
     @property
+    def from_table(self) -> bool:
+        """The records were rebuilt from ``runs.csv`` (the run files were not kept): no histories or
+        diagnostics (and no host load in tables written before it was kept)."""
+        return any(r.get("source") == TABLE_SOURCE for r in self.records)
+
+    @property
+    def has_history(self) -> bool:
+        return any(r.get("history", {}).get("epoch") for r in self.records)
+
+    @property
     def has_gradient_flow(self) -> bool:
         return any(r.get("diagnostics", {}).get("gradient_flow") for r in self.records)
 
     @property
     def has_dead_units(self) -> bool:
         return any(r.get("diagnostics", {}).get("dead_units") for r in self.records)
+
+
+# -- a sweep whose run records were not kept: its runs.csv ----------------------------------------------
+TABLE_SOURCE = "runs.csv"
+"""``record["source"]`` of a record rebuilt from ``runs.csv``: it has no history and no diagnostics."""
+_FINAL_COLUMNS = ("test_acc", "test_loss", "f1_macro", "precision_macro", "recall_macro", "best_val_acc")
+_TIMING_COLUMNS = ("train_images_per_s", "step_time_ms", "train_s", "wall_s")
+
+
+def table_only(path: str | os.PathLike) -> bool:
+    """A sweep directory with ``runs.csv`` but no run records (``runs/*.json`` not kept, e.g. not committed)."""
+    path = Path(path)
+    return path.is_dir() and (path / "runs.csv").is_file() and not any((path / "runs").glob("*.json"))
+
+
+def _cell(value: str, kind):
+    return None if value in ("", None) else kind(value)
+
+
+def _load_columns(row: Mapping) -> dict:
+    """The host load a runs.csv row kept (its largest 1-minute load average, threads, CPUs); {} in older tables."""
+    top = _cell(row.get("load_average_max", ""), float)
+    if top is None:
+        return {}
+    return {"load_average": [top], "threads": _cell(row.get("threads", ""), int),
+            "cpu_count": _cell(row.get("cpu_count", ""), int)}
+
+
+def _records_from_table(path: Path, saved: Mapping) -> list[dict]:
+    """Minimal run records from ``runs.csv`` and the sweep's ``config.json`` (``saved``): the final metrics,
+    throughput, memory and (in tables that have it) host load of each run; no per-epoch history, no
+    diagnostics."""
+    sweep, env = saved.get("sweep", {}), saved.get("env", {})
+    try:
+        with open(path / "runs.csv", encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        records = []
+        for row in rows:
+            config = {key: sweep.get(key) for key in ("batch_size", "lr", "optimizer", "subset", "weight_decay")}
+            config.update(act_label=row["act_label"], activation=row["activation"], impl=row["impl"],
+                          seed=int(row["seed"]), dataset=row["dataset"], model=row["model"],
+                          epochs=int(row["epochs"]), depth=sweep.get("depth", 0), device=row["device"])
+            records.append({
+                "schema": RUN_SCHEMA, "source": TABLE_SOURCE, "id": row["id"], "status": row["status"],
+                "config": config, "backend": row["backend"], "env": {**env, "device": row["device"]},
+                "final": {key: _cell(row.get(key, ""), float) for key in _FINAL_COLUMNS},
+                "timing": {**{key: _cell(row.get(key, ""), float) for key in _TIMING_COLUMNS},
+                           **_load_columns(row)},
+                "memory": {"peak_bytes": _cell(row.get("peak_bytes", ""), int),
+                           "saved_bytes": _cell(row.get("saved_bytes", ""), int)},
+                "history": {series: [] for series in HISTORY_KEYS}, "diagnostics": {}, "data": {}})
+    except (KeyError, ValueError) as exc:
+        raise RunsError(f"{path / 'runs.csv'} is not a runs table of actkit train ({type(exc).__name__}: {exc})") \
+            from None
+    if not records:
+        raise RunsError(f"{path / 'runs.csv'} lists no runs")
+    return records
+
+
+def _check_against_summary(path: Path, records: Sequence[Mapping]) -> None:
+    """``summary.json``, where present, must agree with the runs the table lists (count and mean accuracy)."""
+    if not (path / "summary.json").is_file():
+        return
+    saved = _read(path / "summary.json")
+    for row in saved.get("rows", []) if isinstance(saved, dict) else []:
+        accs = [r["final"]["test_acc"] for r in records
+                if r["config"]["act_label"] == row.get("act_label") and r["config"]["impl"] == row.get("impl")]
+        mean = sum(accs) / len(accs) if accs else None
+        if len(accs) != row.get("n") or mean is None or not math.isclose(mean, row["test_acc_mean"], abs_tol=1e-9):
+            raise RunsError(f"{path / 'summary.json'} and runs.csv disagree on {row.get('act_label')}/"
+                            f"{row.get('impl')} ({row.get('n')} runs, mean {row.get('test_acc_mean')} vs {len(accs)} "
+                            f"runs, mean {mean}); regenerate them with actkit train --resume")
 
 
 def _record_files(path: Path) -> list[Path]:
@@ -240,6 +331,11 @@ def load(path: str | os.PathLike, baseline: str | None = None) -> RunSet:
         data = _read(file)
         if isinstance(data, dict) and data.get("schema") == RUN_SCHEMA:
             records.append(data)
+    if not records and table_only(path) and (path / "config.json").is_file():
+        saved = _read(path / "config.json")
+        if isinstance(saved, dict) and saved.get("schema") == SWEEP_SCHEMA:
+            records = _records_from_table(path, saved)
+            _check_against_summary(path, records)
     if not records:
         where = path / "runs" if (path / "runs").is_dir() else path
         raise RunsError(f"no training run records ({RUN_SCHEMA}) found in {str(where)!r}; "
@@ -264,5 +360,8 @@ def load(path: str | os.PathLike, baseline: str | None = None) -> RunSet:
         raise RunsError(f"baseline {baseline!r} is not among the activations run: {', '.join(labels)}")
     if baseline is None:
         saved = sweep.get("baseline")
+        if saved is not None and saved not in labels:  # comparing with another one silently would mislead
+            raise RunsError(f"the sweep's baseline {saved!r} has no runs in {str(path)!r}, which has "
+                            f"{', '.join(labels)}; choose one of them as the baseline (actkit report --baseline NAME)")
         baseline = saved if saved in labels else "relu" if "relu" in labels else labels[0]
     return RunSet(path, records, baseline, sweep)

@@ -10,6 +10,15 @@ With several activations compared against one baseline, :func:`holm` adjusts the
 multiple comparisons (Holm-Bonferroni, which controls the family-wise error rate without
 assuming independence); a difference is called significant when its adjusted p-value is below
 ``alpha``.
+
+Every paired comparison also says how small a difference it could have seen:
+:func:`detectable_effect` is the minimum detectable effect at a given power (80% by default) of
+the two-sided paired t-test, from the observed standard deviation of the per-pair differences
+and the number of pairs, and :func:`pairs_needed` is the number of pairs (seeds) a chosen effect
+would need. Both come from the noncentral t distribution (:data:`scipy.stats.nct`): under a true
+mean difference ``delta`` the paired t statistic follows a noncentral t with ``n - 1`` degrees of
+freedom and noncentrality ``delta / sd * sqrt(n)``. The observed SD stands in for the true one,
+so with few seeds these are estimates, as every power analysis from pilot data is.
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import optimize as _opt
 from scipy import stats as _st
 
 
@@ -135,6 +145,129 @@ def is_significant(p_value: float, alpha: float = 0.05) -> bool | None:
     if p_value is None or math.isnan(p_value):
         return None
     return p_value < alpha
+
+
+POWER = 0.8
+"""The power at which actkit reports the detectable effect: the conventional 80%."""
+
+
+def _check_power(alpha: float, power: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if not alpha < power < 1.0:
+        raise ValueError(f"power must be between alpha ({alpha}) and 1, got {power}")
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at ``alpha`` with ``n`` pairs when the true mean difference is
+    ``effect`` and the differences have standard deviation ``sd``: P(|T| > t_crit) under the noncentral t."""
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 pairs, got {n}")
+    if not sd > 0:
+        raise ValueError(f"the standard deviation of the differences must be positive, got {sd}")
+    df = n - 1
+    noncentrality = abs(effect) / sd * math.sqrt(n)  # the test is symmetric in the sign of the effect
+    critical = _st.t.isf(alpha / 2.0, df)
+    # The far tail P(T < -t_crit) is written as the upper tail of the mirrored distribution: scipy's nct.cdf
+    # returns NaN there for large noncentralities at few degrees of freedom, while nct.sf does not.
+    return float(_st.nct.sf(critical, df, noncentrality) + _st.nct.sf(critical, df, -noncentrality))
+
+
+def _standardised_effect(n: int, alpha: float, power: float) -> float:
+    """The effect in units of the SD (Cohen's d of the differences) that reaches ``power`` with ``n`` pairs."""
+    def shortfall(d: float) -> float:
+        return paired_power(d, 1.0, n, alpha) - power
+
+    high = 1.0
+    while shortfall(high) < 0:  # power grows with the effect: widen until the root is bracketed
+        high *= 2.0
+    return float(_opt.brentq(shortfall, 0.0, high, xtol=1e-12, rtol=1e-12))
+
+
+def detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true mean difference the two-sided paired t-test at ``alpha`` detects with probability
+    ``power``, given ``n`` pairs whose differences have standard deviation ``sd`` (same units as ``sd``)."""
+    _check_power(alpha, power)
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 pairs, got {n}")
+    if not sd > 0:
+        raise ValueError(f"the standard deviation of the differences must be positive, got {sd}")
+    return _standardised_effect(n, alpha, power) * sd
+
+
+PAIRS_LIMIT = 1_000_000
+""":func:`pairs_needed` gives up beyond this many pairs (no sweep would run them)."""
+
+
+def pairs_needed(effect: float, sd: float, alpha: float = 0.05, power: float = POWER,
+                 limit: int = PAIRS_LIMIT) -> int | None:
+    """The fewest pairs (seeds) with which the two-sided paired t-test at ``alpha`` detects a true mean
+    difference ``effect`` with probability ``power``, when the differences have standard deviation ``sd``;
+    at least 2 (a t-test needs two). ``None`` when more than ``limit`` would be needed."""
+    _check_power(alpha, power)
+    if not effect > 0:
+        raise ValueError(f"the effect to detect must be positive, got {effect}")
+    if not sd > 0:
+        raise ValueError(f"the standard deviation of the differences must be positive, got {sd}")
+
+    def enough(n: int) -> bool:
+        return paired_power(effect, sd, n, alpha) >= power
+
+    low, high = 1, 2  # invariant once bracketed: enough(high), and low == 1 or not enough(low)
+    while not enough(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:  # power grows with n: bisect for the first n that is enough
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+@dataclass(frozen=True)
+class Detectable:
+    """How small a paired difference a comparison could see: ``effect`` at ``power`` (``None`` with ``reason``
+    when it cannot be computed)."""
+
+    n: int
+    sd: float | None
+    """Standard deviation (ddof=1) of the per-pair differences; None with fewer than two pairs."""
+    alpha: float
+    power: float
+    effect: float | None
+    reason: str | None = None
+    """Why ``effect`` is None: too few pairs, or differences without spread."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_spread(a: Sequence[float], b: Sequence[float]) -> tuple[int, float | None, str | None]:
+    """``(n, sd of a - b, reason)``: ``sd`` is None with a ``reason`` when no power analysis is possible."""
+    x = _values(a, "paired_spread")
+    y = _values(b, "paired_spread")
+    if x.size != y.size:
+        raise ValueError(f"paired_spread needs pairs: got {x.size} and {y.size} values")
+    n = int(x.size)
+    if n < 2:
+        return n, None, f"{n} pair: a paired t-test needs at least 2"
+    sd = float((x - y).std(ddof=1))
+    # Differences that are equal up to float64 rounding (0.9 - 0.8 vs 0.8 - 0.7) have no real spread.
+    rounding = 8 * np.finfo(np.float64).eps * float(max(np.abs(x).max(), np.abs(y).max()))
+    if sd <= rounding:
+        sd = 0.0
+    if sd == 0:
+        return n, 0.0, f"the {n} paired differences are all equal (zero SD), so the t-test has no spread to scale by"
+    return n, sd, None
+
+
+def detectable_for_pairs(a: Sequence[float], b: Sequence[float], alpha: float = 0.05,
+                         power: float = POWER) -> Detectable:
+    """:func:`detectable_effect` from observed pairs; never raises for too few pairs or zero spread."""
+    n, sd, reason = paired_spread(a, b)
+    if reason is not None:
+        return Detectable(n, sd, alpha, power, None, reason)
+    return Detectable(n, sd, alpha, power, detectable_effect(sd, n, alpha, power))
 
 
 def classification_metrics(confusion: Sequence[Sequence[int]]) -> dict:

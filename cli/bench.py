@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actkit import bench
+from actkit.bench.relative import predicted_ratios, relative_table
 from actkit.results import format_bytes
 
 from .main import app, console
@@ -297,6 +298,13 @@ def bench_table_command(
     act: Optional[str] = typer.Option(None, "--act", help="Only these activations (comma list)."),
     layout: str = typer.Option("wide", "--layout", help="wide: a row per activation x dtype x size with the "
                                "modes side by side; long: a row per mode too."),
+    relative_to: Optional[str] = typer.Option(None, "--relative-to", metavar="ACT",
+                                              help="Instead: each activation's time over this one's (e.g. relu), "
+                                                   "per provider, with bounds from the p20/p80 spread."),
+    static: Optional[Path] = typer.Option(None, "--static", metavar="FILE",
+                                          help="With --relative-to: add the ratio a static roofline file "
+                                               "(actkit roofline --json) predicts on --gpu."),
+    gpu: str = typer.Option("H100", "--gpu", help="With --static: the GPU model whose prediction to show."),
 ) -> None:
     """Print a bench results file (actkit bench --json, with or without --host-cost) as the README's markdown
     table."""
@@ -305,10 +313,36 @@ def bench_table_command(
         modes = bench.parse_modes(mode, bench.measure_of(payload)) if mode is not None else None
         dtypes = bench.parse_dtypes(dtype) if dtype is not None else None
         activations = bench.parse_activations(act) if act is not None else None
-        text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
+        if relative_to is not None:
+            if bench.measure_of(payload) != "bandwidth":
+                raise bench.BenchError("--relative-to compares the times of a bandwidth sweep (actkit bench --json), "
+                                       "not a --host-cost file")
+            if activations is not None:
+                payload = {**payload, "records": [r for r in payload["records"]
+                                                  if r["activation"] in activations or r["activation"] == relative_to]}
+            predicted = predicted_ratios(_load_static(static), relative_to.strip(), gpu) if static else None
+            text = relative_table(payload, relative_to.strip(), modes=modes, dtypes=dtypes, predicted=predicted,
+                                  predicted_device=gpu)
+        elif static is not None:
+            raise bench.BenchError("--static goes with --relative-to (it predicts ratios to one activation)")
+        else:
+            text = bench.markdown_table(payload, modes=modes, dtypes=dtypes, layout=layout, activations=activations)
     except bench.BenchError as exc:
         _fail(str(exc))
     typer.echo(text, nl=False)
+
+
+def _load_static(path: Path) -> dict:
+    """A static roofline results file, or a one-line BenchError saying why it cannot be read."""
+    import json
+
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise bench.BenchError(f"cannot read the static roofline file {path}: {exc}") from None
+    if not isinstance(payload, dict) or not str(payload.get("schema", "")).startswith("actkit-static-roofline/"):
+        raise bench.BenchError(f"{path} is not a static roofline file (write one with actkit roofline --json)")
+    return payload
 
 
 @app.command("bench-glu-block")

@@ -4,32 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from actkit import memory, registry, results
+from actkit import memory, results, selection
 
 from .main import app, console
-from .plot import parse_activations
 
 
 def _fail(message: str) -> None:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code=2)
-
-
-def _parse_acts(value: str) -> list[str]:
-    if value.strip().lower() == "all":
-        return [s.name for s in registry.REGISTRY.values() if s.kind in registry.POINTWISE_KINDS]
-    names = parse_activations(value)
-    for name in names:
-        reason = registry.why_not_pointwise(registry.get(name))
-        if reason is not None:
-            _fail(f"{name} is {reason}: it cannot stand in for a network's ReLUs; "
-                  "choose elementwise or learnable activations")
-    return names
 
 
 def _parse_bits(value: str) -> list[int]:
@@ -51,20 +37,22 @@ def memory_command(
     model: str = typer.Option("resnet18", "--model", help=f"One of: {', '.join(memory.MODELS)}."),
     batch: int = typer.Option(8, "--batch", help="Images per step."),
     size: int = typer.Option(64, "--size", help="Image height and width."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON (atomically)."),
 ) -> None:
     """Bytes autograd keeps for backward in one training step of ResNet-18 with its ReLUs replaced by each
     activation: PyTorch's own op against actkit (and actkit's few-bit backward). Each storage counts once,
     parameters included (reported apart): an activation's output that the next layer saves too costs nothing."""
-    acts = _parse_acts(act)
+    try:
+        acts = selection.activation_names(act, selection.NETWORK_SLOT)
+        device = selection.parse_device(device)
+    except ValueError as exc:
+        _fail(str(exc))
     bits = _parse_bits(saved_bits)
     if batch < 1 or size < 32:
         _fail(f"--batch must be >= 1 and --size >= 32 (ResNet-18 downsamples 32x), got {batch} and {size}")
     if model not in memory.MODELS:
         _fail(f"unknown --model {model!r}; choose one of: {', '.join(memory.MODELS)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     if json_path is not None and json_path.is_dir():
         _fail(f"--json {json_path} is a directory; give a file path")
     rows = []

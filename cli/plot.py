@@ -32,34 +32,14 @@ def wrote(path: Path, what: str) -> None:
     console.print(f"Wrote {what}: [bold]{path}[/] ({size / 1024:.1f} KiB)", soft_wrap=True, highlight=False)
 
 
-def parse_activations(text: str) -> list[str]:
-    """Comma-separated names -> canonical registry names (aliases accepted), duplicates dropped."""
-    from actkit import registry
+def parse_activations(text: str, need=None) -> list[str]:
+    """Comma-separated names -> canonical registry names (:func:`actkit.selection.activation_names`)."""
+    from actkit import selection
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        fail("no activation given; pass names separated by commas, e.g. --act relu,elu,gelu")
-    out = []
-    for name in names:
-        try:
-            spec = registry.get(name)
-        except ValueError as exc:
-            fail(str(exc))
-        if spec.name not in out:
-            out.append(spec.name)
-    return out
-
-
-def registry_get(name: str):
-    from actkit import registry
-
-    return registry.get(name)
-
-
-def why_not_pointwise(name: str) -> str | None:
-    from actkit import registry
-
-    return registry.why_not_pointwise(registry.get(name))
+    try:
+        return selection.activation_names(text, need or selection.ANY)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[int, int]]:
@@ -73,16 +53,12 @@ def parse_size(width: Optional[int], height: Optional[int]) -> Optional[tuple[in
 
 
 def pick_device(device: str) -> str:
-    import torch
+    from actkit import selection
 
-    choice = device.strip().lower()
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice not in ("cpu", "cuda"):
-        fail(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if choice == "cuda" and not torch.cuda.is_available():
-        fail("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
-    return choice
+    try:
+        return selection.parse_device(device)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def png_path(path: Path) -> Path:
@@ -116,15 +92,13 @@ def plot_curves(
     """Each activation and its derivative side by side (f' from actkit's backward, not a formula)."""
     from actkit import plots
 
-    names = parse_activations(act)
+    from actkit import selection
+
+    names = parse_activations(act, selection.CURVE)
     png_path(out)
     lo, hi = range_
     if not lo < hi:
         fail(f"--range needs LOW < HIGH, got {lo:g} {hi:g}")
-    for name in names:
-        reason = why_not_pointwise(name)
-        if reason is not None:
-            fail(f"{name} is {reason} and has no curve f(x); choose elementwise or learnable activations")
     size = parse_size(width, height)
     try:
         path = plots.curves(names, out, lo=lo, hi=hi, points=points, device=pick_device(device), size=size)
@@ -150,9 +124,9 @@ def boundary(
     height: Optional[int] = HEIGHT,
 ) -> None:
     """Train a small MLP per activation on a 2-D toy problem and draw the decision regions side by side."""
-    from actkit import plots, toy
+    from actkit import plots, selection, toy
 
-    names = parse_activations(act)
+    names = parse_activations(act, selection.TOY_MLP)  # refuse what cannot be trained before training anything
     png_path(out)
     key = dataset.strip().lower()
     if key not in toy.DATASETS:
@@ -161,12 +135,6 @@ def boundary(
     x, y = toy.make_dataset(key, samples, noise=noise, seed=seed)
     x_test, y_test = toy.make_dataset(key, samples, noise=noise, seed=seed + 10_000)
     results = []
-    for name in names:  # refuse what cannot be trained before training anything
-        reason = why_not_pointwise(name)
-        if reason is not None or not registry_get(name).differentiable:
-            fail(f"{name} cannot be used in the toy MLP: "
-                 + (f"it is {reason}" if reason is not None else "it has no gradient")
-                 + "; use elementwise or learnable activations")
     with console.status("training") as status:
         for name in names:
             status.update(f"training {name} on {key} ({steps} steps)")

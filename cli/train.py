@@ -15,6 +15,7 @@ from rich.table import Table
 from actkit import data as data_mod
 from actkit import diagnostics as diag_mod
 from actkit import distributed as dist_mod
+from actkit import hostload
 from actkit import train as tr
 from actkit.backend import BackendError
 from actkit.models import IMPLS, MODELS
@@ -146,7 +147,7 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
     peaks = any(r["peak_bytes"] is not None for r in summary)  # CUDA only: no empty column on CPU
     for column in ("seeds", "test acc %", "best / worst (seed)", "test loss", "train img/s", "step ms",
                    "saved for bwd", *(["peak mem"] if peaks else []), f"Δ vs {baseline} (pp)", "p (paired t)",
-                   "signif."):
+                   "signif.", "detectable (pp)"):
         table.add_column(column, justify="right", no_wrap=column != "p (paired t)")
     for r in summary:
         ci = f" ± {_pct(r['test_acc_ci'])}" if r["test_acc_ci"] is not None else " ± n/a"
@@ -160,18 +161,34 @@ def summary_table(summary: Sequence[dict], baseline: str, device: str) -> Table:
                                     and r["p_holm"] != r["p_value"] else "")
             sig = ("n/a (1 seed)" if r["significant"] is None
                    else "[bold green]yes[/]" if r["significant"] else "no")
+        detectable = power_cell(r, baseline)
+        load_mark = hostload.mark(r)
         name = r["act_label"] + (f" [red]({r['diverged']} diverged)[/]" if r["diverged"] else "")
         cells = [name] + ([r["impl"]] if len(impls) > 1 else []) + [
             str(r["n"]), _pct(r["test_acc_mean"]) + ci,
             f"{_pct(r['best_acc'])} ({r['best_seed']}) / {_pct(r['worst_acc'])} ({r['worst_seed']})",
-            _num(r["test_loss_mean"], ".4f"), _num(r["train_images_per_s"], ",.0f"),
-            _num(r["step_time_ms"], ".1f"), format_bytes(r.get("saved_bytes")),
-            *([format_bytes(r["peak_bytes"])] if peaks else []), diff, p, sig]
+            _num(r["test_loss_mean"], ".4f"), _num(r["train_images_per_s"], ",.0f") + load_mark,
+            _num(r["step_time_ms"], ".1f") + load_mark, format_bytes(r.get("saved_bytes")),
+            *([format_bytes(r["peak_bytes"])] if peaks else []), diff, p, sig, detectable]
         table.add_row(*cells)
+    load_note = hostload.note(summary, [f"{r['act_label']}/{r['impl']}" if len(impls) > 1 else r["act_label"]
+                                        for r in summary])
     table.caption = ("Paired t-test on per-seed test accuracy against the baseline with the same impl; "
-                     "significant: Holm-adjusted p < 0.05. Saved for bwd: what autograd keeps in one training "
-                     "step; peak mem: peak CUDA memory of a run. Precision, recall, macro-F1: summary.json / runs/*.json.")
+                     "significant: Holm-adjusted p < 0.05; detectable: the smallest true difference that test finds "
+                     "with 80% power at this number of seeds (two-sided, alpha 0.05, from the observed SD of the "
+                     "per-seed differences). Saved for bwd: what autograd keeps in one training "
+                     "step; peak mem: peak CUDA memory of a run. Precision, recall, macro-F1: summary.json / runs/*.json."
+                     + (f" {escape(load_note)}." if load_note else ""))
     return table
+
+
+def power_cell(row: dict, baseline: str) -> str:
+    """The detectable difference in pp, or n/a with the reason in short (the full one is in summary.json)."""
+    if row["act_label"] == baseline or row["paired_n"] == 0:
+        return "-"
+    if row.get("detectable_diff") is None:
+        return "n/a (1 seed)" if row["paired_n"] < 2 else "n/a (zero SD)"
+    return f"{100 * row['detectable_diff']:.2f}"
 
 
 def _stop(progress: Progress) -> None:
@@ -302,6 +319,6 @@ def train_command(
                       highlight=False)
         return
     # Piped output (files, CI logs) has no terminal width: give the table room instead of folding it.
-    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    wide = console if console.is_terminal else Console(width=max(console.width, 180))
     wide.print(summary_table(result.summary, sweep.baseline, sweep.device))
     console.print(f"Results: {result.out}/ (runs/*.json, runs.csv, summary.csv, summary.json)", highlight=False)

@@ -13,6 +13,7 @@ from datafiles import (IDX_NAMES, Mirror, corrupt, make_cifar_batches, make_idx_
                        write_idx_labels)
 
 from actkit import data as D
+from actkit.batches import Batcher
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -337,7 +338,7 @@ def _uint8_split(n=10, c=1, hw=28, seed=0):
 def test_batcher_normalises_and_keeps_order_without_shuffle():
     split = _uint8_split()
     info = D.DATASETS["fashion-mnist"]
-    batches = list(D.Batcher(split, info, 4))
+    batches = list(Batcher(split, info, 4))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     x = torch.cat([b[0] for b in batches])
     expected = (split.images.double() / 255 - info.mean[0]) / info.std[0]
@@ -349,20 +350,20 @@ def test_batcher_shuffles_by_generator_and_covers_every_example():
     split = _uint8_split(n=11)
     info = D.DATASETS["mnist"]
     def epoch(seed):
-        b = D.Batcher(split, info, 4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        b = Batcher(split, info, 4, shuffle=True, generator=torch.Generator().manual_seed(seed))
         return torch.cat([y for _, y in b]).tolist()
     first = epoch(3)
     assert sorted(first) == list(range(11))
     assert epoch(3) == first and epoch(4) != first
     # a trailing batch of one image is dropped when training (BatchNorm needs two)
-    b = D.Batcher(_uint8_split(n=9), info, 4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    b = Batcher(_uint8_split(n=9), info, 4, shuffle=True, generator=torch.Generator().manual_seed(0))
     assert [len(y) for _, y in b] == [4, 4] and b.n_examples == 8 and len(b) == 2
 
 
 def test_augmentation_is_random_crop_and_flip():
     split = _uint8_split(n=6, c=3, hw=32, seed=1)
     info = D.DATASETS["cifar10"]
-    batcher = D.Batcher(split, info, 6, augment=True, generator=torch.Generator().manual_seed(7))
+    batcher = Batcher(split, info, 6, augment=True, generator=torch.Generator().manual_seed(7))
     out = batcher.prepare(split.images)
     # reference: the same random draws, applied image by image with slicing
     g = torch.Generator().manual_seed(7)
@@ -387,7 +388,7 @@ def test_batcher_parts_make_up_the_one_process_batches():
     info = D.DATASETS["cifar10"]
 
     def batches(part):
-        return list(D.Batcher(split, info, 8, shuffle=True, augment=True, part=part,
+        return list(Batcher(split, info, 8, shuffle=True, augment=True, part=part,
                               generator=torch.Generator().manual_seed(3)))
     whole, parts = batches((0, 1)), [batches((r, 3)) for r in range(3)]
     assert len(whole) == 3 and all(len(p) == 3 for p in parts)
@@ -396,9 +397,9 @@ def test_batcher_parts_make_up_the_one_process_batches():
         assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
     assert [len(p[2][1]) for p in parts] == [2, 2, 3]
     # a trailing batch with fewer than 2 images per process is dropped (21 = 8 + 8 + 5 < 2 x 3)
-    three = D.Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator(), part=(1, 3))
+    three = Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator(), part=(1, 3))
     assert three.n_examples == 16 and len(three) == 2 and three.global_size(1) == 8
-    one = D.Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator())
+    one = Batcher(_uint8_split(n=21), info, 8, shuffle=True, generator=torch.Generator())
     assert one.n_examples == 21 and one.global_size(2) == 5
     with pytest.raises(ValueError, match="0 <= rank < world"):
-        D.Batcher(split, info, 8, part=(3, 3))
+        Batcher(split, info, 8, part=(3, 3))

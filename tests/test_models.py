@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import actkit
-from actkit.models import ReferenceActivation, build_model, make_activation, maybe_compile
+from actkit.models import build_model, make_activation, maybe_compile
+from actkit.nn import ReferenceActivation
 
 
 def assert_same_outputs_and_gradients(ours, ref, x):

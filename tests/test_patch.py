@@ -8,7 +8,8 @@ import torchvision
 from torch import nn
 
 import actkit
-from actkit.patch import ReferenceActivation, patched
+from actkit.nn import ReferenceActivation
+from actkit.patch import patched
 from refcheck import KERNEL_DEVICE, backend
 
 BACKENDS = ["torch", "triton"]

@@ -9,7 +9,7 @@ from scipy import stats as st
 from typer.testing import CliRunner
 
 import plotdata
-from actkit import bench, report, runs
+from actkit import bench, hostload, report, runs
 from actkit.cli.main import app
 
 
@@ -64,7 +64,8 @@ def test_tables_carry_the_numbers_of_the_run_files(run_dir, tmp_path):
         assert row[3] == f"{100 * r['final']['test_acc']:.2f}"
         assert row[4] == f"{r['final']['test_loss']:.4f}"
         assert row[5] == f"{r['final']['f1_macro']:.4f}"
-        assert row[7] == f"{r['timing']['train_images_per_s']:,.0f}"
+        assert row[7].rstrip("*?") == f"{r['timing']['train_images_per_s']:,.0f}"  # marked when the host was busy
+        assert row[7].endswith("*") == (hostload.busy_run(r) is not None)
     accuracy = _section(text, "Accuracy")
     for label in ("relu", "sigmoid"):
         accs = [r["final"]["test_acc"] for r in records if r["config"]["act_label"] == label]

@@ -8,8 +8,11 @@ import torch
 
 from actkit import data as D
 from actkit import results
+from actkit import selection
 from actkit import train as T
+from actkit.train import loop
 from actkit.models import build_model
+from actkit.runs import HISTORY_KEYS
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL = dict(dataset="synthetic", model="simple", epochs=2, batch_size=64, val_size=200, subset=640)
@@ -88,7 +91,7 @@ def test_run_record_schema_and_callback_events(small_data):
     assert rec["schema"] == T.RUN_SCHEMA and rec["id"] == "leaky_relu_negative_slope=0.2-actkit-seed0"
     assert rec["status"] == "finished" and rec["resumed_from_epoch"] == 0
     assert rec["config"]["act_params"] == {"negative_slope": 0.2}
-    assert set(rec["history"]) == set(T.HISTORY_KEYS)
+    assert set(rec["history"]) == set(HISTORY_KEYS)
     assert rec["history"]["epoch"] == [1, 2] and all(len(v) == 2 for v in rec["history"].values())
     f = rec["final"]
     assert f["test_n"] == 1000 and 0 <= f["test_acc"] <= 1
@@ -96,7 +99,7 @@ def test_run_record_schema_and_callback_events(small_data):
     assert f["test_acc"] == pytest.approx(sum(f["confusion"][i][i] for i in range(10)) / 1000)
     assert len(f["f1_per_class"]) == 10 and f["best_val_epoch"] in (1, 2)
     t = rec["timing"]
-    assert t["steps"] == 20 and t["images"] == 1280 and t["warmup_steps"] == T.WARMUP_STEPS
+    assert t["steps"] == 20 and t["images"] == 1280 and t["warmup_steps"] == loop.WARMUP_STEPS
     assert t["train_images_per_s"] > 0 and t["step_time_ms"] > 0
     assert rec["memory"]["peak_bytes"] is None and rec["memory"]["peak_rss_bytes"] > 0
     assert rec["env"]["device"] == "cpu" and rec["env"]["torch"] == torch.__version__
@@ -209,7 +212,7 @@ def test_sweep_rejects_bad_options(kwargs, match):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_cuda_device_without_cuda_is_a_clear_error():
     with pytest.raises(T.TrainError, match="CUDA is not available"):
-        T.resolve_device("cuda")
+        selection.parse_device("cuda", error=T.TrainError)
 
 
 def test_parse_activations():

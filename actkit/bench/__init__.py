@@ -67,7 +67,7 @@ from .config import (DEFAULT_DTYPES, DEFAULT_SIZES, HOST_DTYPES, HOST_SIZES, QUI
 from .files import HOST_SCHEMA, SCHEMA, SCHEMAS, load, measure_of, write
 from .hostcost import (HOST_RECORD_FIELDS, TARGETS, HostCase, Target, call_label, host_runner, make_host_case,
                        minimal_function, target_ratios)
-from .options import (DEVICES, DTYPES, HOST_MODES, HOST_PROVIDERS, MEASURES, MODES, PROVIDERS, BenchError,
+from .options import (DTYPES, HOST_MODES, HOST_PROVIDERS, MEASURES, MODES, PROVIDERS, BenchError,
                       parse_activations, parse_device, parse_dtypes, parse_modes, parse_providers, parse_sizes,
                       parse_threads)
 from .providers import (backend_label, compiled_reference, donated_buffers_off, forget_compiled, mode_runner,

@@ -6,16 +6,15 @@ and raises :class:`BenchError` with one line naming the bad value and what is al
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from .. import registry
+from .. import selection
 
 PROVIDERS = ("actkit", "eager", "compile")
 MODES = ("fwd", "bwd", "fwd+bwd")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ("cuda", "cpu")
 
 # What --host-cost measures: the cost of one call at a tiny size, where the host's work dominates.
 # Providers: actkit's functional call and module call, the eager op, a minimal autograd.Function
@@ -42,16 +41,9 @@ class BenchError(ValueError):
     """A benchmark request that cannot run (bad option value, missing device)."""
 
 
-def _items(value: str | Iterable[str] | None) -> list[str]:
-    if value is None:
-        return []
-    parts = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    return [p.strip() for p in parts if p.strip()]
-
-
 def _choices(value, allowed: Sequence[str], aliases: Mapping[str, str], what: str, option: str,
              context: str = "") -> tuple[str, ...]:
-    names = _items(value)
+    names = selection.comma_items(value)
     if not names:
         raise BenchError(f"{option} is empty; {context}choose from {', '.join(allowed)} (comma-separated) or all")
     if any(n.lower() == "all" for n in names):
@@ -84,21 +76,9 @@ def parse_dtypes(value) -> tuple[str, ...]:
 
 
 def parse_activations(value) -> tuple[str, ...]:
-    """Canonical names; ``all`` is every registered activation (unsupported kinds are skipped later)."""
-    names = _items(value)
-    if not names:
-        raise BenchError("--act is empty; give an activation, a comma list, or all")
-    if any(n.lower() == "all" for n in names):
-        return tuple(registry.available())
-    chosen = []
-    for name in names:
-        try:
-            spec = registry.get(name)
-        except ValueError as exc:
-            raise BenchError(str(exc)) from None
-        if spec.name not in chosen:
-            chosen.append(spec.name)
-    return tuple(chosen)
+    """Canonical names (:func:`actkit.selection.activation_names`); ``all`` is every registered activation
+    (unsupported kinds are skipped later)."""
+    return tuple(selection.activation_names(value, error=BenchError))
 
 
 _SIZE = re.compile(r"^(?:(\d+)|2\s*(?:\^|\*\*)\s*(\d+))$")
@@ -106,7 +86,7 @@ _SIZE = re.compile(r"^(?:(\d+)|2\s*(?:\^|\*\*)\s*(\d+))$")
 
 def parse_sizes(value) -> tuple[int, ...]:
     """Element counts: integers (``65536``, ``1_048_576``) or powers of two (``2^20``, ``2**20``)."""
-    names = _items(value)
+    names = selection.comma_items(value)
     if not names:
         raise BenchError("--sizes is empty; give element counts such as 65536,2^20")
     sizes = []
@@ -139,23 +119,6 @@ def parse_threads(value) -> int | None:
 
 
 def parse_device(value: str | None) -> str:
-    """``cuda`` or ``cpu`` (``None``: cuda when a GPU is present); error if cuda has no GPU."""
-    if value is None or str(value).strip().lower() in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    device = str(value).strip().lower()
-    if device.split(":")[0] not in DEVICES:
-        raise BenchError(f"unsupported device {value!r}; choose cuda or cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"device {value!r} requested but no CUDA GPU is available "
-                             "(torch.cuda.is_available() is False); use --device cpu")
-        try:
-            index = torch.device(device).index
-        except RuntimeError:
-            raise BenchError(f"unsupported device {value!r}; choose cuda, cuda:N or cpu") from None
-        if index is not None and index >= torch.cuda.device_count():
-            raise BenchError(f"device {value!r} does not exist: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    elif device != "cpu":
-        raise BenchError(f"unsupported device {value!r}; choose cuda or cpu")
-    return device
+    """``cuda``, ``cuda:N`` or ``cpu`` (``None`` or ``auto``: cuda when a GPU is present), by
+    :func:`actkit.selection.parse_device`."""
+    return selection.parse_device(value, error=BenchError, unknown="unsupported device {value!r}; choose cuda or cpu")
