@@ -220,6 +220,7 @@ def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits
 def test_cell_table_refuses_breakpoints_it_cannot_separate():
     from actkit.kernels import fewbit as kernels
 
-    assert kernels.code_table(np.array([0.0, np.float32(1e-7), 1.0], dtype=np.float32)) is None
+    # Three breakpoints within 2e-7: a cell that narrow needs more than MAX_CELLS cells over [0, 1].
+    assert kernels.code_table(np.array([0.0, 1e-7, 2e-7, 1.0], dtype=np.float32)) is None
     entries, lo, scale, last = kernels.code_table(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     assert entries.shape == (last + 1, 4) and lo * scale == int(lo * scale)
