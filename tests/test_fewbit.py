@@ -187,3 +187,40 @@ def test_modules_with_saved_bits_pickle_and_show_it():
     for clone in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         assert clone.saved_bits == 3 and clone.params == {"alpha": -0.5}
         torch.testing.assert_close(torch.autograd.grad(clone(x).sum(), x)[0], torch.autograd.grad(m(x).sum(), x)[0])
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["cell table", "binary search"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits, table):
+    """The Triton forward's packed codes are exactly the PyTorch implementation's (torch.bucketize)
+    on every breakpoint, its fp32 neighbours, NaN of both signs, +-inf, huge and tiny values: the
+    cell table (used from 3 bits) and the binary search (its fallback, and 1 or 2 bits) alike."""
+    from actkit.kernels import fewbit as kernels
+
+    spec = actkit.get("silu")
+    q = fewbit.quantizer(spec, spec.defaults, bits)
+    b, _ = q.tables("cpu")
+    bf = b.numpy()
+    special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-30, 3.4e38, -3.4e38]
+    points = np.concatenate([bf, np.nextafter(bf, np.float32(np.inf)), np.nextafter(bf, np.float32(-np.inf)),
+                             special]).astype(np.float32)
+    x = torch.cat([torch.from_numpy(points), torch.randn(700, generator=torch.Generator().manual_seed(bits)) * 4])
+    b = b.to(KERNEL_DEVICE)
+    made = kernels.code_table(bf)
+    assert made is not None and made[3] < kernels.MAX_CELLS
+    kernels._TABLES[id(b)] = (b, None, 0.0, 1.0, 0) if not table else \
+        (b, torch.from_numpy(made[0]).to(KERNEL_DEVICE), made[1], made[2], made[3])
+    try:
+        y, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], 0.0, 0.0, b, bits)
+    finally:
+        kernels._TABLES.pop(id(b), None)
+    assert torch.equal(codes.cpu(), fewbit.pack_codes(x, q))
+
+
+def test_cell_table_refuses_breakpoints_it_cannot_separate():
+    from actkit.kernels import fewbit as kernels
+
+    # Three breakpoints within 2e-7: a cell that narrow needs more than MAX_CELLS cells over [0, 1].
+    assert kernels.code_table(np.array([0.0, 1e-7, 2e-7, 1.0], dtype=np.float32)) is None
+    entries, lo, scale, last = kernels.code_table(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    assert entries.shape == (last + 1, 4) and lo * scale == int(lo * scale)

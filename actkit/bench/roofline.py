@@ -105,7 +105,7 @@ ARCHS = tuple(PIPE_RATES)
 ELEMENTS = {
     "activation_fwd_kernel": "n_elements", "activation_bwd_kernel": "n_elements",
     "fewbit_fwd_kernel": "n_elements", "fewbit_bwd_kernel": "n_elements",
-    "learnable_fwd_kernel": "n_elements", "learnable_bwd_kernel": "C * per_channel",
+    "learnable_fwd_kernel": "outer * C * inner", "learnable_bwd_kernel": "outer * C * inner",
     "glu_fwd_kernel": "rows * cols", "glu_bwd_kernel": "rows * cols",
     "softmax_fwd_kernel": "n_rows * N", "softmax_bwd_kernel": "n_rows * N",
 }
