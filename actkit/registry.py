@@ -1,8 +1,8 @@
 """The activation registry: one spec per activation, everything else is derived from it.
 
 A spec names the activation, its aliases and parameters, the Triton device functions that
-compute it (by prefix in :mod:`actkit.kernels.activations`, resolved lazily so that the
-registry imports without Triton), the PyTorch reference (the native op where one exists)
+compute it (a key of the table in :mod:`actkit.kernels.activations`, resolved lazily so
+that the registry imports without Triton), the PyTorch reference (the native op where one exists)
 and the properties shown by ``actkit list``.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ class ActivationSpec:
     native: bool = True
     """The reference is a single native torch op (False: a composite formula)."""
     kernel: str | None = None
-    """Prefix of the device functions ``<kernel>_fwd`` (f), ``<kernel>_bwd`` (f' of x) and, for
-    specs that can save y, ``<kernel>_bwd_y`` (f' read from y); defaults to ``name``."""
+    """Key of the spec's device functions in its kind's table (``kernels.activations.TABLE``: f, f'
+    of x and, for specs that can save y, f' read from y); defaults to ``name``."""
     saves: str = "x"
     """What autograd keeps at the default parameters: "x", "y" or "none" (see SAVES)."""
     saves_y_if: SavesRule | None = None
@@ -166,18 +166,25 @@ class ActivationSpec:
 
     # -- Triton -----------------------------------------------------------------------
     @property
+    def table_key(self) -> str:
+        """This spec's entry in its kind's table of device functions (``kernels.activations.TABLE``,
+        ``kernels.learnable.TABLE``)."""
+        return self.kernel or self.name
+
+    @property
     def triton_functions(self):
         """The ``@triton.jit`` device functions (f, f' of x). Imports Triton."""
-        from actkit.kernels import activations
+        from actkit.kernels.activations import TABLE
 
-        prefix = self.kernel or self.name
-        return getattr(activations, f"{prefix}_fwd"), getattr(activations, f"{prefix}_bwd")
+        entry = TABLE[self.table_key]
+        return entry.fwd, entry.bwd
 
     def triton_derivative(self, saved: str):
         """The device function of f' in terms of the saved tensor ("x" or "y"). Imports Triton."""
-        from actkit.kernels import activations
+        from actkit.kernels.activations import TABLE
 
-        return getattr(activations, f"{self.kernel or self.name}_bwd{'_y' if saved == 'y' else ''}")
+        entry = TABLE[self.table_key]
+        return entry.bwd_y if saved == "y" else entry.bwd
 
 
 # -- parameter checks ---------------------------------------------------------------------

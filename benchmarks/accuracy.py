@@ -336,8 +336,12 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
     """Forward and backward errors of one activation's device functions (module ``kernels``)."""
     case = refs.CASES[name]
     p0, p1 = case.kernel_args
-    fwd = getattr(kernels, f"{case.prefix}_fwd")
-    bwd = getattr(kernels, f"{case.prefix}_bwd{'_y' if case.saves == 'y' else ''}", None)
+    if hasattr(kernels, "TABLE"):
+        entry = kernels.TABLE[case.prefix]
+        fwd, bwd = entry.fwd, entry.bwd_y if case.saves == "y" else entry.bwd
+    else:  # kernels of an older commit (``--before``), from before the table: by name
+        fwd = getattr(kernels, f"{case.prefix}_fwd")
+        bwd = getattr(kernels, f"{case.prefix}_bwd{'_y' if case.saves == 'y' else ''}", None)
     if case.backward is None and case.backward_y is None:  # no derivative to measure (step, identity)
         bwd = None
     out: dict = {"forward": {}, "backward": {}}

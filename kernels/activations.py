@@ -17,6 +17,8 @@ pieces their forward formula computes (sigmoid's e^-|x| and 1 / (1 + e^-|x|), ta
 mish's ratio), no function divides (``rcp`` and multiplications by constant reciprocals), and
 guards are clamps where a ``where`` would compute a second branch.
 """
+from typing import NamedTuple
+
 import triton
 import triton.language as tl
 
@@ -108,9 +110,6 @@ def relu_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x <= 0.0, 0.0, 1.0)
 
 
-relu_bwd_y = relu_bwd  # y > 0 exactly where x > 0 (NaN stays NaN)
-
-
 @triton.jit
 def hardtanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = min_val, p1 = max_val
@@ -124,9 +123,6 @@ def hardtanh_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where((x <= p0) | (x >= p1), 0.0, 1.0)
 
 
-hardtanh_bwd_y = hardtanh_bwd  # y sits on a bound exactly where x is at or beyond it
-
-
 @triton.jit
 def relu6_fwd(x, p0, p1, ACC: tl.constexpr):
     return hardtanh_fwd(x, 0.0, 6.0, ACC)
@@ -135,9 +131,6 @@ def relu6_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def relu6_bwd(x, p0, p1, ACC: tl.constexpr):
     return hardtanh_bwd(x, 0.0, 6.0, ACC)
-
-
-relu6_bwd_y = relu6_bwd
 
 
 @triton.jit
@@ -149,9 +142,6 @@ def leaky_relu_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def leaky_relu_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where(x > 0.0, 1.0, p0)
-
-
-leaky_relu_bwd_y = leaky_relu_bwd  # with a slope >= 0 (the registry's rule), y > 0 exactly where x > 0
 
 
 @triton.jit
@@ -422,3 +412,44 @@ def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
 def tanhshrink_bwd(x, p0, p1, ACC: tl.constexpr):
     t = fm.tanh(x, ACC)
     return t * t
+
+
+class DeviceFunctions(NamedTuple):
+    """One activation's device functions: f, f' of x and, where the spec can save the output, f' of y."""
+    fwd: triton.JITFunction
+    bwd: triton.JITFunction
+    bwd_y: triton.JITFunction | None = None
+
+
+# The table the registry points to: ``ActivationSpec.kernel`` (default: its name) is a key here.
+# Written out rather than looked up by name, so that grep finds every device function's user;
+# tests/test_registry.py checks that each entry serves a spec and each spec has an entry.
+TABLE: dict[str, DeviceFunctions] = {
+    "identity": DeviceFunctions(identity_fwd, identity_bwd),
+    "step": DeviceFunctions(step_fwd, step_bwd),
+    "sigmoid": DeviceFunctions(sigmoid_fwd, sigmoid_bwd, sigmoid_bwd_y),
+    "tanh": DeviceFunctions(tanh_fwd, tanh_bwd, tanh_bwd_y),
+    # f' of y is f' of x: y > 0 exactly where x > 0 (NaN stays NaN).
+    "relu": DeviceFunctions(relu_fwd, relu_bwd, relu_bwd),
+    # f' of y is f' of x: y sits on a bound exactly where x is at or beyond it.
+    "hardtanh": DeviceFunctions(hardtanh_fwd, hardtanh_bwd, hardtanh_bwd),
+    # f' of y is f' of x: y sits on 0 or 6 exactly where x is at or beyond it.
+    "relu6": DeviceFunctions(relu6_fwd, relu6_bwd, relu6_bwd),
+    # f' of y is f' of x: with a slope >= 0 (the registry's rule), y > 0 exactly where x > 0.
+    "leaky_relu": DeviceFunctions(leaky_relu_fwd, leaky_relu_bwd, leaky_relu_bwd),
+    "elu": DeviceFunctions(elu_fwd, elu_bwd, elu_bwd_y),
+    "celu": DeviceFunctions(celu_fwd, celu_bwd, celu_bwd_y),
+    "selu": DeviceFunctions(selu_fwd, selu_bwd, selu_bwd_y),
+    "gelu": DeviceFunctions(gelu_fwd, gelu_bwd),
+    "gelu_tanh": DeviceFunctions(gelu_tanh_fwd, gelu_tanh_bwd),
+    "gelu_sigmoid": DeviceFunctions(gelu_sigmoid_fwd, gelu_sigmoid_bwd),
+    "silu": DeviceFunctions(silu_fwd, silu_bwd),
+    "mish": DeviceFunctions(mish_fwd, mish_bwd),
+    "lisht": DeviceFunctions(lisht_fwd, lisht_bwd),
+    "softplus": DeviceFunctions(softplus_fwd, softplus_bwd, softplus_bwd_y),
+    "softsign": DeviceFunctions(softsign_fwd, softsign_bwd, softsign_bwd_y),
+    "hardswish": DeviceFunctions(hardswish_fwd, hardswish_bwd),
+    "hardsigmoid": DeviceFunctions(hardsigmoid_fwd, hardsigmoid_bwd, hardsigmoid_bwd_y),
+    "logsigmoid": DeviceFunctions(logsigmoid_fwd, logsigmoid_bwd, logsigmoid_bwd_y),
+    "tanhshrink": DeviceFunctions(tanhshrink_fwd, tanhshrink_bwd),
+}

@@ -15,14 +15,8 @@ import triton
 import triton.language as tl
 
 from .launch import Kernel
-from .layout import check_dtype, in_layout
+from .layout import BLOCK, NUM_WARPS, check_dtype, in_layout
 
-# 2048 elements per program, 4 warps: 16 elements per thread, i.e. four 128-bit
-# loads of fp32 (two of fp16/bf16) in flight per thread, enough to saturate HBM on
-# current GPUs for a purely memory-bound op. Fewer, larger programs also keep the
-# interpreter (one Python step per program) fast in tests.
-BLOCK_SIZE = 2048
-NUM_WARPS = 4
 
 
 @triton.jit
@@ -49,7 +43,7 @@ def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
 
 
 def _grid(n: int) -> tuple[int]:
-    return ((n + BLOCK_SIZE - 1) // BLOCK_SIZE,)
+    return ((n + BLOCK - 1) // BLOCK,)
 
 
 # One launcher per device function, made on first use: a call costs a dict lookup, not a JIT bind.
@@ -62,7 +56,7 @@ _BACKWARD: dict[int, Kernel] = {}
 def _kernel(cache: dict, kernel, fn, name: str) -> Kernel:
     found = cache.get(id(fn))
     if found is None:
-        found = cache[id(fn)] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK_SIZE, num_warps=NUM_WARPS)
+        found = cache[id(fn)] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return found
 
 

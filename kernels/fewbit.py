@@ -25,11 +25,8 @@ import triton
 import triton.language as tl
 
 from .launch import kernel
-from .layout import check_dtype, in_layout
+from .layout import BLOCK, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
-ELEMENTS = 2048  # per program where 32 // K is a power of two, as the elementwise kernels
-WORDS = 1024  # per program otherwise: a chunk of 1024 elements is 8 per thread, one 128-bit load in 16 bits
-NUM_WARPS = 4
 MAX_CELLS = 1 << 13  # 128 KiB of 16-byte entries at most
 MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds to an integer in the low bits
 MAGIC_BITS = tl.constexpr(0x4B400000)
@@ -134,11 +131,11 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
 
 def _words(bits: int) -> tuple[int, bool]:
     """(words per program, ROWS): about 2048 elements in rows when 32 // bits is a power of two;
-    otherwise WORDS words, their positions strided."""
+    otherwise FEWBIT_WORDS words, their positions strided."""
     per_word = 32 // bits
     if per_word & (per_word - 1) == 0:
-        return ELEMENTS // per_word, True
-    return WORDS, False
+        return BLOCK // per_word, True
+    return FEWBIT_WORDS, False
 
 
 def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] | None:

@@ -26,11 +26,8 @@ import triton
 import triton.language as tl
 
 from .launch import kernel
-from .layout import check_dtype
+from .layout import BLOCK, NUM_WARPS, check_dtype
 
-# Elements per program and warps, as the elementwise kernels: 16 elements per thread.
-BLOCK = 2048
-NUM_WARPS = 4
 
 
 @triton.jit

@@ -1,4 +1,7 @@
-"""Launcher helpers shared by every kernel family: supported dtypes and the flat-buffer layout rule.
+"""What every kernel family shares: the launch constants, the supported dtypes and the flat-buffer layout rule.
+
+The launch constants of all families live here, so that a tuning change is one edit and the
+static roofline (:mod:`actkit.bench.roofline`) and the kernels cannot disagree about them.
 
 The kernels walk tensors as flat buffers, so every operand of one launch must share the
 output's strides. The output comes from ``torch.empty_like``, which keeps the strides of any
@@ -7,6 +10,32 @@ memory format otherwise. So dense inputs are processed in place and only views w
 (slices, expands) pay one copy.
 """
 import torch
+
+# -- launch constants ------------------------------------------------------------------------
+# 2048 elements per program, 4 warps: 16 elements per thread, i.e. four 128-bit loads of fp32
+# (two of fp16/bf16) in flight per thread, enough to saturate HBM on current GPUs for a purely
+# memory-bound op. Fewer, larger programs also keep the interpreter (one Python step per
+# program) fast in tests. The elementwise, GLU, learnable and few-bit (power-of-two codes per
+# word) kernels all take this block.
+BLOCK = 2048
+NUM_WARPS = 4
+# Few-bit kernels whose 32 // bits codes per word is not a power of two (3, 5, 6, 7 bits) walk
+# words, not elements: 1024 words is 8 per thread, one 128-bit load of 16-bit data.
+FEWBIT_WORDS = 1024
+# The learnable backward's final reduction adds this many partial-sum rows per step, per block
+# of this many channels.
+LEARNABLE_SUM_ROWS = 64
+LEARNABLE_SUM_COLS = 64
+# Row-wise (softmax) kernels: rows up to ROWWISE_MAX_FUSED elements are normalised in one read
+# and one write; longer rows loop over tiles of ROWWISE_TILE elements (rows x chunk).
+ROWWISE_MAX_FUSED = 8192
+ROWWISE_TILE = 4096
+
+
+def rowwise_warps(elements: int) -> int:
+    """Warps for a row-wise tile of ``elements``: 16 elements per thread up to 4096, then 16 warps."""
+    return 4 if elements <= 2048 else 8 if elements <= 4096 else 16
+
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -23,7 +23,7 @@ if __name__ == "__main__":
     from actkit.bench import compileonly
     from actkit.kernels import activations
 
-    activations.relu_fwd = broken_relu_fwd
+    activations.TABLE["relu"] = activations.TABLE["relu"]._replace(fwd=broken_relu_fwd)
     result = compileonly.run(90, ["relu"], ["bf16"], sass=True)
     with open(sys.argv[1], "w") as f:
         json.dump(result, f)

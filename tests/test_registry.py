@@ -89,3 +89,24 @@ def test_specs_are_consistent():
     for spec in actkit.registry.REGISTRY.values():
         assert spec.formula and spec.output_range and spec.class_name
         assert spec.saves in actkit.registry.SAVES
+
+
+def _table_users(table, pointwise: bool):
+    return {spec.table_key for spec in actkit.registry.REGISTRY.values()
+            if (spec.kind.scalar_params if pointwise else spec.kind.learnable)}
+
+
+def test_every_device_function_table_entry_serves_a_spec_and_back():
+    """The registry points into the kernels' tables by key: no spec without its device functions,
+    no device functions that nothing uses, and every ``@triton.jit`` f / f' in the module listed."""
+    from actkit.kernels import activations, learnable
+
+    assert _table_users(activations.TABLE, pointwise=True) == set(activations.TABLE)
+    assert _table_users(learnable.TABLE, pointwise=False) == set(learnable.TABLE)
+    listed = {fn for entry in activations.TABLE.values() for fn in entry if fn is not None}
+    defined = {v for k, v in vars(activations).items() if k.endswith(("_fwd", "_bwd", "_bwd_y"))}
+    assert defined == listed
+    for spec in actkit.registry.REGISTRY.values():
+        if spec.kind.scalar_params and spec.differentiable:
+            for saved in {"x", spec.saves_for(spec.defaults)} - {"none"}:
+                assert spec.triton_derivative(saved) is not None, (spec.name, saved)

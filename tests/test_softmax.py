@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import actkit
-from actkit.kernels import softmax as kernels
+from actkit.kernels import rowwise as kernels
 from refcheck import DTYPES, KERNEL_DEVICE, TORCH_TOLERANCE, assert_within, backend, sum_error_bound
 
 NAMES = ["softmax", "log_softmax"]

@@ -8,7 +8,7 @@
 
 Autograd saves x and the (tiny) parameter and recomputes f' in backward. On the Triton
 backend the parameter gradient is a deterministic two-stage reduction (per-tile partial
-sums, then a fixed-order column sum; see :mod:`actkit.kernels.parametric`), skipped when
+sums, then a fixed-order column sum; see :mod:`actkit.kernels.learnable`), skipped when
 the parameter needs no gradient (a number, a frozen parameter). On the
 PyTorch backend both gradients are a vector-Jacobian product of the registry reference,
 so they are PyTorch's own, NaN and inf behaviour included.
@@ -59,12 +59,11 @@ class LearnableOp(BoundOp):
         self.torch = LearnableImpl(TORCH, self.reference, self._torch_grads)
 
     def make_triton(self) -> LearnableImpl:
-        from actkit.kernels import parametric
+        from actkit.kernels import learnable as kernels
 
-        prefix = self.spec.kernel or self.name
-        fwd, bwd = getattr(parametric, f"{prefix}_fwd"), getattr(parametric, f"{prefix}_bwd")
-        return LearnableImpl(TRITON, lambda x, weight: parametric.forward(x, weight, fwd),
-                             lambda x, weight, grad, wants: parametric.backward(x, weight, grad, bwd, wants))
+        fwd, bwd = kernels.TABLE[self.spec.table_key]
+        return LearnableImpl(TRITON, lambda x, weight: kernels.forward(x, weight, fwd),
+                             lambda x, weight, grad, wants: kernels.backward(x, weight, grad, bwd, wants))
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH

@@ -9,7 +9,7 @@ Autograd saves only the output y: both gradients are cheapest in y
 (softmax ``dx = y * (dy - sum(dy * y))``, log_softmax ``dx = dy - exp(y) * sum(dy)``), and
 the next layer usually keeps y anyway. ``dim`` is wrapped to ``0 <= dim < x.dim()`` in
 Python before the call. On the Triton backend the kernels reduce over ``dim`` in place,
-whatever the dense layout (see :mod:`actkit.kernels.softmax`); on the PyTorch backend the
+whatever the dense layout (see :mod:`actkit.kernels.rowwise`); on the PyTorch backend the
 ops are ``torch.softmax``/``torch.log_softmax`` and ATen's own backward formulas.
 """
 from __future__ import annotations
@@ -71,11 +71,11 @@ class RowwiseOp(BoundOp):
         self.torch = RowwiseImpl(TORCH, forward, dx)
 
     def make_triton(self) -> RowwiseImpl:
-        from actkit.kernels import softmax
+        from actkit.kernels import rowwise as kernels
 
         log = self.log
-        return RowwiseImpl(TRITON, lambda x, dim: softmax.forward(x, dim, log),
-                           lambda y, grad, dim: softmax.backward(y, grad, dim, log))
+        return RowwiseImpl(TRITON, lambda x, dim: kernels.forward(x, dim, log),
+                           lambda y, grad, dim: kernels.backward(y, grad, dim, log))
 
     def __call__(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)

@@ -12,8 +12,8 @@ Tiles. A program owns BLOCK_R rows and walks their elements BLOCK_N at a time, i
 many rows per program; rows of a reduced dim that is not innermost (``inner > 1``) are
 read side by side, so neighbouring rows are neighbouring addresses.
 
-Forward. When a row fits in one tile (N <= MAX_FUSED for the innermost dim, N * 8 <=
-MAX_FUSED otherwise, see :func:`config`), the kernel reads x once and writes y once: max, exp, sum, normalise in registers. Longer rows (the vocabulary of a
+Forward. When a row fits in one tile (N <= ROWWISE_MAX_FUSED for the innermost dim, N * 8 <=
+ROWWISE_MAX_FUSED otherwise, see :func:`config`), the kernel reads x once and writes y once: max, exp, sum, normalise in registers. Longer rows (the vocabulary of a
 language model, > 64k) take two sweeps: the first keeps an online running maximum m and
 sum s (s is rescaled by exp(m_old - m_new) whenever the maximum grows), the second
 writes exp(x - m) / s, or x - m - log(s) for log_softmax. Math is fp32; numerically stable
@@ -31,12 +31,8 @@ import triton
 import triton.language as tl
 
 from .launch import kernel
-from .layout import check_dtype, in_layout
+from .layout import ROWWISE_MAX_FUSED, ROWWISE_TILE, check_dtype, in_layout, rowwise_warps
 
-# Rows up to this many elements are normalised in one read and one write.
-MAX_FUSED = 8192
-# Elements per tile (rows x chunk) for the looped path and for packing short rows.
-TILE = 4096
 
 
 
@@ -156,15 +152,13 @@ def config(N: int, n_rows: int, inner: int = 1) -> dict:
     rows so that each load covers a run of consecutive addresses, not one scattered word.
     """
     side_by_side = 1 if inner == 1 else min(triton.next_power_of_2(inner), 8)
-    if triton.next_power_of_2(N) * side_by_side <= MAX_FUSED:
-        single, block_n, budget = True, triton.next_power_of_2(N), MAX_FUSED
+    if triton.next_power_of_2(N) * side_by_side <= ROWWISE_MAX_FUSED:
+        single, block_n, budget = True, triton.next_power_of_2(N), ROWWISE_MAX_FUSED
     else:
         side_by_side = 1 if inner == 1 else min(triton.next_power_of_2(inner), 32)
-        single, block_n, budget = False, TILE // side_by_side, TILE
+        single, block_n, budget = False, ROWWISE_TILE // side_by_side, ROWWISE_TILE
     block_r = max(1, min(budget // block_n, triton.next_power_of_2(n_rows)))
-    elements = block_n * block_r
-    num_warps = 4 if elements <= 2048 else 8 if elements <= 4096 else 16
-    return dict(SINGLE=single, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=num_warps)
+    return dict(SINGLE=single, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=rowwise_warps(block_n * block_r))
 
 
 def _launch(fn, inputs, out, dim, log):

@@ -35,13 +35,8 @@ import triton
 import triton.language as tl
 
 from .launch import kernel
-from .layout import check_dtype, in_layout
+from .layout import BLOCK, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, check_dtype, in_layout
 
-BLOCK_SIZE = 2048
-NUM_WARPS = 4
-# Partial-sum rows added per step of the final reduction, per block of channels.
-SUM_ROWS = 64
-SUM_COLS = 64
 
 
 
@@ -73,6 +68,14 @@ def swish_beta_bwd(x, b):
     s = tl.sigmoid(bx)
     ds = s * tl.sigmoid(-bx)
     return s + (x * ds) * b, (x * ds) * x
+
+
+# The table the learnable specs point to (``ActivationSpec.kernel``, default the name): F(x, a)
+# and (dF/dx, dF/da) per activation.
+TABLE = {
+    "prelu": (prelu_fwd, prelu_bwd),
+    "swish_beta": (swish_beta_fwd, swish_beta_bwd),
+}
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -143,11 +146,11 @@ def channel_layout(t: torch.Tensor, n_params: int) -> tuple[int, int]:
 
 
 def _tiles(C: int, inner: int, outer: int) -> tuple[int, int, int]:
-    """(BLOCK_O, BLOCK_C, BLOCK_I), about BLOCK_SIZE elements: as long as possible along the
+    """(BLOCK_O, BLOCK_C, BLOCK_I), about BLOCK elements: as long as possible along the
     contiguous axis (inner, or the channels when inner is 1), then the channels, then outer."""
-    block_i = min(triton.next_power_of_2(inner), BLOCK_SIZE)
-    block_c = min(triton.next_power_of_2(C), BLOCK_SIZE // block_i)
-    block_o = min(triton.next_power_of_2(outer), BLOCK_SIZE // (block_i * block_c))
+    block_i = min(triton.next_power_of_2(inner), BLOCK)
+    block_c = min(triton.next_power_of_2(C), BLOCK // block_i)
+    block_o = min(triton.next_power_of_2(outer), BLOCK // (block_i * block_c))
     return block_o, block_c, block_i
 
 
@@ -198,6 +201,6 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
         (programs,), in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx,
         partials, outer, C, inner, n_cb, n_ib)
     if weight_grad:
-        kernel(column_sum_kernel, ROWS=SUM_ROWS, COLS=SUM_COLS, num_warps=NUM_WARPS)(
-            (triton.cdiv(C, SUM_COLS),), partials, da, n_rows, C)
+        kernel(column_sum_kernel, ROWS=LEARNABLE_SUM_ROWS, COLS=LEARNABLE_SUM_COLS, num_warps=NUM_WARPS)(
+            (triton.cdiv(C, LEARNABLE_SUM_COLS),), partials, da, n_rows, C)
     return dx, da
