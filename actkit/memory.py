@@ -80,13 +80,14 @@ class NetworkMemory:
     """The part of ``saved_bytes`` that is the network's parameters (convolution weights, ...)."""
     batch: int
     image_size: int
+    """Side of the square input images, in pixels."""
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "activation_bytes": self.activation_bytes}
 
     @property
     def activation_bytes(self) -> int:
         return self.saved_bytes - self.parameter_bytes
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "activation_bytes": self.activation_bytes}
 
 
 def _network(model: str, num_classes: int = 10) -> nn.Module:

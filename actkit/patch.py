@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,18 +67,23 @@ TORCH_MODULES = tuple(_TORCH_MODULES)
 _FUNCTIONAL_ACTIVATIONS = {F.relu: "relu", F.gelu: "gelu", F.silu: "silu", torch.relu: "relu"}
 
 
-@dataclass(frozen=True)
-class Replacement:
+class Replacement(NamedTuple):
+    """One activation module that ``patch`` swapped for actkit's."""
     path: str
+    """The module's path in the model, as ``named_modules`` gives it ("features.3")."""
     before: str
+    """The module that was there, as ``_describe`` writes it ("GELU(approximate='tanh')")."""
     after: str
+    """The actkit module now there, likewise."""
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(NamedTuple):
+    """One activation ``patch`` found and left alone, and why (a function, not a module; no actkit equivalent)."""
     path: str
     what: str
+    """What was found there ("relu function", "MultiheadAttention softmax", a module)."""
     reason: str
+    """Why it was left alone, and what to do instead where there is something."""
 
 
 @dataclass

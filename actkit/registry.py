@@ -26,6 +26,7 @@ SAVES = ("x", "y", "none")
 
 @dataclass(frozen=True)
 class Param:
+    """One scalar parameter of an activation, as ``actkit list`` and the signatures show it."""
     name: str
     default: float
     doc: str

@@ -64,17 +64,23 @@ def _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K: tl.constexpr, TAB
 
 
 @triton.jit
+def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
+    """This program's first word and first element, and how many of its W * per_word elements exist.
+    int64 only per program (the starts): offsets and masks within it are int32."""
+    word0 = tl.program_id(0).to(tl.int64) * W
+    base = word0 * per_word
+    return word0, base, tl.minimum(n_elements - base, W * per_word).to(tl.int32)
+
+
+@triton.jit
 def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_elements, n_words, p0, p1,
                       lo, scale, n_cells, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
                       TABLE: tl.constexpr, ROWS: tl.constexpr):
     per_word: tl.constexpr = 32 // K
-    word0 = tl.program_id(0).to(tl.int64) * W
-    base = word0 * per_word
-    # int64 only per program: offsets and masks within it are int32.
+    word0, base, left = _span(n_elements, per_word, W)
     x_ptr += base
     y_ptr += base
     code_ptr += word0
-    left = tl.minimum(n_elements - base, W * per_word).to(tl.int32)
     words_left = tl.minimum(n_words - word0, W).to(tl.int32)
     lanes = tl.arange(0, W)
     if ROWS:  # 32 // K a power of two: a [W, 32 // K] tile is contiguous, one row per word
@@ -105,12 +111,10 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
 def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
                       K: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr):
     per_word: tl.constexpr = 32 // K
-    word0 = tl.program_id(0).to(tl.int64) * W
-    base = word0 * per_word
+    word0, base, left = _span(n_elements, per_word, W)
     dy_ptr += base
     dx_ptr += base
     code_ptr += word0
-    left = tl.minimum(n_elements - base, W * per_word).to(tl.int32)
     lanes = tl.arange(0, W)
     if ROWS:  # contiguous: element i's word is i // per_word, a shift
         offsets = tl.arange(0, W * per_word)

@@ -21,15 +21,12 @@ HOST_SIZES = (16,)
 HOST_DTYPES = ("fp32",)
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    activations: tuple[str, ...]
-    device: str
-    dtypes: tuple[str, ...]
-    sizes: tuple[int, ...]
-    modes: tuple[str, ...] = MODES
-    providers: tuple[str, ...] = PROVIDERS
-    quick: bool = False
+@dataclass(frozen=True, kw_only=True)
+class TimingBudget:
+    """What the timers (:func:`.timing.time_all`) read from a configuration: the budgets per device.
+
+    Keyword-only, so that a configuration adds its own positional fields in front of these; one
+    that needs other defaults redeclares the field."""
     # CUDA (triton.testing.do_bench): warm-up and measurement budgets in milliseconds.
     warmup_ms: int = 25
     rep_ms: int = 100
@@ -42,14 +39,25 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
+
+    @property
+    def device_type(self) -> str:
+        return torch.device(self.device).type  # type: ignore[attr-defined]  (every configuration has one)
+
+
+@dataclass(frozen=True)
+class BenchConfig(TimingBudget):
+    activations: tuple[str, ...]
+    device: str
+    dtypes: tuple[str, ...]
+    sizes: tuple[int, ...]
+    modes: tuple[str, ...] = MODES
+    providers: tuple[str, ...] = PROVIDERS
+    quick: bool = False
     measure: str = "bandwidth"
     """``bandwidth``: the sweep (see :mod:`.bandwidth`); ``host``: µs per call (see :mod:`.hostcost`)."""
     saved_bits: int | None = None
     """actkit's few-bit backward (:mod:`actkit.kinds.fewbit`) for the differentiable elementwise activations."""
-
-    @property
-    def device_type(self) -> str:
-        return torch.device(self.device).type
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

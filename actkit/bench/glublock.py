@@ -20,13 +20,14 @@ once) and the largest difference from the eager composite's output.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from .. import functional, glu, memory, registry, results
+from .config import TimingBudget
 from .options import DTYPES, BenchError
 from .providers import time_first_call
 from .sweep import ProgressCallback
@@ -45,7 +46,7 @@ MODES = ("fwd", "fwd+bwd")
 
 
 @dataclass(frozen=True)
-class BlockConfig:
+class BlockConfig(TimingBudget):
     act: str = "swiglu"
     device: str = "cpu"
     dtype: str = "fp32"
@@ -55,19 +56,10 @@ class BlockConfig:
     layout: str = "pair"
     backend: str = "inductor"
     """torch.compile's backend: ``inductor``; ``aot_eager`` traces the same graphs without code generation."""
-    min_run_time: float = 0.5
-    min_blocks: int = 15
-    block_s: float = 0.02
-    warmup_calls: int = 3
-    warmup_ms: int = 25
-    rep_ms: int = 100
-    seed: int = 0
-    threads: int | None = None
-    """CPU threads for the run (``torch.set_num_threads``); ``None`` keeps torch's setting."""
-
-    @property
-    def device_type(self) -> str:  # the timing fields and this are what .timing.time_all reads
-        return torch.device(self.device).type
+    # A block runs for milliseconds, not microseconds: fewer, longer CPU timing blocks.
+    min_run_time: float = field(default=0.5, kw_only=True)
+    min_blocks: int = field(default=15, kw_only=True)
+    block_s: float = field(default=0.02, kw_only=True)
 
 
 class GluBlock(nn.Module):
