@@ -24,6 +24,20 @@ Two routes lead to the same implementation:
   same bound op. Inductor sees one op and never tries to compile the Triton kernel for a CPU (see the
   design notes: ``triton_op`` does, and fails there).
 
+Two more cases leave the eager route's fast path, checked only where they matter (a call that
+records autograd, or one that would launch a Triton kernel):
+
+* **torch.func transforms** (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...): :class:`TransformFunction`, the
+  same implementation in the ``forward`` + ``setup_context`` form functorch needs, with a ``vmap`` rule
+  (:func:`batched`) and a ``jvp``. Its forward runs the implementation on the unbatched tensor; its
+  backward and jvp differentiate the PyTorch reference of the saved inputs.
+* **a TorchDispatchMode** (selective activation checkpointing, FlopCounterMode, make_fx): the custom
+  ops, so that the mode sees one actkit op (a checkpoint policy can name ``torch.ops.actkit.*``).
+
+**Double backward** (``create_graph=True``, and every backward under torch.func): when a backward runs
+with grad mode on, the input gradients are computed by differentiable PyTorch ops from the same saved
+tensors (:meth:`Implementation.differentiable_grads`) instead of the fast path, on both routes.
+
 So the autograd rules live in two places only: :class:`Implementation` (what is saved and how the
 gradients are asked for, on both routes) and :func:`define_ops` (the custom ops' fake, autograd and
 registration).
@@ -44,6 +58,11 @@ from ..backend import TORCH, backend_for
 # when ``type(x) is torch.Tensor and not is_compiling()``, written out in each op's __call__
 # (a helper function would be one more Python frame on every activation call).
 is_compiling = torch.compiler.is_compiling
+# Whether torch.func transforms are active (functorch's wrapped tensors are plain torch.Tensor to
+# Python), and how many TorchDispatchModes are: each a C call of about 50 ns, made only where a call
+# records autograd or would launch a Triton kernel (see :func:`aside`).
+transforms_active = torch._C._are_functorch_transforms_active
+dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
 # -- argument checks shared by the kinds ---------------------------------------------------------
@@ -98,9 +117,23 @@ class Implementation:
 
     ``forward_and_save`` is what autograd's forward runs and ``backward`` what its backward runs, on
     both routes; ``op_forward`` is what the forward custom op computes (few-bit returns its codes too).
+
+    ``exact`` is the PyTorch implementation of the same bound op (itself on the PyTorch backend): its
+    ``forward`` is made of differentiable torch ops, so its :meth:`differentiable_grads`,
+    :meth:`reference_vjp` and :meth:`reference_jvp` serve every backend where gradients must be
+    differentiable (double backward, torch.func). ``batch_layout`` tells :func:`batched` how the
+    inputs line up under vmap: ``"same"`` (tensors of one shape; an int input is a dim of x) or
+    ``"channel"`` (x and a parameter of one entry or one per channel, dim 1 of x). ``native``: its
+    forward is torch ops whose own derivatives are the op's (the PyTorch implementations, but for the
+    forward-only step and few-bit), so that torch.func and dispatch modes may see those ops as they are.
     """
 
-    __slots__ = ("backend",)
+    __slots__ = ("backend", "exact", "native")
+    batch_layout = "same"
+
+    def __init__(self, backend: str):
+        self.backend, self.exact = backend, self  # BoundOp.triton() points a Triton one's exact at the PyTorch one
+        self.native = backend == TORCH
 
     def op_forward(self, *inputs):
         return self.forward(*inputs)
@@ -116,8 +149,55 @@ class Implementation:
 
     def backward(self, ctx, grad: torch.Tensor, input_grads=None) -> tuple:
         """Gradients of the tensor inputs by ``input_grads`` (default: this implementation's own; the
-        traced route passes its backward custom op)."""
+        traced route passes its backward custom op); with grad mode on (``create_graph=True``, and every
+        backward under torch.func) by differentiable torch ops instead, so that they can be differentiated."""
+        if torch.is_grad_enabled():
+            return self.exact.differentiable_grads(ctx.saved_tensors, grad, ctx.state)
         return (input_grads or self.input_grads)(ctx.saved_tensors, grad, ctx.state)
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state) -> tuple:
+        """What :meth:`input_grads` gives, from the same saved tensors, in differentiable torch ops
+        (called on the PyTorch implementation: ``impl.exact``)."""
+        raise NotImplementedError
+
+    # -- torch.func: the PyTorch reference of the inputs, differentiated by torch ------------------
+    def reference(self, *inputs) -> torch.Tensor:
+        """The op in differentiable torch ops (called on the PyTorch implementation, whose forward it is)."""
+        return self.forward(*inputs)
+
+    def reference_vjp(self, inputs: tuple, grad: torch.Tensor) -> tuple:
+        """Gradients of the tensor inputs: a vector-Jacobian product of :meth:`reference`, itself
+        differentiable (torch.func composes it with outer transforms and with autograd)."""
+        tensors, call = _tensor_args(self.reference, inputs)
+        _, vjp = torch.func.vjp(call, *tensors)
+        return vjp(grad)
+
+    def reference_jvp(self, inputs: tuple, tangents: tuple) -> torch.Tensor:
+        """The output's tangent (forward-mode AD): a Jacobian-vector product of :meth:`reference` in
+        the inputs that have a tangent."""
+        moving = [i for i, t in enumerate(tangents) if t is not None]
+        primals = tuple(inputs[i] for i in moving)
+
+        def call(*values):
+            args = list(inputs)
+            for i, value in zip(moving, values):
+                args[i] = value
+            return self.reference(*args)
+
+        return torch.func.jvp(call, primals, tuple(tangents[i] for i in moving))[1]
+
+
+def _tensor_args(fn, inputs: tuple):
+    """(the tensors among ``inputs``, ``call(*tensors)`` = ``fn`` of the inputs with those tensors)."""
+    at = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+
+    def call(*tensors):
+        args = list(inputs)
+        for i, value in zip(at, tensors):
+            args[i] = value
+        return fn(*args)
+
+    return tuple(inputs[i] for i in at), call
 
 
 class BoundOp:
@@ -139,7 +219,9 @@ class BoundOp:
 
     def triton(self) -> Implementation:
         if self._triton is None:
-            self._triton = self.make_triton()
+            impl = self.make_triton()
+            impl.exact = self.torch
+            self._triton = impl
         return self._triton
 
     def impl(self, backend: str) -> Implementation:
@@ -181,8 +263,12 @@ class ScalarBoundOp(BoundOp):
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see the module doc)
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
             if x.requires_grad and torch.is_grad_enabled():
+                if transforms_active() or dispatch_modes():
+                    return aside(self, impl, x)
                 return EagerFunction.apply(impl, x)
-            return impl.forward(x)
+            if impl.native or not (transforms_active() or dispatch_modes()):
+                return impl.forward(x)  # torch ops that transforms and modes handle themselves
+            return aside(self, impl, x)
         check_tensor(self.name, x)
         return self.traced(x)
 
@@ -212,10 +298,12 @@ class EagerFunction(torch.autograd.Function):
     """Autograd for one implementation of a bound op on the eager route: ``apply(impl, x)``.
 
     The classic ``forward(ctx, ...)`` form on purpose: with a separate ``setup_context``,
-    ``Function.apply`` rebinds its arguments through ``inspect.signature`` on every call,
-    which costs more than the rest of the call together. Fixed arguments rather than
-    ``*inputs`` for the same reason (packing and unpacking them costs about 2 us a call here):
-    :class:`EagerFunction2` is the same for ops of two inputs.
+    ``Function.apply`` rebinds its arguments through ``inspect.signature`` on every call
+    (torch 2.14: 60-100 us a call on this project's CPU, more than the rest of the call together).
+    torch.func refuses this form, so calls under its transforms take :class:`TransformFunction`
+    (see :func:`aside`). Fixed arguments rather than ``*inputs`` for the same reason (packing and
+    unpacking them costs about 2 us a call here): :class:`EagerFunction2` is the same for ops of two
+    inputs. Its backward is differentiable when run with grad mode on (``Implementation.backward``).
     """
 
     @staticmethod
@@ -241,6 +329,111 @@ class EagerFunction2(torch.autograd.Function):
     def backward(ctx, grad):
         grads = ctx.impl.backward(ctx, grad)
         return (None, *grads) if len(grads) == 2 else (None, grads[0], None)
+
+
+def aside(op, impl: Implementation, *inputs):
+    """An eager-route call while torch.func transforms or a TorchDispatchMode are active.
+
+    Under torch.func: :class:`TransformFunction` (functorch needs ``setup_context``; its vmap rule
+    runs the kernels on the unbatched tensor). Under a TorchDispatchMode: the kind's custom op
+    (``op.traced``), which the mode sees as one op: a selective-checkpoint policy naming
+    ``torch.ops.actkit.*`` then decides whether it is saved or recomputed, as it does under
+    torch.compile. (The eager Functions' kernels are invisible to a mode: it would see only the
+    ATen ops inside them, or nothing for a Triton launch.)
+    """
+    if transforms_active():
+        return TransformFunction.apply(impl, *inputs)
+    return op.traced(*inputs)
+
+
+class TransformFunction(torch.autograd.Function):
+    """Autograd for one implementation under torch.func transforms: ``apply(impl, *inputs)``.
+
+    The forward runs the implementation (the Triton kernels or the PyTorch reference) on plain
+    tensors: functorch unwraps them level by level, and :meth:`vmap` hands the batched tensor to
+    the kernel (:func:`batched`). It saves the tensor inputs (not y or few-bit codes: those are
+    laid out for the unbatched tensor, and functorch's wrapped tensors are not), and its backward
+    and jvp differentiate the PyTorch reference of them (:meth:`Implementation.reference_vjp`), so
+    that they compose with any outer transform: grad of grad, jacfwd of jacrev, vmap of grad.
+    """
+
+    @staticmethod
+    def forward(impl, *inputs):
+        return impl.forward(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        impl, *args = inputs
+        ctx.impl = impl
+        ctx.constants = tuple(None if isinstance(a, torch.Tensor) else a for a in args)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def _inputs(ctx) -> tuple:
+        tensors = iter(ctx.saved_tensors)
+        return tuple(next(tensors) if c is None else c for c in ctx.constants)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = TransformFunction._inputs(ctx)
+        grads = iter(ctx.impl.exact.reference_vjp(inputs, grad))
+        return (None, *(next(grads) if isinstance(a, torch.Tensor) else None for a in inputs))
+
+    @staticmethod
+    def jvp(ctx, _impl_tangent, *tangents):
+        return ctx.impl.exact.reference_jvp(TransformFunction._inputs(ctx), tangents)
+
+    @staticmethod
+    def vmap(info, in_dims, impl, *inputs):
+        return batched(impl, info, in_dims[1:], inputs)
+
+
+def batched(impl: Implementation, info, in_dims: tuple, inputs: tuple):
+    """The vmap rule of every kind: ``(output, out_dim)`` of ``impl`` on batched physical tensors.
+
+    * One tensor (elementwise, few-bit): the op is pointwise, so it runs on the batched tensor as
+      it lies (any batch dim), and the output keeps that batch dim.
+    * Tensors of one shape and dims (GLU's a and b, or x and its split dim; softmax's x and dim):
+      the batch dim moves to the front (an unbatched tensor is expanded to it) and every dim shifts
+      by one.
+    * ``"channel"`` (PReLU, Swish-beta): a shared parameter is pointwise; one per channel (dim 1 of
+      the logical x) sees the batch folded into dim 0, which keeps the channels at dim 1.
+    * Where the kernels cannot take the batched layout, the PyTorch reference runs under
+      torch.vmap: a batched parameter (per-sample weights), or a dim of a 0-d tensor.
+    """
+    apply = functools.partial(TransformFunction.apply, impl)
+    tensors = [(value, bdim) for value, bdim in zip(inputs, in_dims) if isinstance(value, torch.Tensor)]
+    if impl.batch_layout == "channel":
+        (x, bx), (weight, bw) = tensors
+        if bx is None or bw is not None:
+            return _reference_vmap(impl, info, in_dims, inputs)
+        if weight.numel() == 1:
+            return apply(x, weight), bx
+        front = x.movedim(bx, 0)
+        return apply(front.flatten(0, 1), weight).unflatten(0, front.shape[:2]), 0
+    if len(inputs) == 1:
+        return apply(*inputs), in_dims[0]
+    ndim = next(value.dim() for value, bdim in tensors if bdim is not None)  # the logical ndim + 1
+    moved = []
+    for value, bdim in zip(inputs, in_dims):
+        if not isinstance(value, torch.Tensor):
+            if value + 1 >= ndim:  # a dim of a 0-d tensor: no batched layout to shift it into
+                return _reference_vmap(impl, info, in_dims, inputs)
+            moved.append(value + 1)
+        elif bdim is None:
+            moved.append(value.expand(info.batch_size, *value.shape))
+        else:
+            moved.append(value.movedim(bdim, 0))
+    return apply(*moved), 0
+
+
+def _reference_vmap(impl: Implementation, info, in_dims: tuple, inputs: tuple):
+    """The PyTorch reference under torch.vmap: ``(output, 0)``."""
+    tensors, call = _tensor_args(impl.exact.reference, inputs)
+    dims = tuple(d for value, d in zip(inputs, in_dims) if isinstance(value, torch.Tensor))
+    return torch.vmap(call, in_dims=dims, randomness=info.randomness)(*tensors), 0
 
 
 # -- the traced route: one pair of torch.library custom ops per kind --------------------------------

@@ -36,8 +36,10 @@ class ElementwiseImpl(Implementation):
     __slots__ = ("forward", "dx", "saves", "differentiable")
 
     def __init__(self, backend: str, forward, dx, saves: str, differentiable: bool):
-        self.backend, self.forward, self.dx = backend, forward, dx
+        super().__init__(backend)
+        self.forward, self.dx = forward, dx
         self.saves, self.differentiable = saves, differentiable
+        self.native = self.native and differentiable  # step's gradient is ours (zero), not torch's
 
     def to_save(self, inputs, y):
         return {"y": (y,), "x": inputs[:1]}.get(self.saves, ()), ()
@@ -54,14 +56,32 @@ class ElementwiseImpl(Implementation):
         return (self.dx(grad, saved[0]),)
 
     def backward(self, ctx, grad: torch.Tensor, input_grads=None) -> tuple[torch.Tensor]:
-        """(dx,): zeros for a forward-only activation, dy itself where f' = 1, else f' from the saved tensor."""
+        """(dx,): zeros for a forward-only activation, dy itself where f' = 1, else f' from the saved
+        tensor (by differentiable torch ops when grad mode is on: see :meth:`differentiable_grads`)."""
         if not self.differentiable:
             return (torch.zeros_like(grad),)
         if self.saves == "none":
             return (grad,)
+        if torch.is_grad_enabled():
+            return self.exact.differentiable_grads(ctx.saved_tensors, grad, ())
         if input_grads is None:
             return (self.dx(grad, ctx.saved_tensors[0]),)
         return input_grads(ctx.saved_tensors, grad, ())
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state=()) -> tuple[torch.Tensor]:
+        """From x: a vector-Jacobian product of the reference, which is what autograd of the torch op
+        computes with create_graph (torch's differentiable formulas, e.g. for mish and silu, whose
+        ATen backward ops have no derivative). From y: the spec's ``torch_backward_y``, ATen ops
+        with derivatives (sigmoid_backward, threshold_backward, elu_backward, ...) or torch formulas."""
+        if self.saves == "y":
+            return (self.dx(grad, saved[0]),)
+        return self.reference_vjp(saved, grad)
+
+    def reference_vjp(self, inputs, grad):
+        return super().reference_vjp(inputs, grad) if self.differentiable else (torch.zeros_like(grad),)
+
+    def reference_jvp(self, inputs, tangents):
+        return super().reference_jvp(inputs, tangents) if self.differentiable else torch.zeros_like(inputs[0])
 
 
 class ElementwiseOp(ScalarBoundOp):

@@ -77,8 +77,22 @@ def _tables(q: Quantizer, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     b = np.array(q.breakpoints, dtype=np.float64)
     b32 = b.astype(np.float32)
     b32 = np.where(b32.astype(np.float64) > b, np.nextafter(b32, np.float32(-np.inf)), b32)
-    return (torch.tensor(b32, dtype=torch.float32, device=device),
-            torch.tensor(q.levels, dtype=torch.float32, device=device))
+    with _plain_tensors():  # cached for later calls: never a transform's or a mode's tensor
+        return (torch.tensor(b32, dtype=torch.float32, device=device),
+                torch.tensor(q.levels, dtype=torch.float32, device=device))
+
+
+def _plain_tensors():
+    """Plain tensors and torch ops inside torch.func transforms and TorchDispatchModes (a checkpoint
+    policy): for what a few-bit op makes on its first use, its quantiser and tables."""
+    from contextlib import ExitStack
+
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    stack = ExitStack()
+    stack.enter_context(torch._C._DisableFuncTorch())
+    stack.enter_context(_disable_current_modes())
+    return stack
 
 
 def _derivative(spec: registry.ActivationSpec, params: dict, x: np.ndarray) -> np.ndarray:
@@ -164,7 +178,8 @@ def quantizer(spec: registry.ActivationSpec, params: dict, bits: int) -> Quantiz
                          f"{spec.kind} (its backward needs its inputs)")
     if not spec.differentiable:
         raise ValueError(f"{spec.name} has no backward, so nothing to save: drop saved_bits")
-    return _quantize(spec.name, tuple(sorted(params.items())), check_bits(bits))
+    with _plain_tensors():  # its float64 autograd and numpy, on an op's first use, anywhere
+        return _quantize(spec.name, tuple(sorted(params.items())), check_bits(bits))
 
 
 # -- the PyTorch implementation of the codes (the CPU fallback) -----------------------------------
@@ -198,12 +213,18 @@ def unpack_derivative(words: torch.Tensor, n: int, q: Quantizer) -> torch.Tensor
 # -- the bound op: y as the activation gives it, codes instead of x for backward -------------------
 class FewBitImpl(Implementation):
     """One backend's few-bit implementation: ``forward(x)`` (no grad: y only), ``encode(x) -> (y,
-    codes)`` and ``decode(codes, grad, stride) -> dx``; autograd saves the codes and y's strides."""
+    codes)`` and ``decode(codes, grad, stride) -> dx``; autograd saves the codes and y's strides.
 
-    __slots__ = ("forward", "encode", "decode")
+    Its derivative is the quantised f' (``quantizer``), a step function, so its second derivative is
+    zero: a double backward differentiates ``dx = dy * level(x)`` in dy only (:meth:`differentiable_grads`),
+    and torch.func sees the same (:meth:`reference_vjp`, :meth:`reference_jvp`)."""
 
-    def __init__(self, backend: str, forward, encode, decode):
-        self.backend, self.forward, self.encode, self.decode = backend, forward, encode, decode
+    __slots__ = ("forward", "encode", "decode", "quantizer")
+
+    def __init__(self, backend: str, forward, encode, decode, quantizer: Quantizer):
+        super().__init__(backend)
+        self.forward, self.encode, self.decode, self.quantizer = forward, encode, decode, quantizer
+        self.native = False  # its gradient is the quantised f', not torch's
 
     def op_forward(self, x: torch.Tensor):
         return self.encode(x)
@@ -219,6 +240,24 @@ class FewBitImpl(Implementation):
 
     def input_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
         return (self.decode(saved[0], grad, state[0]),)
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
+        """``dy * level`` with the levels read from the codes (either backend packs them alike) and
+        laid out as y was: a product in dy, so its derivative in dy is the level and in x zero."""
+        level = torch.empty_strided(grad.shape, state[0], dtype=torch.float32, device=grad.device)
+        memory_order(level).copy_(unpack_derivative(saved[0], level.numel(), self.quantizer))
+        return ((grad.float() * level).to(grad.dtype),)
+
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantised f' of x (fp32, x's shape), by the same bucketize as :func:`pack_codes`."""
+        breakpoints, levels = self.quantizer.tables(x.device)
+        return levels[torch.bucketize(x.detach().float().contiguous(), breakpoints, right=False)]
+
+    def reference_vjp(self, inputs, grad):
+        return ((grad.float() * self.level(inputs[0])).to(grad.dtype),)
+
+    def reference_jvp(self, inputs, tangents):
+        return (tangents[0].float() * self.level(inputs[0])).to(tangents[0].dtype)
 
 
 def _like_stride(t: torch.Tensor, stride) -> torch.Tensor:
@@ -249,7 +288,7 @@ class FewBitOp(ScalarBoundOp):
             memory_order(dx).copy_(memory_order(_like_stride(grad, stride)).float() * fprime)
             return dx
 
-        self.torch = FewBitImpl(TORCH, reference, encode, decode)
+        self.torch = FewBitImpl(TORCH, reference, encode, decode, q)
 
     def make_triton(self) -> FewBitImpl:
         from actkit.kernels import elementwise, fewbit as kernels
@@ -266,7 +305,7 @@ class FewBitOp(ScalarBoundOp):
 
         return FewBitImpl(TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
                           lambda x: kernels.forward(x, fwd, p0, p1, on(x)[0], bits),
-                          lambda codes, grad, stride: kernels.backward(codes, on(codes)[1], grad, stride, bits))
+                          lambda codes, grad, stride: kernels.backward(codes, on(codes)[1], grad, stride, bits), q)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", saved_bits={self.bits})"

@@ -41,8 +41,8 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
-                   same_device, shown_params)
+from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
+                   is_compiling, same_device, shown_params, transforms_active)
 from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
 
 # -- what torch.compile traces ---------------------------------------------------------------------
@@ -93,7 +93,8 @@ class GluImpl(Implementation):
     __slots__ = ("glu", "grads")
 
     def __init__(self, backend: str, glu, grads):
-        self.backend, self.glu, self.grads = backend, glu, grads
+        super().__init__(backend)
+        self.glu, self.grads = glu, grads
 
     def forward(self, x: torch.Tensor, other) -> torch.Tensor:
         if type(other) is int:
@@ -106,6 +107,11 @@ class GluImpl(Implementation):
 
     def input_grads(self, saved, grad: torch.Tensor, state):
         return self.grads(*saved, grad, state[0])
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state):
+        """A vector-Jacobian product of the composite ``act(a) * b`` (what autograd of it gives)."""
+        x, y = saved
+        return self.reference_vjp((x, state[0]) if y is None else (x, y), grad)
 
 
 def _gate_value_and_grad(gate: ElementwiseOp):
@@ -194,10 +200,20 @@ class GluOp(BoundOp):
         if type(x) is torch.Tensor and type(y) in (torch.Tensor, type(None)) and not is_compiling():
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()  # the eager route
             if (x.requires_grad or (y is not None and y.requires_grad)) and torch.is_grad_enabled():
+                if transforms_active() or dispatch_modes():
+                    return aside(self, impl, x, other)
                 return EagerFunction2.apply(impl, x, other)
-            return impl.forward(x, other)
+            if impl.native or not (transforms_active() or dispatch_modes()):
+                return impl.forward(x, other)
+            return aside(self, impl, x, other)
         if _compile_path == "composite" and is_compiling():
             return self.composite(x, y, dim)
+        return self.traced(x, other)
+
+    def traced(self, x: torch.Tensor, other) -> torch.Tensor:
+        """The custom op (tensor subclasses, dispatch modes, and torch.compile on the "kernel" path) of
+        x and the split dim, or of a and b."""
+        y, dim = (None, other) if type(other) is int else (other, -1)
         return torch.ops.actkit.glu(x, y, self.act, self.p0, self.p1, dim, backend_for(x))
 
     # -- argument checks (the unusual calls) ------------------------------------------------------

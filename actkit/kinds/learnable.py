@@ -26,8 +26,8 @@ from torch import nn
 
 from .. import registry
 from ..backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, check_tensor, define_ops, is_compiling, per_activation,
-                   same_device)
+from .base import (BoundOp, EagerFunction2, Implementation, aside, check_tensor, define_ops, dispatch_modes,
+                   is_compiling, per_activation, same_device, transforms_active)
 
 
 class LearnableImpl(Implementation):
@@ -36,9 +36,11 @@ class LearnableImpl(Implementation):
     is False; autograd saves x and the (tiny) parameter, and whether the parameter wants a gradient."""
 
     __slots__ = ("forward", "dx_dweight")
+    batch_layout = "channel"
 
     def __init__(self, backend: str, forward, dx_dweight):
-        self.backend, self.forward, self.dx_dweight = backend, forward, dx_dweight
+        super().__init__(backend)
+        self.forward, self.dx_dweight = forward, dx_dweight
 
     def to_save(self, inputs, y):
         x, weight = inputs
@@ -47,6 +49,10 @@ class LearnableImpl(Implementation):
     def input_grads(self, saved, grad: torch.Tensor, state):
         x, weight = saved
         return self.dx_dweight(x, weight, grad, state[0])
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state):
+        """A vector-Jacobian product of the reference in x and the parameter: what autograd of torch's op gives."""
+        return self.reference_vjp(saved, grad)
 
 
 class LearnableOp(BoundOp):
@@ -70,8 +76,17 @@ class LearnableOp(BoundOp):
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend == TORCH else self._triton or self.triton()
             if (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled():
+                if transforms_active() or dispatch_modes():
+                    return aside(self, impl, x, weight)
                 return EagerFunction2.apply(impl, x, weight)
-            return impl.forward(x, weight)
+            if impl.native or not (transforms_active() or dispatch_modes()):
+                return impl.forward(x, weight)
+            return aside(self, impl, x, weight)
+        return self.traced(x, weight)
+
+    def traced(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""
+        backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
         return torch.ops.actkit.learnable(x, weight, self.name, backend)
 
     def reference(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ from torch import nn
 
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
-                   like_fake, per_activation)
+from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
+                   is_compiling, like_fake, per_activation, transforms_active)
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -39,13 +39,19 @@ class RowwiseImpl(Implementation):
     __slots__ = ("forward", "dx")
 
     def __init__(self, backend: str, forward, dx):
-        self.backend, self.forward, self.dx = backend, forward, dx
+        super().__init__(backend)
+        self.forward, self.dx = forward, dx
 
     def to_save(self, inputs, y):
         return (y,), (inputs[1],)
 
     def input_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
         return (self.dx(saved[0], grad, state[0]),)
+
+    def differentiable_grads(self, saved, grad: torch.Tensor, state) -> tuple[torch.Tensor]:
+        """The PyTorch path's own: ATen's ``_softmax_backward_data`` and ``_log_softmax_backward_data``
+        have derivatives in both dy and y (what autograd of torch.softmax uses)."""
+        return self.input_grads(saved, grad, state)
 
 
 class RowwiseOp(BoundOp):
@@ -81,8 +87,16 @@ class RowwiseOp(BoundOp):
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
             if x.requires_grad and torch.is_grad_enabled():
+                if transforms_active() or dispatch_modes():
+                    return aside(self, impl, x, dim)
                 return EagerFunction2.apply(impl, x, dim)
-            return impl.forward(x, dim)
+            if impl.native or not (transforms_active() or dispatch_modes()):
+                return impl.forward(x, dim)
+            return aside(self, impl, x, dim)
+        return self.traced(x, dim)
+
+    def traced(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
 
