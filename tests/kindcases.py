@@ -36,11 +36,14 @@ class Case:
     in x; see the double-backward tests)."""
     fp32_gradients: bool = False
     """The gradient is computed in fp32 whatever the dtype (few-bit: dy times an fp32 level)."""
+    twice_ref: Callable | None = None
+    """Where torch's op has no double backward, the same function in ops that have one."""
 
     def inputs(self, dtype, device, batch: int | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Random inputs (scaled to reach every branch), away from the kinks at 0, +-1, +-3 and +-6
-        by at least 0.02 so that finite differences in float64 see one branch; ``batch`` adds a
-        leading dim to the per-sample (not shared) ones."""
+        """Random inputs (scaled to reach every branch), at least 0.02 away from every kink of the
+        cases' activations (0; +-1, +-3, +-6: hardtanh, hardswish, hardsigmoid, relu6; 0.5 and -2:
+        hardtanh(-2, 0.5); 2.5: softplus(beta=2, threshold=5)) so that finite differences in float64
+        see one branch; ``batch`` adds a leading dim to the per-sample (not shared) ones."""
         g = torch.Generator().manual_seed(seed)
         out = []
         for shape, shared in zip(self.shapes, self.shared):
@@ -49,11 +52,16 @@ class Case:
             if shared:  # a parameter: positive slopes and sharpnesses, as modules initialise them
                 t = t.abs() * 0.2 + 0.1
             else:
-                kinks = torch.tensor([0.0, 1.0, -1.0, 3.0, -3.0, 6.0, -6.0], dtype=torch.float64)
+                kinks = torch.tensor([0.0, 1.0, -1.0, 3.0, -3.0, 6.0, -6.0, 0.5, -2.0, 2.5], dtype=torch.float64)
                 near = (t[..., None] - kinks).abs().min(-1)
-                t = torch.where(near.values < 0.02, t + 0.05, t)
+                t = torch.where(near.values < 0.02, t + 0.07, t)  # kinks are >= 0.5 apart
             out.append(t.to(dtype).to(device))
         return tuple(out)
+
+
+# torch's F.hardsigmoid has no double backward ("derivative for aten::hardsigmoid_backward is not
+# implemented"); clamp's has, and the two agree away from the kinks at +-3.
+TWICE_REF = {"hardsigmoid": lambda x: torch.clamp(x / 6 + 0.5, 0.0, 1.0)}
 
 
 def _elementwise(name: str, params: dict | None = None, label: str | None = None) -> Case:
@@ -61,7 +69,8 @@ def _elementwise(name: str, params: dict | None = None, label: str | None = None
     params = params or {}
     fn = lambda x: F.apply(name, x, **params)  # noqa: E731
     ref = fn if not spec.differentiable else (lambda x: spec.reference(x, **params))
-    return Case(label or name, fn, ref, ((2, 3),), differentiable=spec.differentiable)
+    return Case(label or name, fn, ref, ((2, 3),), differentiable=spec.differentiable,
+                twice_ref=TWICE_REF.get(name))
 
 
 def _fewbit(name: str, bits: int) -> Case:
