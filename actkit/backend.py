@@ -53,7 +53,12 @@ def get_backend() -> str:
     """The configured backend choice: ``auto``, ``triton`` or ``torch``."""
     global _choice
     if _choice is None:
-        _choice = _override if _override is not None else _validate(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}")
+        choice = _override if _override is not None else _validate(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}")
+        if torch.compiler.is_compiling():
+            # Not kept while tracing: a first call inside a higher-order op's subgraph (a
+            # checkpointed region) may not change a global ("HOP: Non-nullified side effect").
+            return choice
+        _choice = choice
     return _choice
 
 

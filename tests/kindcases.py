@@ -1,7 +1,8 @@
 """One call of every activation and kind, with its PyTorch reference: what the torch.func, double
 backward and checkpointing tests run.
 
-A :class:`Case` is an actkit call ``fn(*tensors)`` on small per-sample inputs, and ``ref(*tensors)``,
+A :class:`Case` is an actkit call ``fn(*tensors)`` (``actkit.functional.<name>``, which torch.compile
+traces) on small per-sample inputs, and ``ref(*tensors)``,
 the same function written in torch ops (torch's own op where there is one, the composite a model
 would write otherwise). Where no torch op gives the result (the forward-only ``step``, whose gradient
 actkit defines as zero, and the few-bit ops, whose gradient is the quantised f'), ``ref`` is the
@@ -67,26 +68,26 @@ TWICE_REF = {"hardsigmoid": lambda x: torch.clamp(x / 6 + 0.5, 0.0, 1.0)}
 def _elementwise(name: str, params: dict | None = None, label: str | None = None) -> Case:
     spec = actkit.get(name)
     params = params or {}
-    fn = lambda x: F.apply(name, x, **params)  # noqa: E731
+    fn = lambda x: getattr(F, name)(x, **params)  # noqa: E731
     ref = fn if not spec.differentiable else (lambda x: spec.reference(x, **params))
     return Case(label or name, fn, ref, ((2, 3),), differentiable=spec.differentiable,
                 twice_ref=TWICE_REF.get(name))
 
 
 def _fewbit(name: str, bits: int) -> Case:
-    fn = lambda x: F.apply(name, x, saved_bits=bits)  # noqa: E731
+    fn = lambda x: getattr(F, name)(x, saved_bits=bits)  # noqa: E731
     return Case(f"{name}:saved_bits={bits}", fn, fn, ((2, 3),), differentiable=False, fp32_gradients=True)
 
 
 def _learnable(name: str, channels: int) -> Case:
     spec = actkit.get(name)
-    return Case(f"{name}:C={channels}", lambda x, w: F.apply(name, x, w), lambda x, w: spec.reference(x, w),
+    return Case(f"{name}:C={channels}", lambda x, w: getattr(F, name)(x, w), lambda x, w: spec.reference(x, w),
                 ((2, 3, 2), (channels,)), shared=(False, True))
 
 
 def _rowwise(name: str, dim: int) -> Case:
     spec = actkit.get(name)
-    return Case(f"{name}:dim={dim}", lambda x: F.apply(name, x, dim), lambda x: spec.reference(x, dim), ((3, 4),))
+    return Case(f"{name}:dim={dim}", lambda x: getattr(F, name)(x, dim), lambda x: spec.reference(x, dim), ((3, 4),))
 
 
 def _glu(name: str, dim: int | None, **gate) -> Case:
@@ -94,9 +95,9 @@ def _glu(name: str, dim: int | None, **gate) -> Case:
     spec = actkit.get(name)
     shown = "".join(f",{k}={v}" for k, v in gate.items())
     if dim is None:
-        return Case(f"{name}{shown}:a,b", lambda a, b: F.apply(name, a, b, **gate),
+        return Case(f"{name}{shown}:a,b", lambda a, b: getattr(F, name)(a, b, **gate),
                     lambda a, b: spec.reference(a, b, **gate), ((2, 3), (2, 3)), shared=(False, False))
-    return Case(f"{name}{shown}:dim={dim}", lambda x: F.apply(name, x, dim=dim, **gate),
+    return Case(f"{name}{shown}:dim={dim}", lambda x: getattr(F, name)(x, dim=dim, **gate),
                 lambda x: spec.reference(x, dim=dim, **gate), ((4, 2),))
 
 
