@@ -156,3 +156,44 @@ def test_hessian_composes_transforms():
     got = torch.func.hessian(lambda t: actkit.functional.gelu(t).sum())(x)
     expected = torch.func.hessian(lambda t: torch.nn.functional.gelu(t).sum())(x)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+ONE_PER_KIND = [c for c in CASES if c.id in {"mish", "sigmoid", "gelu:saved_bits=2", "prelu:C=3", "softmax:dim=0",
+                                               "swiglu:dim=-1", "glu:a,b", "step"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("glu_path", ["composite", "kernel"])
+@pytest.mark.parametrize("case", ONE_PER_KIND, ids=[c.id for c in ONE_PER_KIND])
+def test_torch_compile_of_transforms(case, glu_path):
+    """torch.compile(vmap(grad(...))) and torch.compile(jacrev(...)) with fullgraph=True: what eager
+    torch.func gives (torch's own custom-op autograd has no functorch support, so under a compiled
+    transform actkit hands Dynamo its PyTorch reference). Few-bit and step, whose gradients are not
+    torch's, are refused there in one line."""
+    from actkit.kinds import glu
+
+    inputs = case.inputs(torch.float32, "cpu", batch=BATCH)
+    in_dims = tuple(None if s else 0 for s in case.shared)
+
+    def loss(*t):
+        y = case.fn(*t)
+        return (y * _loss_weights(y)).sum()
+
+    per_sample = vmap(grad(loss, argnums=_argnums(case)), in_dims=in_dims)
+    jacobian = jacrev(case.fn, argnums=_argnums(case))
+    one = tuple(t if s else t[0] for t, s in zip(inputs, case.shared))
+    torch._dynamo.reset()
+    glu.set_compile_path(glu_path)
+    try:
+        with backend("torch"):
+            expected = per_sample(*inputs), jacobian(*one)  # also binds the op (see test_checkpoint)
+            if not case.differentiable:
+                with pytest.raises(Exception, match="cannot run under torch.compile of a torch.func transform"):
+                    torch.compile(per_sample, fullgraph=True)(*inputs)
+                return
+            got = torch.compile(per_sample, fullgraph=True)(*inputs), torch.compile(jacobian, fullgraph=True)(*one)
+    finally:
+        glu.set_compile_path(None)
+        torch._dynamo.reset()
+    for g, e in zip((*got[0], *got[1]), (*expected[0], *expected[1])):
+        torch.testing.assert_close(g, e, **KERNEL_TOLERANCE[torch.float32])

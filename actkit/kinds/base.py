@@ -30,7 +30,8 @@ records autograd, or one that would launch a Triton kernel):
 * **torch.func transforms** (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...): :class:`TransformFunction`, the
   same implementation in the ``forward`` + ``setup_context`` form functorch needs, with a ``vmap`` rule
   (:func:`batched`) and a ``jvp``. Its forward runs the implementation on the unbatched tensor; its
-  backward and jvp differentiate the PyTorch reference of the saved inputs.
+  backward and jvp differentiate the PyTorch reference of the saved inputs. (Under torch.compile of a
+  transform, the PyTorch reference itself: see :func:`traced`.)
 * **a TorchDispatchMode** (selective activation checkpointing, FlopCounterMode, make_fx): the custom
   ops, so that the mode sees one actkit op (a checkpoint policy can name ``torch.ops.actkit.*``).
 
@@ -270,7 +271,7 @@ class ScalarBoundOp(BoundOp):
                 return impl.forward(x)  # torch ops that transforms and modes handle themselves
             return aside(self, impl, x)
         check_tensor(self.name, x)
-        return self.traced(x)
+        return traced(self, x)
 
 
 def op_cache(make):
@@ -343,6 +344,22 @@ def aside(op, impl: Implementation, *inputs):
     """
     if transforms_active():
         return TransformFunction.apply(impl, *inputs)
+    return op.traced(*inputs)
+
+
+def traced(op, *inputs):
+    """A call off the eager route (torch.compile, tensor subclasses): the kind's custom op (``op.traced``).
+
+    Inside torch.func transforms (torch.compile of ``grad``, ``vmap``, ...), the PyTorch reference
+    in torch ops instead: torch's custom-op autograd does not support functorch, and Dynamo traces an
+    autograd.Function under a transform by differentiating its forward, not by its backward. So an op
+    whose gradient is not torch's (the few-bit ops, the forward-only step) is refused there."""
+    if transforms_active():
+        if not op.torch.native:
+            raise RuntimeError(f"{op!r} cannot run under torch.compile of a torch.func transform: its gradient is "
+                               "actkit's own (quantised, or zero for step), which Dynamo would replace by "
+                               "torch's; apply the transform outside torch.compile, or call it in eager mode")
+        return op.torch.forward(*inputs)
     return op.traced(*inputs)
 
 

@@ -42,7 +42,7 @@ import torch
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, same_device, shown_params, transforms_active)
+                   is_compiling, same_device, shown_params, traced, transforms_active)
 from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
 
 # -- what torch.compile traces ---------------------------------------------------------------------
@@ -208,7 +208,7 @@ class GluOp(BoundOp):
             return aside(self, impl, x, other)
         if _compile_path == "composite" and is_compiling():
             return self.composite(x, y, dim)
-        return self.traced(x, other)
+        return traced(self, x, other)
 
     def traced(self, x: torch.Tensor, other) -> torch.Tensor:
         """The custom op (tensor subclasses, dispatch modes, and torch.compile on the "kernel" path) of

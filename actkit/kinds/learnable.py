@@ -27,7 +27,7 @@ from torch import nn
 from .. import registry
 from ..backend import TORCH, TRITON, TRITON_DTYPES, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, per_activation, same_device, transforms_active)
+                   is_compiling, per_activation, same_device, traced, transforms_active)
 
 
 class LearnableImpl(Implementation):
@@ -82,7 +82,7 @@ class LearnableOp(BoundOp):
             if impl.native or not (transforms_active() or dispatch_modes()):
                 return impl.forward(x, weight)
             return aside(self, impl, x, weight)
-        return self.traced(x, weight)
+        return traced(self, x, weight)
 
     def traced(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""

@@ -22,7 +22,7 @@ from torch import nn
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, like_fake, per_activation, transforms_active)
+                   is_compiling, like_fake, per_activation, traced, transforms_active)
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -93,7 +93,7 @@ class RowwiseOp(BoundOp):
             if impl.native or not (transforms_active() or dispatch_modes()):
                 return impl.forward(x, dim)
             return aside(self, impl, x, dim)
-        return self.traced(x, dim)
+        return traced(self, x, dim)
 
     def traced(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""
