@@ -131,7 +131,7 @@ def _model(name: str) -> torch.nn.Module:
 def test_checkpoint_with_autocast_on_cpu(name, backend_name, runs):
     """Linear -> act -> Linear under CPU autocast (bf16: actkit sees the Linear's bf16 output), in a
     checkpoint with the policy: the op's output is kept (it ran once), and every parameter's gradient
-    is the unCheckpointed model's, bit for bit (the backward's recompute replays the same autocast)."""
+    is the uncheckpointed model's, bit for bit (the backward's recompute replays the same autocast)."""
     device = BACKENDS[backend_name]
     model = _model(name).to(device)
     x = torch.randn(6, 8, device=device)
@@ -148,3 +148,15 @@ def test_checkpoint_with_autocast_on_cpu(name, backend_name, runs):
     assert len(runs) == 1, f"the actkit op ran {len(runs)} times under the checkpoint"
     for got, expected in zip(*reversed(results)):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_the_list_form_names_the_forward_ops(runs):
+    """``create_selective_checkpoint_contexts([ops])`` saves the listed ops' outputs: the README's short form."""
+    ops = [torch.ops.actkit.activation.default, torch.ops.actkit.glu.default]
+    context = functools.partial(create_selective_checkpoint_contexts, ops)
+    x = torch.randn(4, 8, requires_grad=True)
+    scale = torch.tensor(2.0, requires_grad=True)
+    block = lambda t, s: actkit.functional.swiglu(actkit.functional.mish(t)) * s  # noqa: E731
+    y = checkpoint(block, x, scale, use_reentrant=False, context_fn=context)
+    y.sum().backward()
+    assert len(runs) == 2  # mish and swiglu once each, kept for backward

@@ -136,6 +136,33 @@ def test_per_sample_gradients(case, backend_name):
             torch.testing.assert_close(g[i], e, **tolerance(dtype))
 
 
+LEARNABLE = [c for c in CASES if c.shared[-1]]
+
+
+@pytest.mark.parametrize("case", LEARNABLE, ids=[c.id for c in LEARNABLE])
+def test_vmap_over_per_sample_parameters(case, backend_name):
+    """A batched parameter (an ensemble: one PReLU slope per model), with x batched or shared: the
+    kernels take one parameter per call, so the PyTorch reference runs under torch.vmap."""
+    dtype, device = BACKENDS[backend_name]
+    x, _ = case.inputs(dtype, device, batch=BATCH)
+    weights = torch.stack([case.inputs(dtype, device, seed=i)[1] for i in range(BATCH)])
+    torch.testing.assert_close(vmap(case.fn)(x, weights),
+                               torch.stack([case.ref(x[i], weights[i]) for i in range(BATCH)]), **tolerance(dtype))
+    torch.testing.assert_close(vmap(case.fn, in_dims=(None, 0))(x[0], weights),
+                               torch.stack([case.ref(x[0], weights[i]) for i in range(BATCH)]), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_vmap_of_a_row_wise_op_on_0d_samples(name, backend_name):
+    """Each sample a 0-d tensor (normalised over its one element, dim 0 as torch allows): no batched
+    layout has a dim to shift that into, so the reference runs under torch.vmap."""
+    dtype, device = BACKENDS[backend_name]
+    x = torch.tensor([0.5, -3.0, float("inf")], dtype=dtype, device=device)
+    got = vmap(lambda t: getattr(actkit.functional, name)(t, 0))(x)
+    expected = torch.stack([actkit.get(name).reference(t, 0) for t in x])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+
+
 def test_vmap_runs_the_kernels_on_the_batched_tensor(monkeypatch):
     """Not the reference in a loop: one launch of the Triton forward for the whole batch."""
     from actkit.kernels import elementwise as kernels
