@@ -5,9 +5,10 @@ asks ``policy`` about every op the checkpointed forward dispatches. actkit's ops
 ``torch.ops.actkit.*`` (the eager route takes them too while such a policy's dispatch mode is active),
 so ``MUST_SAVE`` keeps their output and the backward does not run them again; ``MUST_RECOMPUTE``
 runs them again (``PREFER_RECOMPUTE`` does too in eager mode; under torch.compile it lets the
-partitioner choose, which may keep an opaque op's output). The gradients are those of the same call without checkpointing. Counted here: how
-often an op's implementation ran (``Implementation.op_forward``, what the custom ops call), in a
-region whose backward needs the op's output (it is multiplied by a parameter).
+partitioner choose, which may keep an opaque op's output). The gradients are those of the same call
+without checkpointing. Counted here: how often an op's implementation ran (``Implementation.op_forward``,
+what the custom ops call), in a region whose backward needs the op's output (it is multiplied by a
+parameter).
 """
 import functools
 

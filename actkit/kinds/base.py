@@ -27,11 +27,12 @@ Two routes lead to the same implementation:
 Two more cases leave the eager route's fast path, checked only where they matter (a call that
 records autograd, or one that would launch a Triton kernel):
 
-* **torch.func transforms** (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...): :class:`TransformFunction`, the
-  same implementation in the ``forward`` + ``setup_context`` form functorch needs, with a ``vmap`` rule
-  (:func:`batched`) and a ``jvp``. Its forward runs the implementation on the unbatched tensor; its
-  backward and jvp differentiate the PyTorch reference of the saved inputs. (Under torch.compile of a
-  transform, the PyTorch reference itself: see :func:`traced`.)
+* **torch.func transforms** (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...):
+  :class:`.transforms.TransformFunction`, the same implementation in the ``forward`` +
+  ``setup_context`` form functorch needs, with a ``vmap`` rule (:func:`.transforms.batched`) and a
+  ``jvp``. Its forward runs the implementation on the unbatched tensor; its backward and jvp
+  differentiate the PyTorch reference of the saved inputs. (Under torch.compile of a transform, the
+  PyTorch reference itself: see :func:`traced`.)
 * **a TorchDispatchMode** (selective activation checkpointing, FlopCounterMode, make_fx): the custom
   ops, so that the mode sees one actkit op (a checkpoint policy can name ``torch.ops.actkit.*``).
 
@@ -54,6 +55,7 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, backend_for
+from .transforms import TransformFunction, tensor_args
 
 # Dynamo treats this function as the constant True while tracing. A call takes the eager route
 # when ``type(x) is torch.Tensor and not is_compiling()``, written out in each op's __call__
@@ -122,7 +124,7 @@ class Implementation:
     ``exact`` is the PyTorch implementation of the same bound op (itself on the PyTorch backend): its
     ``forward`` is made of differentiable torch ops, so its :meth:`differentiable_grads`,
     :meth:`reference_vjp` and :meth:`reference_jvp` serve every backend where gradients must be
-    differentiable (double backward, torch.func). ``batch_layout`` tells :func:`batched` how the
+    differentiable (double backward, torch.func). ``batch_layout`` tells :func:`.transforms.batched` how the
     inputs line up under vmap: ``"same"`` (tensors of one shape; an int input is a dim of x) or
     ``"channel"`` (x and a parameter of one entry or one per channel, dim 1 of x). ``native``: its
     forward is torch ops whose own derivatives are the op's (the PyTorch implementations, but for the
@@ -169,7 +171,7 @@ class Implementation:
     def reference_vjp(self, inputs: tuple, grad: torch.Tensor) -> tuple:
         """Gradients of the tensor inputs: a vector-Jacobian product of :meth:`reference`, itself
         differentiable (torch.func composes it with outer transforms and with autograd)."""
-        tensors, call = _tensor_args(self.reference, inputs)
+        tensors, call = tensor_args(self.reference, inputs)
         _, vjp = torch.func.vjp(call, *tensors)
         return vjp(grad)
 
@@ -186,19 +188,6 @@ class Implementation:
             return self.reference(*args)
 
         return torch.func.jvp(call, primals, tuple(tangents[i] for i in moving))[1]
-
-
-def _tensor_args(fn, inputs: tuple):
-    """(the tensors among ``inputs``, ``call(*tensors)`` = ``fn`` of the inputs with those tensors)."""
-    at = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
-
-    def call(*tensors):
-        args = list(inputs)
-        for i, value in zip(at, tensors):
-            args[i] = value
-        return fn(*args)
-
-    return tuple(inputs[i] for i in at), call
 
 
 class BoundOp:
@@ -361,100 +350,6 @@ def traced(op, *inputs):
                                "torch's; apply the transform outside torch.compile, or call it in eager mode")
         return op.torch.forward(*inputs)
     return op.traced(*inputs)
-
-
-class TransformFunction(torch.autograd.Function):
-    """Autograd for one implementation under torch.func transforms: ``apply(impl, *inputs)``.
-
-    The forward runs the implementation (the Triton kernels or the PyTorch reference) on plain
-    tensors: functorch unwraps them level by level, and :meth:`vmap` hands the batched tensor to
-    the kernel (:func:`batched`). It saves the tensor inputs (not y or few-bit codes: those are
-    laid out for the unbatched tensor, and functorch's wrapped tensors are not), and its backward
-    and jvp differentiate the PyTorch reference of them (:meth:`Implementation.reference_vjp`), so
-    that they compose with any outer transform: grad of grad, jacfwd of jacrev, vmap of grad.
-    """
-
-    @staticmethod
-    def forward(impl, *inputs):
-        return impl.forward(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        impl, *args = inputs
-        ctx.impl = impl
-        ctx.constants = tuple(None if isinstance(a, torch.Tensor) else a for a in args)
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
-
-    @staticmethod
-    def _inputs(ctx) -> tuple:
-        tensors = iter(ctx.saved_tensors)
-        return tuple(next(tensors) if c is None else c for c in ctx.constants)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inputs = TransformFunction._inputs(ctx)
-        grads = iter(ctx.impl.exact.reference_vjp(inputs, grad))
-        return (None, *(next(grads) if isinstance(a, torch.Tensor) else None for a in inputs))
-
-    @staticmethod
-    def jvp(ctx, _impl_tangent, *tangents):
-        return ctx.impl.exact.reference_jvp(TransformFunction._inputs(ctx), tangents)
-
-    @staticmethod
-    def vmap(info, in_dims, impl, *inputs):
-        return batched(impl, info, in_dims[1:], inputs)
-
-
-def batched(impl: Implementation, info, in_dims: tuple, inputs: tuple):
-    """The vmap rule of every kind: ``(output, out_dim)`` of ``impl`` on batched physical tensors.
-
-    * One tensor (elementwise, few-bit): the op is pointwise, so it runs on the batched tensor as
-      it lies (any batch dim), and the output keeps that batch dim.
-    * Tensors of one shape and dims (GLU's a and b, or x and its split dim; softmax's x and dim):
-      the batch dim moves to the front (an unbatched tensor is expanded to it) and every dim shifts
-      by one.
-    * ``"channel"`` (PReLU, Swish-beta): a shared parameter is pointwise; one per channel (dim 1 of
-      the logical x) sees the batch folded into dim 0, which keeps the channels at dim 1.
-    * Where the kernels cannot take the batched layout, the PyTorch reference runs under
-      torch.vmap: a batched parameter (per-sample weights), or a dim of a 0-d tensor.
-    """
-    apply = functools.partial(TransformFunction.apply, impl)
-    tensors = [(value, bdim) for value, bdim in zip(inputs, in_dims) if isinstance(value, torch.Tensor)]
-    if impl.batch_layout == "channel":
-        (x, bx), (weight, bw) = tensors
-        if bx is None or bw is not None:
-            return _reference_vmap(impl, info, in_dims, inputs)
-        if weight.numel() == 1:
-            return apply(x, weight), bx
-        front = x.movedim(bx, 0)
-        return apply(front.flatten(0, 1), weight).unflatten(0, front.shape[:2]), 0
-    if len(inputs) == 1:
-        return apply(*inputs), in_dims[0]
-    ndim = next(value.dim() for value, bdim in tensors if bdim is not None)  # the logical ndim + 1
-    moved = []
-    for value, bdim in zip(inputs, in_dims):
-        if not isinstance(value, torch.Tensor):
-            if value + 1 >= ndim:  # a dim of a 0-d tensor: no batched layout to shift it into
-                return _reference_vmap(impl, info, in_dims, inputs)
-            moved.append(value + 1)
-        elif bdim is None:
-            moved.append(value.expand(info.batch_size, *value.shape))
-        else:
-            moved.append(value.movedim(bdim, 0))
-    return apply(*moved), 0
-
-
-def _reference_vmap(impl: Implementation, info, in_dims: tuple, inputs: tuple):
-    """The PyTorch reference under torch.vmap: ``(output, 0)``. Unbatched tensors are expanded to
-    the batch (torch's prelu batching rule warns about resizing an output otherwise)."""
-    batched_inputs = tuple(value.expand(info.batch_size, *value.shape)
-                           if isinstance(value, torch.Tensor) and d is None else value
-                           for value, d in zip(inputs, in_dims))
-    tensors, call = _tensor_args(impl.exact.reference, batched_inputs)
-    dims = tuple(0 if d is None else d for value, d in zip(inputs, in_dims) if isinstance(value, torch.Tensor))
-    return torch.vmap(call, in_dims=dims, randomness=info.randomness)(*tensors), 0
 
 
 # -- the traced route: one pair of torch.library custom ops per kind --------------------------------
