@@ -29,7 +29,7 @@ ARCHS = (80, 90)
 DTYPES = ("fp32", "fp16", "bf16")
 INSTALLED = "installed"
 EXTRA_TRITONS = [d for d in os.environ.get("ACTKIT_EXTRA_TRITONS", "").split(os.pathsep) if d]
-NO_EXTRA = "no extra Triton"  # the parameter that stands for them when the variable is unset
+NO_EXTRA = "no-extra-triton"  # the parameter that stands for them when the variable is unset
 
 
 @pytest.fixture(scope="module", params=[INSTALLED] + (EXTRA_TRITONS or [NO_EXTRA]),
@@ -126,3 +126,13 @@ def test_a_compile_failure_is_one_line_naming_kernel_dtype_and_device(monkeypatc
     assert "activation_fwd_kernel[F=gelu_fwd]" in message and "float16" in message and "cpu" in message
     assert "NameError: Cannot access global variable K" in message and "More text" not in message
     assert "ACTKIT_BACKEND=torch" in message
+
+
+def test_an_extra_triton_folder_without_triton_is_one_line(tmp_path):
+    from actkit.bench import compileonly
+
+    with pytest.raises(compileonly.ProbeError) as caught:
+        compileonly.probe(90, tmp_path / "sm_90.json", triton_dir=tmp_path / "empty")
+    message = str(caught.value)
+    assert "\n" not in message and "no triton package there" in message and "pip install --no-deps --target" in message
+    assert not (tmp_path / "sm_90.json").exists()
