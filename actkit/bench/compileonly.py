@@ -1,8 +1,8 @@
 """Compile every Triton kernel actkit launches for a real GPU target, on a machine without a GPU.
 
-Run as ``python -m actkit.bench.compileonly --arch 90 --out result.json [--sass]`` in a process
-where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions
-(:func:`probe` starts that process, with another Triton first on its path if asked).
+Run as ``python -m actkit.bench.compileonly --arch 90 --out result.json [--sass] [--triton DIR]`` in a
+process where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions
+(:func:`probe` starts that process, with another Triton first on its path if asked: ``--triton``).
 ``tests/test_gpu_compile.py`` runs it for sm_80 and sm_90, with the installed Triton and in CI with
 the oldest supported and the newest (``ACTKIT_EXTRA_TRITONS``);
 :mod:`actkit.bench.roofline` reads the SASS counts it writes with ``--sass``.
@@ -387,19 +387,27 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", help="comma list of fp32, fp16, bf16 (default: all)")
     parser.add_argument("--sass", action="store_true", help="count each compiled kernel's SASS")
     parser.add_argument("--cubins", help="folder to write each compiled kernel's cubin to")
+    parser.add_argument("--triton", help="compile with the Triton in this folder (pip install --no-deps --target "
+                                         "DIR triton==X) instead of the installed one, in a process of its own")
     args = parser.parse_args(argv)
     split = lambda text: None if text is None else text.split(",")  # noqa: E731
+    cubins = None if args.cubins is None else Path(args.cubins)
     try:
-        result = run(args.arch, split(args.activations), split(args.dtypes), args.sass,
-                     None if args.cubins is None else Path(args.cubins))
+        if args.triton is not None:  # this process has imported the installed Triton: start one that has not
+            result = probe(args.arch, Path(args.out), split(args.activations), split(args.dtypes), args.sass, cubins,
+                           triton_dir=Path(args.triton))
+        else:
+            result = run(args.arch, split(args.activations), split(args.dtypes), args.sass, cubins)
+            write_json(Path(args.out), result)
     except ProbeError as exc:
         print(f"compileonly: {exc}", file=sys.stderr)
         return 2
-    write_json(Path(args.out), result)
-    errors = sum(1 for item in result["items"] if item["error"])
-    print(f"sm_{args.arch}: {len(result['items'])} launches checked, {errors} failed", flush=True)
+    failed = [item for item in result["items"] if item["error"]]
+    for item in failed:
+        print(f"{item['activation']} {item['dtype']} {item['what']}: {item['error']}", flush=True)
+    print(f"sm_{args.arch}, triton {result['triton']}: {len(result['items'])} launches checked, {len(failed)} failed",
+          flush=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
