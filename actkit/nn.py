@@ -83,15 +83,36 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         return self.spec.kind.module_repr(self)
 
     return type(spec.class_name, (Activation,), {
-        "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,
+        "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__, "_registered": spec,
         "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind.scalar_params
                                           else spec.notes),
     })
 
 
 CLASSES: dict[str, type[Activation]] = {}
+"""The named class of each activation by its canonical name, made on first use (:func:`class_for`)."""
+
+
+def class_for(name: str | registry.ActivationSpec) -> type[Activation]:
+    """The named module class of an activation (``class_for("mish")`` is ``actkit.nn.Mish``), also for one
+    registered after this module was imported."""
+    spec = registry.get(name)
+    cls = CLASSES.get(spec.name)
+    if cls is None or cls._registered is not spec:  # re-registered under the same name: a class for the new spec
+        cls = CLASSES[spec.name] = _named_class(spec)
+    return cls
+
+
+def __getattr__(name: str) -> type[Activation]:
+    """``actkit.nn.<ClassName>`` of an activation registered after this module was imported (PEP 562)."""
+    spec = next((s for s in registry.REGISTRY.values() if s.class_name == name), None)
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return class_for(spec)
+
+
 for _spec in registry.REGISTRY.values():
-    CLASSES[_spec.name] = globals()[_spec.class_name] = _named_class(_spec)
+    globals()[_spec.class_name] = class_for(_spec)
 Swish = CLASSES["silu"]
 
 __all__ = ["Activation", "CLASSES", "Swish", *(s.class_name for s in registry.REGISTRY.values())]

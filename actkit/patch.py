@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry
-from .nn import CLASSES, Activation, ReferenceActivation
+from .nn import Activation, ReferenceActivation, class_for
 
 IMPLS = ("actkit", "torch")
 
@@ -133,7 +133,7 @@ def _describe(m: nn.Module) -> str:
 
 
 def _class_for(name: str, impl: str) -> type[nn.Module]:
-    return CLASSES[registry.get(name).name] if impl == "actkit" else ReferenceActivation
+    return class_for(name) if impl == "actkit" else ReferenceActivation
 
 
 def _is_actkit(m: nn.Module) -> bool:
@@ -163,7 +163,7 @@ def _build(model, old, name, kwargs, impl, reuse_parameter):
     spec = registry.get(name)
     if spec.kind.learnable:
         kwargs = {**kwargs, **_placement(model, old)}
-    new = CLASSES[name](**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
+    new = class_for(name)(**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
     if spec.kind.learnable and reuse_parameter is not None:
         setattr(new, spec.params[0].name, reuse_parameter)
         new.num_parameters = reuse_parameter.numel()

@@ -29,10 +29,7 @@ from . import fp32math as fm
 # Write them after a tensor operand (x * K, not K * x): the interpreter cannot multiply a
 # constexpr on the left by a tensor. tests/test_gpu_compile.py and the interpreter tests
 # between them catch either mistake.
-SQRT1_2 = tl.constexpr(0.7071067811865476)        # 1 / sqrt(2)
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)    # 1 / sqrt(2 pi)
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi)
-GELU_TANH_K = tl.constexpr(0.044715)
 GELU_SIGMOID_K = tl.constexpr(1.702)
 SELU_ALPHA = tl.constexpr(1.6732632423543772)
 SELU_SCALE = tl.constexpr(1.0507009873554805)

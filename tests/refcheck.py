@@ -70,6 +70,22 @@ def elementwise_specs():
     return [s for s in actkit.registry.REGISTRY.values() if s.kind is kinds.ELEMENTWISE]
 
 
+def kind_inputs(spec, device, dtype=torch.float32):
+    """(args for functional.apply after the name, the tensors to differentiate) for an activation of any
+    kind: x and a parameter of one entry per channel (learnable), x and dim 1 (row-wise), else x alone
+    (64 elements: a GLU's two halves, or any kind added later that takes one tensor)."""
+    g = torch.Generator().manual_seed(0)
+    if spec.kind.learnable:
+        x = torch.randn(2, 3, 4, generator=g, dtype=dtype).to(device).requires_grad_(True)
+        weight = torch.rand(3, generator=g, dtype=dtype).to(device).requires_grad_(True)
+        return (x, weight), (x, weight)
+    if spec.kind.normalises:
+        x = (torch.randn(3, 5, generator=g, dtype=dtype) * 3).to(device).requires_grad_(True)
+        return (x, 1), (x,)
+    x = (torch.randn(64, generator=g, dtype=dtype) * 4).to(device).requires_grad_(True)
+    return (x,), (x,)
+
+
 def run_actkit(spec, x: torch.Tensor, dy: torch.Tensor, params: dict):
     """Forward and (for differentiable specs) input gradient through actkit.functional."""
     x = x.detach().clone().requires_grad_(True)

@@ -8,9 +8,16 @@ import torch
 import actkit
 from actkit import kinds
 from actkit.kinds import base
+from refcheck import backend, kind_inputs
 
 PROTOCOL = ("resolve", "op_for", "apply", "functional", "parameters", "init_module", "module_kwargs",
             "init_reference", "reference_forward")
+
+
+SPECS = list(actkit.registry.REGISTRY.values())
+# ATen's hardsigmoid_backward multiplies by 1/6 rounded to float32 even for float64 tensors (3e-8 relative);
+# actkit, reading f' from y, multiplies by the float64 1/6.
+ATEN_FP32_CONSTANT = {"hardsigmoid": 2 ** -24}
 
 
 @pytest.mark.parametrize("kind", list(kinds.KINDS.values()), ids=str)
@@ -61,3 +68,23 @@ def test_few_bit_op_comes_back_from_its_key():
     op = spec.kind.ops.op_for(spec, saved_bits=3)
     assert op.bits == 3 and op.key == ("gelu", 0.0, 0.0, 3)
     assert pickle.loads(pickle.dumps(op)) is op
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_every_activation_computes_its_reference_in_float64(spec):
+    """Whatever its kind, an activation on the PyTorch backend computes its registry reference: in float64 its
+    output, and the gradient of each tensor input, equal the reference's and autograd's of the reference. A kind
+    may reach the same math by another route (f' read from y, a fused formula), so not to the bit: to 1e-10
+    relative (each value here is a few float64 operations, 2^-53 each, on inputs of magnitude below 20)."""
+    args, wrt = kind_inputs(spec, "cpu", torch.float64)
+    with backend("torch"):
+        y = actkit.functional.apply(spec.name, *args)
+    y_ref = spec.reference(*args, **(spec.defaults if spec.kind.scalar_params else {}))
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    if not spec.differentiable:
+        return
+    dy = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).reshape(y.shape)
+    grads = torch.autograd.grad(y, wrt, dy)
+    rtol = ATEN_FP32_CONSTANT.get(spec.name, 1e-10)
+    for ours, ref, name in zip(grads, torch.autograd.grad(y_ref, wrt, dy), ("x", "parameter")):
+        torch.testing.assert_close(ours, ref, rtol=rtol, atol=1e-12, msg=lambda m: f"d{name}: {m}")

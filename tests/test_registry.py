@@ -98,14 +98,15 @@ def _table_users(table, pointwise: bool):
 
 def test_every_device_function_table_entry_serves_a_spec_and_back():
     """The registry points into the kernels' tables by key: no spec without its device functions,
-    no device functions that nothing uses, and every ``@triton.jit`` f / f' in the module listed."""
+    no device functions that nothing uses, and every ``@triton.jit`` f / f' in the module listed (an
+    activation added from outside actkit lists its own, defined elsewhere: tests/test_extending.py)."""
     from actkit.kernels import activations, learnable
 
     assert _table_users(activations.TABLE, pointwise=True) == set(activations.TABLE)
     assert _table_users(learnable.TABLE, pointwise=False) == set(learnable.TABLE)
     listed = {fn for entry in activations.TABLE.values() for fn in entry if fn is not None}
     defined = {v for k, v in vars(activations).items() if k.endswith(("_fwd", "_bwd", "_bwd_y"))}
-    assert defined == listed
+    assert defined <= listed
     for spec in actkit.registry.REGISTRY.values():
         if spec.kind.scalar_params and spec.differentiable:
             for saved in {"x", spec.saves_for(spec.defaults)} - {"none"}:

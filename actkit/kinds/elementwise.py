@@ -25,7 +25,7 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
-from .base import Implementation, ScalarBoundOp, define_ops, shown_params
+from .base import Implementation, ScalarBoundOp, define_ops
 
 
 class ElementwiseImpl(Implementation):
