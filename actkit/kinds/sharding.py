@@ -67,18 +67,18 @@ def declare(name: str, rule: Rule) -> None:
         _waiting.append((*ops, rule))
 
 
-def ready() -> None:
+def ready() -> bool:
     """Called on the traced route before a custom op: registers the waiting rules once DTensor is loaded."""
-    if _waiting:
-        _register_waiting()
-
-
-@torch.compiler.assume_constant_result  # torch.compile runs it while tracing, not in the graph
-def _register_waiting() -> bool:
-    if _DTENSOR in sys.modules:
+    if _waiting and _DTENSOR in sys.modules:
         while _waiting:
             _register(*_waiting.pop())
     return True
+
+
+# torch.compile calls it while tracing (a DTensor's sharding is propagated then) rather than tracing into
+# it and guarding on _waiting: what torch.compiler.assume_constant_result sets, without importing
+# torch._dynamo (which imports torch.distributed.tensor: more than a second at `import actkit`).
+ready._dynamo_marked_constant = True
 
 
 def is_dtensor(x) -> bool:
