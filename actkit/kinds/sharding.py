@@ -129,6 +129,10 @@ def differentiable_inside_dispatch(body):
 
 
 # -- the rule as DTensor's op strategies ---------------------------------------------------------------
+# Registered as torch.distributed.tensor.experimental.register_sharding does it (register_op_strategy, with
+# expand_to_full_mesh_op_strategy making every mesh dim's combination), not through it: register_sharding
+# gives an op as many output placements as its schema has returns, and a GLU's backward returns Tensor[]
+# (dx, or da and db). tests/test_dtensor.py runs these rules against torch's own placements.
 def _tensor_args(op) -> list[tuple[str, bool]]:
     """(name, optional) of the op's tensor arguments, in order."""
     out = []
