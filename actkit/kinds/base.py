@@ -39,6 +39,7 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, backend_for
+from .sharding import Rule, declare as declare_sharding, differentiable_inside_dispatch
 
 # Dynamo treats this function as the constant True while tracing. A call takes the eager route
 # when ``type(x) is torch.Tensor and not is_compiling()``, written out in each op's __call__
@@ -282,7 +283,7 @@ class _Layout:
 
 
 def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, ...], inputs, resolve, fake,
-               backward_fake, conform: bool = True):
+               backward_fake, conform: bool = True, sharding: Rule | None = None):
     """Define ``actkit::<name>`` and ``actkit::<name>_backward`` with fake and autograd; returns both.
 
     The forward op takes ``(*args, backend)``; ``key`` names the arguments that ``resolve(*key)`` turns
@@ -296,6 +297,9 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
     Custom ops (rather than ``triton_op``) because they compile with ``torch.compile(fullgraph=True)``
     on CPU too: Inductor treats them as opaque calls and never compiles the Triton kernel for the CPU.
     ``backend`` is decided in Python before the call, so it is a constant in a traced graph.
+
+    ``sharding``: the kind's rule for DTensors (its special dim, see :mod:`.sharding`), given to both
+    ops; None leaves them without one (few-bit: its DTensor calls run on the local shards).
     """
     layout = _Layout(schema, backward_schema, key, inputs)
 
@@ -316,7 +320,8 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
 
     op = torch.library.custom_op(f"actkit::{name}", forward, mutates_args=(), schema=schema)
     op.register_fake(fake)
-    grad_op = torch.library.custom_op(f"actkit::{name}_backward", backward_op, mutates_args=(), schema=backward_schema)
+    grad_op = torch.library.custom_op(f"actkit::{name}_backward", differentiable_inside_dispatch(backward_op),
+                                      mutates_args=(), schema=backward_schema)
     grad_op.register_fake(backward_fake)
     n_args = len(op._opoverload._schema.arguments)
 
@@ -334,4 +339,6 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
         return (*grads, *(None,) * (n_args - len(grads)))
 
     op.register_autograd(backward, setup_context=setup_context)
+    if sharding is not None:
+        declare_sharding(name, sharding)
     return op, grad_op

@@ -26,6 +26,7 @@ import torch
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import Implementation, ScalarBoundOp, define_ops
+from .sharding import POINTWISE, ready
 
 
 class ElementwiseImpl(Implementation):
@@ -91,6 +92,7 @@ class ElementwiseOp(ScalarBoundOp):
 
     def traced(self, x: torch.Tensor) -> torch.Tensor:
         """The call as torch.compile and tensor subclasses see it: the custom op."""
+        ready()
         return torch.ops.actkit.activation(x, self.name, self.p0, self.p1, backend_for(x))
 
 
@@ -151,7 +153,7 @@ def resolve(name: str, p0: float, p1: float) -> ElementwiseOp:
 
 define_ops("activation", "(Tensor x, str name, float p0, float p1, str backend) -> Tensor",
            "(Tensor saved, Tensor grad, str name, float p0, float p1, str backend) -> Tensor",
-           key=("name", "p0", "p1"), inputs=("x",), resolve=resolve,
+           key=("name", "p0", "p1"), inputs=("x",), resolve=resolve, sharding=POINTWISE,
            fake=lambda x, *consts: torch.empty_like(x), backward_fake=lambda saved, *rest: torch.empty_like(saved))
 
 

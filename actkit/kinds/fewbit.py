@@ -32,6 +32,7 @@ import torch
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import Implementation, ScalarBoundOp, define_ops, like_fake, op_cache
+from .sharding import is_dtensor, on_local_shards
 
 BITS = range(1, 9)
 GRID_CELLS = 1024
@@ -272,6 +273,8 @@ class FewBitOp(ScalarBoundOp):
         return super().__repr__()[:-1] + f", saved_bits={self.bits})"
 
     def traced(self, x: torch.Tensor) -> torch.Tensor:
+        if is_dtensor(x):  # the codes are per shard: no DTensor placement describes them (see .sharding)
+            return on_local_shards(self, x)
         y, _ = torch.ops.actkit.fewbit(x, self.name, self.p0, self.p1, self.bits, backend_for(x))
         return y
 

@@ -44,6 +44,7 @@ from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
                    same_device, shown_params)
 from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
+from .sharding import Rule, ready
 
 # -- what torch.compile traces ---------------------------------------------------------------------
 COMPILE_PATHS = ("composite", "kernel")
@@ -198,6 +199,7 @@ class GluOp(BoundOp):
             return impl.forward(x, other)
         if _compile_path == "composite" and is_compiling():
             return self.composite(x, y, dim)
+        ready()
         return torch.ops.actkit.glu(x, y, self.act, self.p0, self.p1, dim, backend_for(x))
 
     # -- argument checks (the unusual calls) ------------------------------------------------------
@@ -298,6 +300,7 @@ def _fake(x, y, act, p0, p1, dim, backend):
 define_ops("glu", "(Tensor x, Tensor? y, str act, float p0, float p1, SymInt dim, str backend) -> Tensor",
            "(Tensor x, Tensor? y, Tensor grad, str act, float p0, float p1, SymInt dim, str backend) -> Tensor[]",
            key=("act", "p0", "p1"), inputs=_inputs, resolve=resolve, conform=False, fake=_fake,
+           sharding=Rule(lambda args: args["dim"] if args["y"] is None else None),  # the split dim (one tensor)
            backward_fake=lambda x, y, *rest: [x.new_empty(x.shape)] + ([] if y is None else [y.new_empty(y.shape)]))
 
 

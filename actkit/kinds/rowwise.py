@@ -23,6 +23,7 @@ from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, check_tensor, define_ops, is_compiling,
                    like_fake, per_activation)
+from .sharding import Rule, ready
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -83,6 +84,7 @@ class RowwiseOp(BoundOp):
             if x.requires_grad and torch.is_grad_enabled():
                 return EagerFunction2.apply(impl, x, dim)
             return impl.forward(x, dim)
+        ready()
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
 
@@ -91,7 +93,7 @@ resolve, op_for = per_activation(RowwiseOp)
 
 define_ops("rowwise", "(Tensor x, str name, SymInt dim, str backend) -> Tensor",
            "(Tensor y, Tensor grad, str name, SymInt dim, str backend) -> Tensor",
-           key=("name",), inputs=("x", "dim"), resolve=resolve,
+           key=("name",), inputs=("x", "dim"), resolve=resolve, sharding=Rule(lambda args: args["dim"]),  # the reduced dim
            fake=lambda x, *rest: torch.empty_like(x), backward_fake=lambda y, *rest: torch.empty_like(y))
 
 
