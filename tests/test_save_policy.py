@@ -236,3 +236,18 @@ def test_compiled_calls_carry_the_saved_tensor(saves):
     y = torch.compile(fn, fullgraph=True, backend=spy)(x)
     assert [args[1:5] for args in calls] == [("elu", 0.5, 0.0, "y" if saves == "y" else "x")]
     torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], eager, rtol=0, atol=0)
+
+
+def test_actkit_list_shows_what_each_policy_keeps():
+    import json
+
+    from typer.testing import CliRunner
+
+    from actkit.cli.main import app
+
+    result = CliRunner().invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    records = {r["name"]: r for r in json.loads(result.output)["activations"]}
+    kept = {name: (records[name]["saves_for_backward"], records[name]["saves_with_saves_y"], records[name]["torch_saves"])
+            for name in ("relu", "elu", "gelu", "softmax")}
+    assert kept == {"relu": ("y", "y", "y"), "elu": ("x", "y", "x"), "gelu": ("x", "x", "x"), "softmax": ("y", "y", "y")}
