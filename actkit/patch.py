@@ -210,10 +210,10 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
         parameters on the model's device and dtype.
     impl: ``"actkit"`` (actkit's custom ops: Triton on CUDA, PyTorch on CPU) or ``"torch"``
         (the registry's PyTorch reference in plain eager ops, a baseline).
-    saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward
-        (GELU, SiLU, Mish, ...) a few-bit backward instead (:mod:`actkit.kinds.fewbit`); those that keep
-        their output y (ReLU, ELU, ...) stay as they are, since y is usually kept by the next layer
-        anyway. None or 0: exact backward.
+    saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward under
+        the save policy (GELU, SiLU, Mish; ELU by default) a few-bit backward instead
+        (:mod:`actkit.kinds.fewbit`); those that keep their output y (ReLU; ELU with ``saves="y"``) stay as
+        they are, since y is usually kept by the next layer anyway. None or 0: exact backward.
     saves: the save policy of the new elementwise modules (``registry.SAVE_POLICIES``): "torch" keeps
         what the replaced torch module keeps (x for ``nn.ELU``, y for ``nn.ReLU`` and for the in-place
         modules in :data:`INPLACE_KEEPS_OUTPUT`), so a model that trains unpatched trains patched; "y"
