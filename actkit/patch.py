@@ -335,8 +335,9 @@ def _backward_options(old: nn.Module, name: str, kwargs: dict, saved_bits, saves
     kwargs = dict(kwargs)
     own_bits, own_saves = kwargs.pop("saved_bits", None), kwargs.pop("saves", DEFAULT_SAVE_POLICY)
     policy = own_saves if saves is None else saves
-    if policy == "torch" and type(old) in INPLACE_KEEPS_OUTPUT and old.inplace and _same(old)[0] == name:
-        policy = "y"  # what torch's in-place op keeps
+    if policy == "torch" and type(old) in INPLACE_KEEPS_OUTPUT and old.inplace and _same(old)[0] == name \
+            and registry.get(name).torch_saves != "y":
+        policy = "y"  # what torch's in-place op keeps (relu keeps y by default already)
     bits = saved_bits if saved_bits and _keeps_input(name, kwargs, policy) else own_bits
     if bits:
         return {**kwargs, "saved_bits": bits}

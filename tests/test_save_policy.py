@@ -169,8 +169,8 @@ def test_inplace_modules_that_keep_their_output_are_the_listed_ones():
 
 
 def test_patch_picks_the_saved_tensor_per_module():
-    model = nn.Sequential(nn.ELU(), nn.ELU(inplace=True), nn.ReLU(), nn.GELU(), actkit.nn.LeakyReLU(saves="x"),
-                          nn.PReLU())
+    model = nn.Sequential(nn.ELU(), nn.ELU(inplace=True), nn.ReLU(inplace=True), nn.GELU(),
+                          actkit.nn.LeakyReLU(saves="x"), nn.PReLU())
     actkit.patch(model)
     assert [getattr(m, "saves", None) for m in model] == ["torch", "y", "torch", "torch", "x", None]
     assert [m._op.saves for m in model[:5]] == ["x", "y", "y", "x", "x"]
