@@ -127,8 +127,8 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
                          saved.total - saved.excluding(net.parameters()), batch, image_size)
 
 
-def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (), saves: Sequence[str] = (DEFAULT_SAVE_POLICY,),
-                       **kwargs) -> list[dict]:
+def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (),
+                       saves: Sequence[str] = (DEFAULT_SAVE_POLICY,), **kwargs) -> list[dict]:
     """For each activation: torch, actkit under each save policy of ``saves``, and actkit with each of
     ``saved_bits`` (under the default policy, where it keeps x); each record has the ratio to torch
     (``vs_torch``, below 1: actkit keeps less)."""

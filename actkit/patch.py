@@ -233,7 +233,8 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
     if saves is not None:
         check_save_policy(saves, "patch")
         if impl != "actkit" and saves != DEFAULT_SAVE_POLICY:
-            raise ValueError(f"patch(saves={saves!r}) needs impl='actkit': the PyTorch reference keeps what torch keeps")
+            raise ValueError(f"patch(saves={saves!r}) needs impl='actkit': the PyTorch reference keeps what torch "
+                             "keeps")
     if saved_bits:
         from .kinds.fewbit import check_bits
 

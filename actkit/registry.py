@@ -40,7 +40,8 @@ def check_save_policy(policy, owner: str = "") -> str:
     """``policy`` if it is one of :data:`SAVE_POLICIES`; ValueError naming them (and ``owner``) otherwise."""
     if isinstance(policy, str) and policy in SAVE_POLICIES:
         return policy
-    raise ValueError(f"{owner + ': ' if owner else ''}saves must be one of {', '.join(repr(p) for p in SAVE_POLICIES)} (what autograd keeps for "
+    named = ", ".join(repr(p) for p in SAVE_POLICIES)
+    raise ValueError(f"{owner + ': ' if owner else ''}saves must be one of {named} (what autograd keeps for "
                      f"backward: torch's choice, the output y where possible, or the input x), got {policy!r}")
 
 

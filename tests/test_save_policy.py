@@ -82,6 +82,11 @@ def test_saves_y_is_opt_in_and_its_in_place_failure_says_why(spec):
     assert isinstance(found, str) and f"actkit's {spec.name} kept its output y" in found
     assert "saves='torch'" in found
     assert spec.saves_under("torch", spec.defaults) == "x" and spec.saves_under("y", spec.defaults) == "y"
+    y = getattr(actkit.functional, spec.name)(x.clone().requires_grad_(True), saves="y")
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time") as second:
+        y.sum().backward()  # another failure to read the saved y: torch's words alone
+    assert "kept its output" not in str(second.value)
 
 
 # -- a model with a residual add on an activation's output, patched and not ------------------------
@@ -248,6 +253,7 @@ def test_actkit_list_shows_what_each_policy_keeps():
     result = CliRunner().invoke(app, ["list", "--json"])
     assert result.exit_code == 0, result.output
     records = {r["name"]: r for r in json.loads(result.output)["activations"]}
-    kept = {name: (records[name]["saves_for_backward"], records[name]["saves_with_saves_y"], records[name]["torch_saves"])
-            for name in ("relu", "elu", "gelu", "softmax")}
-    assert kept == {"relu": ("y", "y", "y"), "elu": ("x", "y", "x"), "gelu": ("x", "x", "x"), "softmax": ("y", "y", "y")}
+    fields = ("saves_for_backward", "saves_with_saves_y", "torch_saves")
+    kept = {name: tuple(records[name][f] for f in fields) for name in ("relu", "elu", "gelu", "softmax")}
+    assert kept == {"relu": ("y", "y", "y"), "elu": ("x", "y", "x"), "gelu": ("x", "x", "x"),
+                    "softmax": ("y", "y", "y")}

@@ -66,8 +66,8 @@ class ElementwiseImpl(Implementation):
             return (grad,)
         try:
             saved = ctx.saved_tensors
-        except RuntimeError as exc:  # y modified in place after the forward, where torch would have kept x
-            if self.inplace_hint is None:
+        except RuntimeError as exc:  # y modified in place after the forward, where torch would have kept x?
+            if self.inplace_hint is None or "modified by an inplace operation" not in str(exc):
                 raise
             raise RuntimeError(f"{self.inplace_hint}\n{exc}") from None
         if input_grads is None:
