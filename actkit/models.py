@@ -63,7 +63,7 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     conv width, or the features of a dense layer), initialised to their parameter's value (default or
     given, e.g. ``prelu:weight=0.1``); the initial value is a constant, so adding them does not shift the
     random initialisation of the other layers. ``saved_bits`` in ``params`` gives actkit's few-bit
-    backward (elementwise activations, ``impl="actkit"`` only).
+    backward, ``saves`` a save policy (elementwise activations, ``impl="actkit"`` only).
     """
     impl = check_impl(impl)
     spec = registry.get(name)
@@ -74,17 +74,23 @@ def make_activation(name: str, impl: str = "actkit", params: Mapping[str, float]
     if not spec.differentiable:
         raise ValueError(f"activation {spec.name!r} has no gradient, so a network using it cannot be trained")
     params = dict(params or {})
-    bits = params.pop("saved_bits", None)
+    bits, policy = params.pop("saved_bits", None), params.pop("saves", None)
     params = spec.bind((), params)
     if impl != "actkit":
         if bits:
             raise ValueError(f"saved_bits={bits}: the few-bit backward is actkit's; impl {impl!r} runs PyTorch's op")
+        if policy:
+            raise ValueError(f"saves={policy!r}: a save policy is actkit's; impl {impl!r} runs PyTorch's op")
         make = functools.partial(ReferenceActivation, spec.name)
     else:
         if bits:
             if not kind.few_bit:
                 raise ValueError(f"{spec.name} is a {kind} activation: it has no few-bit backward")
             params["saved_bits"] = bits
+        if policy:
+            if not kind.save_policy:
+                raise ValueError(f"{spec.name} is a {kind} activation: it keeps what torch's op keeps (no saves=)")
+            params["saves"] = policy
         make = class_for(spec)  # the named class (actkit.nn.ReLU, ...): clearer model printouts
     if kind.learnable:
         return make(num_parameters=int(channels), init=params[spec.params[0].name])

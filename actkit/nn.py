@@ -29,6 +29,9 @@ class Activation(nn.Module):
         self.activation = spec.name
         self._params: dict[str, float] = {}  # scalar parameters (elementwise kind)
         self._forward = spec.kind.module_forward  # None where init_module installs the bound op as forward
+        if "saves" in kwargs and not spec.kind.save_policy:
+            raise TypeError(f"{spec.name} takes no saves=: a {spec.kind} activation keeps what torch's op keeps "
+                            "(save policies apply to elementwise activations)")
         spec.kind.ops.init_module(self, *args, **kwargs)
 
     @property

@@ -18,6 +18,7 @@ class TrainOptions:
     dataset: str
     act: str
     saved_bits: Optional[int]
+    saves: Optional[str]
     model: str
     impl: str
     seeds: int
@@ -49,10 +50,15 @@ def train_command(
                                 help=f"One of: {', '.join(DATASETS)}."),
     act: str = typer.Option("relu", "--act", "-a",
                             help="Activations, comma-separated; parameters as name:param=value "
-                                 "(leaky_relu:negative_slope=0.1, gelu:saved_bits=2); 'all' for every trainable one."),
+                                 "(leaky_relu:negative_slope=0.1, gelu:saved_bits=2, elu:saves=y); 'all' for every "
+                                 "trainable one."),
     saved_bits: Optional[int] = typer.Option(None, "--saved-bits",
                                              help="Few-bit backward for every elementwise activation: keep a k-bit "
                                                   "code (1..8) per element instead of x (actkit impl only)."),
+    saves: Optional[str] = typer.Option(None, "--saves",
+                                        help="What every elementwise activation keeps for backward (actkit impl "
+                                             "only): torch (what torch's op keeps; the default), y (the output "
+                                             "wherever f' reads it: less memory) or x."),
     model: str = typer.Option("convnet", "--model", "-m", help=f"One of: {', '.join(MODELS)}."),
     impl: str = typer.Option("actkit", "--impl",
                              help=f"Activation implementation(s), comma-separated: {', '.join(IMPLS)} "
@@ -169,7 +175,7 @@ def _sweep(options: TrainOptions):
 
     try:
         return tr.Sweep(dataset=options.dataset, model=options.model,
-                        activations=tr.parse_activations(options.act, options.saved_bits),
+                        activations=tr.parse_activations(options.act, options.saved_bits, options.saves),
                         impls=[i for i in options.impl.split(",") if i.strip()],
                         seeds=list(range(options.first_seed, options.first_seed + options.seeds)),
                         epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,

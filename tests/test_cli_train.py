@@ -132,3 +132,23 @@ def test_a_missing_dataset_is_downloaded_with_a_progress_bar(tmp_path, monkeypat
     assert len(re.findall(r"100(\.0)?%", result.output)) >= 4, result.output
     assert f"mnist from {raw}: 50 train / 10 val / 20 test images" in text
     assert json.loads((out / "runs" / "relu-actkit-seed0.json").read_text())["data"]["source"] == str(raw)
+
+
+def test_saves_option_trains_with_a_save_policy_and_refuses_what_cannot_take_one(tmp_path):
+    """--saves y keeps ELU's output, which the next layer keeps anyway: less memory for backward than the
+    default (torch's choice, x). The policy is part of the label and of the record's act_params."""
+    result = invoke("train", *FAST, "--act", "elu,relu", "--saves", "y", "--out", tmp_path / "y")
+    assert result.exit_code == 0, result.output
+    by_y = json.loads((tmp_path / "y" / "runs" / "elu_saves=y-actkit-seed0.json").read_text())
+    assert by_y["config"]["act_params"] == {"alpha": 1.0, "saves": "y"}
+    assert (tmp_path / "y" / "runs" / "relu_saves=y-actkit-seed0.json").exists()
+    assert invoke("train", *FAST, "--act", "elu", "--out", tmp_path / "torch").exit_code == 0
+    default = json.loads((tmp_path / "torch" / "runs" / "elu-actkit-seed0.json").read_text())
+    assert default["config"]["act_params"] == {"alpha": 1.0}
+    assert by_y["memory"]["saved_bytes"] < default["memory"]["saved_bytes"]
+    for args, words in ((["--saves", "output"], "saves must be one of 'torch', 'y', 'x'"),
+                        (["--act", "prelu:saves=y"], "prelu is a learnable activation"),
+                        (["--act", "elu", "--saves", "y", "--impl", "torch"], "a save policy is actkit's"),
+                        (["--act", "gelu:saved_bits=2:saves=y"], "does not go with saved_bits=2")):
+        refused = invoke("train", *FAST, *args, "--out", tmp_path / "refused")
+        assert refused.exit_code == 2 and words in " ".join(refused.output.split()), refused.output

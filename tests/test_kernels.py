@@ -17,21 +17,32 @@ IDS = [s.name for s in SPECS]
 BACKENDS = ["triton", "torch"]
 
 
+def _policies(spec, params) -> list[str]:
+    """The default save policy, and "y" where it keeps y instead (its f'(y) kernel and backward op)."""
+    return ["torch"] + (["y"] if spec.saves_under("y", params) != spec.saves_under("torch", params) else [])
+
+
+# (spec, save policy): every spec by default, and the y-form of those that save x by default but can save y.
+POLICY_CASES = [(s, p) for s in SPECS for p in _policies(s, s.defaults)]
+POLICY_IDS = [s.name + ("" if p == "torch" else "-saves=y") for s, p in POLICY_CASES]
+
+
 def _device(backend_name):
     return KERNEL_DEVICE if backend_name == "triton" else "cpu"
 
 
-def check(spec, x, params, backend_name, dy=None):
-    """Run actkit on x (any shape/layout) and compare forward and backward with the references."""
+def check(spec, x, params, backend_name, dy=None, saves="torch"):
+    """Run actkit on x (any shape/layout) under a save policy and compare forward and backward with the
+    references."""
     if dy is None:
         dy = torch.linspace(-1.5, 1.5, x.numel(), dtype=torch.float64).reshape(x.shape).to(x.dtype).to(x.device)
     with backend(backend_name):
         assert actkit.backend_for(x) in (("triton", "triton-interpreter") if backend_name == "triton" else ("torch",))
-        y, dx = run_actkit(spec, x, dy, params)
+        y, dx = run_actkit(spec, x, dy, params, saves)
     assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
-    label = f"{spec.name}{params or ''} {x.dtype} {tuple(x.shape)} [{backend_name}]"
-    y_same, dx_same = run_reference(spec, x, dy, params, y_saved=y)
-    y_64, dx_64 = run_reference(spec, x, dy, params, dtype=torch.float64, y_saved=y)
+    label = f"{spec.name}{params or ''} saves={saves} {x.dtype} {tuple(x.shape)} [{backend_name}]"
+    y_same, dx_same = run_reference(spec, x, dy, params, y_saved=y, saves=saves)
+    y_64, dx_64 = run_reference(spec, x, dy, params, dtype=torch.float64, y_saved=y, saves=saves)
     tolerance = KERNEL_TOLERANCE if backend_name == "triton" else TORCH_TOLERANCE
     assert_matches(y, y_same, y_64, x, label + " forward", tolerance)
     if backend_name == "torch":  # the fallback is torch itself, to the bit
@@ -48,21 +59,21 @@ def check(spec, x, params, backend_name, dy=None):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_special_values(spec, dtype, backend_name):
+@pytest.mark.parametrize("spec, saves", POLICY_CASES, ids=POLICY_IDS)
+def test_special_values(spec, saves, dtype, backend_name):
     """Branch points (0, +-3, +-6, the softplus threshold 20), +-20, +-88, +-1e4, +-inf and NaN."""
     x = torch.tensor(SPECIAL_VALUES, dtype=dtype, device=_device(backend_name))
-    check(spec, x, spec.defaults, backend_name)
+    check(spec, x, spec.defaults, backend_name, saves=saves)
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_random_values(spec, dtype, backend_name):
+@pytest.mark.parametrize("spec, saves", POLICY_CASES, ids=POLICY_IDS)
+def test_random_values(spec, saves, dtype, backend_name):
     """A spread of ordinary values, across several kernel blocks."""
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(5000, generator=g) * 4).to(dtype).to(_device(backend_name))
-    check(spec, x, spec.defaults, backend_name)
+    check(spec, x, spec.defaults, backend_name, saves=saves)
 
 
 SHAPES = {
@@ -101,16 +112,21 @@ def test_dense_layouts_keep_their_memory_format(spec, dtype):
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+PARAM_POLICY_CASES = [(n, p, saves) for n, p in PARAM_CASES
+                      for saves in _policies(actkit.get(n), {**actkit.get(n).defaults, **p})]
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("name, params", PARAM_CASES, ids=[f"{n}-{'-'.join(f'{k}={v:g}' for k, v in p.items())}"
-                                                          for n, p in PARAM_CASES])
-def test_parameters_reach_the_kernels(name, params, dtype, backend_name):
+@pytest.mark.parametrize("name, params, saves", PARAM_POLICY_CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}={v:g}' for k, v in p.items())}" + ("" if s == "torch" else "-saves=y")
+                              for n, p, s in PARAM_POLICY_CASES])
+def test_parameters_reach_the_kernels(name, params, saves, dtype, backend_name):
     """Non-default parameters, including those that make an activation save x instead of y."""
     spec = actkit.get(name)
     values = SPECIAL_VALUES + [params.get("max_val", 0.0), params.get("min_val", 0.0), 2.5, 2.6, -0.7]
     x = torch.tensor(values, dtype=dtype, device=_device(backend_name))
-    check(spec, x, params, backend_name)
+    check(spec, x, params, backend_name, saves=saves)
 
 
 @pytest.mark.filterwarnings("ignore:Input #0 requires gradient and is not a double")  # fp32 on purpose

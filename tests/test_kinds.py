@@ -46,8 +46,11 @@ def test_kinds_answer_as_the_registry_documents_them():
     assert [n for n in kinds.KINDS if kinds.KINDS[n].few_bit] == ["elementwise"]
     assert get("prelu").kind.learnable and get("softmax").kind.normalises and get("geglu").kind.gated
     assert get("gelu").kind.keeps_input(get("gelu"), {}) and not get("relu").kind.keeps_input(get("relu"), {})
-    assert not get("leaky_relu").kind.keeps_input(get("leaky_relu"), {"negative_slope": 0.1})
-    assert get("leaky_relu").kind.keeps_input(get("leaky_relu"), {"negative_slope": -0.1})
+    assert [n for n in kinds.KINDS if kinds.KINDS[n].save_policy] == ["elementwise"]
+    lrelu = get("leaky_relu")
+    assert lrelu.kind.keeps_input(lrelu, {"negative_slope": 0.1})  # torch's leaky_relu keeps x
+    assert not lrelu.kind.keeps_input(lrelu, {"negative_slope": 0.1}, saves="y")
+    assert lrelu.kind.keeps_input(lrelu, {"negative_slope": -0.1}, saves="y")  # y cannot tell the sign of x
 
 
 @pytest.mark.parametrize("name, args", [("leaky_relu", (0.2,)), ("gelu", ()), ("prelu", ()), ("softmax", ()),

@@ -46,8 +46,9 @@ def test_functional_and_module_exist_for_every_activation(name):
     signature = inspect.signature(fn).parameters.values()
     assert [p.name for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD] == [p.name for p in spec.params]
     # Options are keyword-only, so they never shadow an activation parameter: softmax's dtype, and
-    # the few-bit backward wherever there is a backward to quantise (not step, whose f' is 0).
-    options = {"rowwise": ["dtype"], "learnable": []}.get(spec.kind.name, ["saved_bits"] if spec.differentiable else [])
+    # the save policy and few-bit backward wherever there is a backward (not step, whose f' is 0).
+    options = {"rowwise": ["dtype"], "learnable": []}.get(spec.kind.name,
+                                                          ["saves", "saved_bits"] if spec.differentiable else [])
     assert [p.name for p in signature if p.kind is p.KEYWORD_ONLY] == options
     assert isinstance(getattr(actkit.nn, spec.class_name)(), actkit.nn.Activation)
     x = torch.linspace(-4, 4, 41)

@@ -161,7 +161,7 @@ def elementwise_workload(spec, dtype):
                                                                  + ("_y" if other == "y" else "")):
             dfn, dy = spec.triton_derivative(other), _aligned(2 ** 16, dtype)
             yield f"backward from {other}", lambda dfn=dfn, dy=dy: elementwise.backward(x, dy, dfn, op.p0, op.p1)
-    if op.saves == "x":  # few-bit backward, where it saves memory; the bit widths rotate over the registry
+    if spec.saves_for(spec.defaults) == "x":  # few-bit where f' needs x (saves="y" too); bits rotate over the registry
         savers = [s.name for s in registry.REGISTRY.values() if s.kind.few_bit and s.saves == "x"]
         bits = 1 + savers.index(spec.name) % 8
         fewbit = kind.bind(spec, (), {"saved_bits": bits}).triton()

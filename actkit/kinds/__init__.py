@@ -53,6 +53,9 @@ class Kind:
     """A gated linear unit act(a) * b: two inputs (or x's two halves), half as many outputs as inputs."""
     module: str
     """The full name of the module that holds its ops (``actkit.kinds.elementwise``)."""
+    save_policy: bool = False
+    """``saves=`` (``registry.SAVE_POLICIES``) chooses whether autograd keeps x or y; the other kinds
+    keep what torch's op keeps (x and the parameter; softmax's y; a GLU's a and b) and take no policy."""
 
     @property
     def ops(self):
@@ -69,9 +72,10 @@ class Kind:
         """A module's arguments as its repr shows them: ``negative_slope=0.1, saved_bits=2``."""
         return ", ".join(f"{k}={_shown(v)}" for k, v in self.ops.module_kwargs(module).items())
 
-    def keeps_input(self, spec, params) -> bool:
-        """Whether autograd keeps x with these parameters, so that a few-bit backward saves memory."""
-        return self.few_bit and spec.saves_for({**spec.defaults, **params}) == "x"
+    def keeps_input(self, spec, params, saves: str = "torch") -> bool:
+        """Whether autograd keeps x with these parameters under save policy ``saves``, so that a few-bit
+        backward saves memory."""
+        return self.few_bit and spec.saves_under(saves, {**spec.defaults, **params}) == "x"
 
     def __str__(self) -> str:
         return self.name
@@ -102,7 +106,8 @@ def register(kind: Kind) -> Kind:
 
 
 ELEMENTWISE = register(Kind("elementwise", pointwise=True, not_pointwise=None, scalar_params=True, few_bit=True,
-                            learnable=False, normalises=False, gated=False, module=f"{__name__}.elementwise"))
+                            learnable=False, normalises=False, gated=False, module=f"{__name__}.elementwise",
+                            save_policy=True))
 """f(x) with up to two scalar parameters: the generic kernels and custom ops."""
 LEARNABLE = register(Kind("learnable", pointwise=True, not_pointwise=None, scalar_params=False, few_bit=False,
                           learnable=True, normalises=False, gated=False, module=f"{__name__}.learnable"))

@@ -156,7 +156,7 @@ class GluOp(BoundOp):
     __slots__ = ("spec_name", "gate", "act", "p0", "p1")
 
     def __init__(self, gate: ElementwiseOp, spec_name: str | None = None):
-        super().__init__(registry.get(spec_name or "glu"), gate.key)
+        super().__init__(registry.get(spec_name or "glu"), gate.key[:3])  # (act, p0, p1): not what the gate saves
         self.gate, self.act, self.p0, self.p1 = gate, gate.name, gate.p0, gate.p1
         self.spec_name = spec_name  # a named GLU (swiglu), or None for the generic glu(act=...)
         self.name = spec_name or f"glu(act={gate.name!r}{shown_params(gate.params)})"
@@ -255,8 +255,9 @@ def gate_op(owner: str, act, params: dict) -> ElementwiseOp:
              else None if spec.differentiable else "has no gradient, so it cannot gate a trainable GLU")
     if unfit:
         raise ValueError(f"{owner}: act={act!r} {unfit}")
-    if "saved_bits" in params:
-        raise TypeError(f"{owner}: saved_bits is not available for GLUs (autograd keeps a and b exactly)")
+    if "saved_bits" in params or "saves" in params:
+        raise TypeError(f"{owner}: {'saved_bits' if 'saved_bits' in params else 'saves'} is not available for GLUs "
+                        "(autograd keeps a and b exactly)")
     return bind(spec, (), params)
 
 
