@@ -197,8 +197,9 @@ def _nonzero(param: str) -> Callable[[Mapping[str, float]], None]:
 
 
 def _ordered(values: Mapping[str, float]) -> None:
-    if not values["min_val"] < values["max_val"]:
-        raise ValueError(f"hardtanh needs min_val < max_val, got min_val={values['min_val']:g}, "
+    # min_val == max_val is allowed, as torch does: a constant output with a zero gradient.
+    if not values["min_val"] <= values["max_val"]:
+        raise ValueError(f"hardtanh needs min_val <= max_val, got min_val={values['min_val']:g}, "
                          f"max_val={values['max_val']:g}")
 
 

@@ -55,6 +55,52 @@ def test_special_values(spec, dtype, backend_name):
     check(spec, x, spec.defaults, backend_name)
 
 
+DIFFERENTIABLE = [s for s in SPECS if s.differentiable]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("spec", DIFFERENTIABLE, ids=[s.name for s in DIFFERENTIABLE])
+def test_non_finite_dy(spec, dtype, backend_name):
+    """dy = NaN, +inf and -inf at every special x. Where ATen's backward selects 0 (the ReLU family
+    beyond its clamps: ``x <= 0 ? 0 : dy``) dx is 0 whatever dy is; where it multiplies, dy * f'(x),
+    which is NaN where f'(x) = 0 (tanh at x = 20 in fp32, as torch's tanh_backward).
+
+    Composite references (gelu_sigmoid, lisht, tanhshrink: torch has no op, only autograd of a
+    formula) are the one documented exception on the Triton path: autograd of ``x * sigmoid(1.702 x)``
+    meets dy = inf as ``inf - inf`` or ``inf * 0`` in its intermediate terms and gives NaN where f'(x)
+    is finite and non-zero (F.silu's own backward op gives +-inf there; x * sigmoid(x) gives NaN). The
+    kernels give dy * f'(x), as torch's native ops do; the PyTorch fallback is torch's autograd itself.
+    Each dy value is its own call, so that the NaN x (last) is in torch's scalar CPU loop, whose
+    hardtanh gradient at NaN is the CUDA kernel's (its vectorised loop gives 0 there)."""
+    x = torch.tensor(SPECIAL_VALUES, dtype=dtype, device=_device(backend_name))
+    for value in (float("nan"), float("inf"), float("-inf")):
+        dy = torch.full_like(x, value)
+        if spec.native or backend_name == "torch" or spec.saves_for(spec.defaults) == "y":
+            check(spec, x, spec.defaults, backend_name, dy=dy)
+            continue
+        with backend(backend_name):
+            _, dx = run_actkit(spec, x, dy, spec.defaults)
+        ones = torch.ones_like(x)
+        fprime, fprime_64 = (run_reference(spec, x, ones, spec.defaults, dtype=t)[1] for t in (dtype, torch.float64))
+        expected, expected_64 = dy.cpu() * fprime, dy.cpu().double() * fprime_64
+        assert_matches(dx, expected, expected_64, x, f"{spec.name} {dtype} dy={value} [triton]")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("name, params", PARAM_CASES + [("hardtanh", dict(min_val=0.5, max_val=0.5))],
+                         ids=[f"{n}-{'-'.join(f'{k}={v:g}' for k, v in p.items())}" for n, p in PARAM_CASES]
+                         + ["hardtanh-min_val=max_val"])
+def test_non_finite_dy_with_parameters(name, params, backend_name):
+    """As above with non-default parameters (those that save x instead of y among them) and hardtanh
+    with min_val == max_val, which torch accepts: a constant, whose gradient is 0 everywhere (selected)."""
+    spec = actkit.get(name)
+    x = torch.tensor([params.get("max_val", 0.0), params.get("min_val", 0.0), -0.7] + SPECIAL_VALUES,
+                     device=_device(backend_name))  # NaN last: in torch's scalar loop (see above)
+    for value in (float("nan"), float("inf"), float("-inf")):
+        check(spec, x, params, backend_name, dy=torch.full_like(x, value))
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
