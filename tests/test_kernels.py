@@ -5,6 +5,8 @@ The Triton backend runs compiled on a GPU and through Triton's interpreter on CP
 (TRITON_INTERPRET=1, set by the root conftest.py). The torch backend is the fallback CPU
 users get.
 """
+import math
+
 import pytest
 import torch
 
@@ -99,6 +101,35 @@ def test_non_finite_dy_with_parameters(name, params, backend_name):
                      device=_device(backend_name))  # NaN last: in torch's scalar loop (see above)
     for value in (float("nan"), float("inf"), float("-inf")):
         check(spec, x, params, backend_name, dy=torch.full_like(x, value))
+
+
+SOFTPLUS_AT_THRESHOLD = [(1.0, 20.0), (2.0, 30.0), (0.5, 15.0), (4.0, 20.0), (1.0, 15.0), (1.0, 1.0), (2.0, 5.0)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("beta, threshold", SOFTPLUS_AT_THRESHOLD)
+def test_softplus_at_exactly_its_threshold(beta, threshold, backend_name):
+    """beta x == threshold is on softplus's log1p side (torch: linear where beta x > threshold), so
+    dx = dy sigmoid(threshold) there, and dy just above it. From a threshold of 15 softplus keeps y,
+    whose beta y passes the threshold by exp(-threshold) at that point: below the rounding of fp32,
+    fp16 and bf16 (y rounds to x), not of float64, where it keeps x. Every dtype, both routes (eager
+    and the custom op under torch.compile) for float64."""
+    spec, params = actkit.get("softplus"), dict(beta=beta, threshold=threshold)
+    at = threshold / beta
+    x = torch.tensor([at, math.nextafter(at, math.inf), math.nextafter(at, -math.inf), 0.0, -at], dtype=torch.float64)
+    for dtype in DTYPES.values():
+        check(spec, x.to(dtype).to(_device(backend_name)), params, backend_name, dy=torch.ones(5, dtype=dtype))
+    xr = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(torch.nn.functional.softplus(xr, beta, threshold).sum(), xr)
+    assert expected[0] < 1 and expected[1] == 1  # what is being checked: the two sides of the threshold
+    torch._dynamo.reset()  # one lambda per parametrisation: not recompiles of one code object
+    softplus = torch.compile(lambda t: actkit.functional.softplus(t, beta, threshold), backend="aot_eager",
+                             fullgraph=True)
+    for route in (lambda t: actkit.functional.softplus(t, beta, threshold), softplus):
+        with backend(backend_name):
+            xa = x.clone().requires_grad_(True)
+            (dx,) = torch.autograd.grad(route(xa).sum(), xa)
+        torch.testing.assert_close(dx, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
