@@ -142,8 +142,8 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
         words = tl.load(code_ptr + offsets // per_word, mask=mask, other=0)
         code = (words >> ((offsets % per_word) * K)) & ((1 << K) - 1)
         dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
-        dx = _times_level(dy, tl.load(level_ptr + code), SELECTS)
-        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offsets, _times_level(dy, tl.load(level_ptr + code), SELECTS).to(dx_ptr.dtype.element_ty),
+                 mask=mask)
     else:  # position c of each word, strided, beside the word in the same thread
         words = tl.load(code_ptr + lanes, mask=lanes < tl.minimum(n_words - word0, W).to(tl.int32), other=0)
         for c in tl.static_range(per_word):

@@ -65,11 +65,12 @@ def glu_bwd_kernel(a_ptr, b_ptr, dy_ptr, da_ptr, db_ptr, rows, cols, a_row, b_ro
     # dy * b = inf gives NaN, where sigmoid(a) rounds to 1, as in torch), and 0 where the gate's ATen
     # backward selects 0 (ReLU's a <= 0), whatever dy * b is.
     acc: tl.constexpr = da_ptr.dtype.element_ty == tl.float32
-    fa = F(a, p0, p1, acc)
     if DF_OF_Y:
+        fa = F(a, p0, p1, acc)
         da = dy * b * DF(fa, p0, p1, acc)
-    else:
+    else:  # f' first, then f: the order the SASS counts of the GELU gates were taken in
         da = dy * b * DF(a, p0, p1, acc)
+        fa = F(a, p0, p1, acc)
     if ZERO is not None:
         da = tl.where(ZERO(a, p0, p1), 0.0, da)
     db = dy * fa
