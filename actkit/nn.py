@@ -6,12 +6,32 @@ registry's ``class_name``; aliases get their own name too (``actkit.nn.Swish`` i
 """
 from __future__ import annotations
 
+import inspect
 from types import MappingProxyType
 
 import torch
 from torch import nn
 
 from . import registry
+
+
+def check_arguments(spec: registry.ActivationSpec, init, args: tuple, kwargs: dict) -> None:
+    """A one-line TypeError where a module's arguments do not fit its kind's ``init`` (``init_module``,
+    ``init_reference``), naming the arguments it takes, rather than Python's message about a function
+    of ours; ``saved_bits`` for a kind without a few-bit backward says so. Kinds whose ``init`` takes
+    ``*args, **kwargs`` check their arguments themselves."""
+    if "saved_bits" in kwargs and not spec.kind.few_bit:
+        raise TypeError(f"{spec.class_name}: saved_bits (the few-bit backward) applies to elementwise activations "
+                        f"only; {spec.name} is a {spec.kind} activation, so drop saved_bits")
+    signature = inspect.signature(init)
+    taken = list(signature.parameters.values())[1:]  # after the module
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in taken):
+        return
+    try:
+        signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        names = ", ".join(p.name for p in taken) or "none"
+        raise TypeError(f"{spec.class_name}: {exc}; its arguments: {names}") from None
 
 
 class Activation(nn.Module):
@@ -32,6 +52,7 @@ class Activation(nn.Module):
         if "saves" in kwargs and not spec.kind.save_policy:
             raise TypeError(f"{spec.name} takes no saves=: a {spec.kind} activation keeps what torch's op keeps "
                             "(save policies apply to elementwise activations)")
+        check_arguments(spec, spec.kind.ops.init_module, args, kwargs)
         spec.kind.ops.init_module(self, *args, **kwargs)
 
     @property
@@ -68,6 +89,7 @@ class ReferenceActivation(nn.Module):
         super().__init__()
         self.spec = registry.get(name)
         self.params = {}
+        check_arguments(self.spec, self.spec.kind.ops.init_reference, args, kwargs)
         self.spec.kind.ops.init_reference(self, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

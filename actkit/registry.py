@@ -59,6 +59,9 @@ class SavesRule:
     test: Callable[[Mapping[str, float]], bool]
     words: str
     """The rule for ``actkit list``: "y if negative_slope >= 0, else x"."""
+    exact_in_float64: bool = True
+    """Whether f' read from y is torch's to the bit in float64 too; False (softplus): the PyTorch path
+    keeps x for float64 inputs (the Triton kernels take no float64)."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +238,9 @@ def _nonzero(param: str) -> Callable[[Mapping[str, float]], None]:
 
 
 def _ordered(values: Mapping[str, float]) -> None:
-    if not values["min_val"] < values["max_val"]:
-        raise ValueError(f"hardtanh needs min_val < max_val, got min_val={values['min_val']:g}, "
+    # min_val == max_val is allowed, as torch does: a constant output with a zero gradient.
+    if not values["min_val"] <= values["max_val"]:
+        raise ValueError(f"hardtanh needs min_val <= max_val, got min_val={values['min_val']:g}, "
                          f"max_val={values['max_val']:g}")
 
 
@@ -278,7 +282,9 @@ def _positive_alpha(params: Mapping[str, float]) -> bool:
 
 # softplus reads f' = sigmoid(beta x) = -expm1(-beta y) from y. Where beta x is just at or below
 # the threshold, beta y = log1p(exp(beta x)) can pass it by exp(-threshold) and take the linear
-# branch (f' = 1): from a threshold of 15 that is < 3.1e-7, below fp32's rounding of a gradient.
+# branch (f' = 1): from a threshold of 15 that is < 3.1e-7, below fp32's rounding of a gradient, and
+# y rounds to x there in fp32, fp16 and bf16, so the test on beta y is the test on beta x. Not in
+# float64 (at beta x = threshold = 20 torch gives sigmoid(20) = 1 - 2e-9): float64 keeps x.
 SOFTPLUS_Y_MIN_THRESHOLD = 15.0
 
 
@@ -374,7 +380,8 @@ _SPECS = [
                            Param("threshold", 20.0, "above beta * x > threshold the output is x")),
                    validate=_nonzero("beta"), torch_backward=_aten.softplus_backward,
                    saves="y", saves_y_if=SavesRule(lambda p: p["threshold"] >= SOFTPLUS_Y_MIN_THRESHOLD,
-                                                   f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x"),
+                                                   f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x "
+                                                   "(float64: x)", exact_in_float64=False),
                    torch_backward_y=_softplus_grad_y),
     ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False,

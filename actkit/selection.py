@@ -101,23 +101,31 @@ class ActChoice:
 
 
 def parse_activations(value: str | Sequence[str] | None, need: Need = ANY, *, saved_bits: int | None = None,
-                      saves: str | None = None, error: type[Exception] = SelectionError) -> list[ActChoice]:
+                      saves: str | None = None, error: type[Exception] = SelectionError,
+                      left_out: list[str] | None = None) -> list[ActChoice]:
     """``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2"`` -> choices, in order, without repeats.
 
     ``all``: every registered activation that meets ``need``. ``saved_bits``: the few-bit backward
-    for every elementwise activation that does not say otherwise (``--saved-bits``; others are
-    refused). ``saves``: the save policy of every elementwise activation that does not say otherwise
-    and has no few-bit backward (``--saves``; the other kinds keep what torch keeps under any policy).
-    Unknown names raise ``error`` with the registry's suggestions; bad parameters the registry's own
-    TypeError or ValueError."""
+    for every activation named that does not say otherwise (``--saved-bits``); one that has none
+    (learnable, identity: :func:`few_bit_refusal`) is refused when named, and with ``all`` left out,
+    its name appended to ``left_out`` so that the caller can say so. ``saves``: the save policy of
+    every elementwise activation that does not say otherwise and has no few-bit backward (``--saves``;
+    the other kinds keep what torch keeps under any policy). Unknown names raise ``error`` with the
+    registry's suggestions; bad parameters the registry's own TypeError or ValueError."""
     items = comma_items(value)
     if not items:
         raise error("no activation given; give a name, a comma list (e.g. --act relu,gelu) or all")
     out: list[ActChoice] = []
     for item in items:
         if item.lower() == "all":
-            out += [_choice(s, s.name, (), None, saves, error) for s in registry.REGISTRY.values()
-                    if need.refusal(s) is None]
+            specs = [s for s in registry.REGISTRY.values() if need.refusal(s) is None]
+            if saved_bits:
+                kept = [s for s in specs if few_bit_refusal(s) is None]
+                if left_out is not None:
+                    left_out.extend(s.name for s in specs if s not in kept and s.name not in left_out)
+                out += [_choice(s, s.name, (), saved_bits, saves, error) for s in kept]
+            else:
+                out += [_choice(s, s.name, (), None, saves, error) for s in specs]
             continue
         name, *assignments = item.split(":")
         try:
@@ -197,10 +205,17 @@ def _check_saved_bits(spec: registry.ActivationSpec, bits, error: type[Exception
         value = fewbit.check_bits(bits)
     except ValueError as exc:
         raise error(f"{spec.name}: {exc}") from None
-    if value and not spec.kind.few_bit:
-        raise error(f"{spec.name} is a {spec.kind} activation: it has no few-bit backward (saved_bits "
-                    "applies to elementwise activations)")
+    reason = fewbit.refusal(spec) if value else None
+    if reason is not None:
+        raise error(reason)
     return value
+
+
+def few_bit_refusal(spec: registry.ActivationSpec) -> str | None:
+    """Why ``saved_bits`` does not apply to ``spec`` at its default parameters (one line), or None."""
+    from .kinds import fewbit
+
+    return fewbit.refusal(spec)
 
 
 # --------------------------------------------------------------------------------------------

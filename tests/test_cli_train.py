@@ -81,7 +81,11 @@ def test_resume_without_out_continues_the_newest_matching_sweep(tmp_path, monkey
     (["--act", "prelu:weight=abc"], "must be a real number"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--subset", "999999"], "--subset must be between 1 and"),
-    (["--saved-bits", "9"], "relu: saved_bits must be an integer from 1 to 8"),
+    (["--saved-bits", "9"], "--saved-bits must be an integer from 1 to 8"),
+    (["--saved-bits", "0"], "--saved-bits must be an integer from 1 to 8 (bits kept per element for backward), got "
+                            "0; leave it out for the exact backward"),
+    (["--act", "identity", "--saved-bits", "2"], "identity keeps nothing for backward"),
+    (["--act", "identity:saved_bits=1"], "identity keeps nothing for backward"),
     (["--act", "relu,prelu", "--saved-bits", "2"], "prelu is a learnable activation: it has no few-bit backward"),
     (["--act", "gelu:saved_bits=2", "--impl", "actkit,compile"], "run it with --impl actkit"),
 ])
@@ -90,6 +94,24 @@ def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path, args, messag
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_all_with_saved_bits_trains_the_few_bit_ones_and_names_the_rest(tmp_path):
+    """``--act all --saved-bits 2`` as ``--act relu,prelu --saved-bits 2`` would have it: every activation
+    with a few-bit backward gets it, the others (refused when named) are left out, and the command says
+    which. (A baseline among those left out then stops it before any training.)"""
+    from actkit import train as tr
+
+    left_out: list[str] = []
+    chosen = tr.parse_activations("all", 2, left_out=left_out)
+    assert left_out == ["identity", "prelu", "swish_beta"]
+    assert {c.name for c in chosen} >= {"relu", "gelu", "silu"} and all(c.saved_bits == 2 for c in chosen)
+    result = invoke("train", "--dataset", "synthetic", "--out", tmp_path / "out", "--act", "all", "--saved-bits", "2",
+                    "--baseline", "prelu")
+    text = " ".join(result.output.split())
+    assert "--saved-bits 2 with --act all: training the activations that have a few-bit backward; left out (none to " \
+           "give them): identity, prelu, swish_beta" in text
+    assert result.exit_code == 2 and "baseline 'prelu' is not one of the activations run" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

@@ -5,6 +5,8 @@ The Triton backend runs compiled on a GPU and through Triton's interpreter on CP
 (TRITON_INTERPRET=1, set by the root conftest.py). The torch backend is the fallback CPU
 users get.
 """
+import math
+
 import pytest
 import torch
 
@@ -64,6 +66,81 @@ def test_special_values(spec, saves, dtype, backend_name):
     """Branch points (0, +-3, +-6, the softplus threshold 20), +-20, +-88, +-1e4, +-inf and NaN."""
     x = torch.tensor(SPECIAL_VALUES, dtype=dtype, device=_device(backend_name))
     check(spec, x, spec.defaults, backend_name, saves=saves)
+
+
+DIFFERENTIABLE = [s for s in SPECS if s.differentiable]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("spec", DIFFERENTIABLE, ids=[s.name for s in DIFFERENTIABLE])
+def test_non_finite_dy(spec, dtype, backend_name):
+    """dy = NaN, +inf and -inf at every special x. Where ATen's backward selects 0 (the ReLU family
+    beyond its clamps: ``x <= 0 ? 0 : dy``) dx is 0 whatever dy is; where it multiplies, dy * f'(x),
+    which is NaN where f'(x) = 0 (tanh at x = 20 in fp32, as torch's tanh_backward).
+
+    Composite references (gelu_sigmoid, lisht, tanhshrink: torch has no op, only autograd of a
+    formula) are the one documented exception on the Triton path: autograd of ``x * sigmoid(1.702 x)``
+    meets dy = inf as ``inf - inf`` or ``inf * 0`` in its intermediate terms and gives NaN where f'(x)
+    is finite and non-zero (F.silu's own backward op gives +-inf there; x * sigmoid(x) gives NaN). The
+    kernels give dy * f'(x), as torch's native ops do; the PyTorch fallback is torch's autograd itself.
+    Each dy value is its own call, so that the NaN x (last) is in torch's scalar CPU loop, whose
+    hardtanh gradient at NaN is the CUDA kernel's (its vectorised loop gives 0 there)."""
+    x = torch.tensor(SPECIAL_VALUES, dtype=dtype, device=_device(backend_name))
+    for value in (float("nan"), float("inf"), float("-inf")):
+        dy = torch.full_like(x, value)
+        if spec.native or backend_name == "torch" or spec.saves_for(spec.defaults) == "y":
+            check(spec, x, spec.defaults, backend_name, dy=dy)
+            continue
+        with backend(backend_name):
+            _, dx = run_actkit(spec, x, dy, spec.defaults)
+        ones = torch.ones_like(x)
+        fprime, fprime_64 = (run_reference(spec, x, ones, spec.defaults, dtype=t)[1] for t in (dtype, torch.float64))
+        expected, expected_64 = dy.cpu() * fprime, dy.cpu().double() * fprime_64
+        assert_matches(dx, expected, expected_64, x, f"{spec.name} {dtype} dy={value} [triton]")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("name, params", PARAM_CASES + [("hardtanh", dict(min_val=0.5, max_val=0.5))],
+                         ids=[f"{n}-{'-'.join(f'{k}={v:g}' for k, v in p.items())}" for n, p in PARAM_CASES]
+                         + ["hardtanh-min_val=max_val"])
+def test_non_finite_dy_with_parameters(name, params, backend_name):
+    """As above with non-default parameters (those that save x instead of y among them) and hardtanh
+    with min_val == max_val, which torch accepts: a constant, whose gradient is 0 everywhere (selected)."""
+    spec = actkit.get(name)
+    x = torch.tensor([params.get("max_val", 0.0), params.get("min_val", 0.0), -0.7] + SPECIAL_VALUES,
+                     device=_device(backend_name))  # NaN last: in torch's scalar loop (see above)
+    for value in (float("nan"), float("inf"), float("-inf")):
+        check(spec, x, params, backend_name, dy=torch.full_like(x, value))
+
+
+SOFTPLUS_AT_THRESHOLD = [(1.0, 20.0), (2.0, 30.0), (0.5, 15.0), (4.0, 20.0), (1.0, 15.0), (1.0, 1.0), (2.0, 5.0)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("beta, threshold", SOFTPLUS_AT_THRESHOLD)
+def test_softplus_at_exactly_its_threshold(beta, threshold, backend_name):
+    """beta x == threshold is on softplus's log1p side (torch: linear where beta x > threshold), so
+    dx = dy sigmoid(threshold) there, and dy just above it. From a threshold of 15 softplus keeps y,
+    whose beta y passes the threshold by exp(-threshold) at that point: below the rounding of fp32,
+    fp16 and bf16 (y rounds to x), not of float64, where it keeps x. Every dtype, both routes (eager
+    and the custom op under torch.compile) for float64."""
+    spec, params = actkit.get("softplus"), dict(beta=beta, threshold=threshold)
+    at = threshold / beta
+    x = torch.tensor([at, math.nextafter(at, math.inf), math.nextafter(at, -math.inf), 0.0, -at], dtype=torch.float64)
+    for dtype in DTYPES.values():
+        check(spec, x.to(dtype).to(_device(backend_name)), params, backend_name, dy=torch.ones(5, dtype=dtype))
+    xr = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(torch.nn.functional.softplus(xr, beta, threshold).sum(), xr)
+    assert expected[0] < 1 and expected[1] == 1  # what is being checked: the two sides of the threshold
+    torch._dynamo.reset()  # one lambda per parametrisation: not recompiles of one code object
+    softplus = torch.compile(lambda t: actkit.functional.softplus(t, beta, threshold), backend="aot_eager",
+                             fullgraph=True)
+    for route in (lambda t: actkit.functional.softplus(t, beta, threshold), softplus):
+        with backend(backend_name):
+            xa = x.clone().requires_grad_(True)
+            (dx,) = torch.autograd.grad(route(xa).sum(), xa)
+        torch.testing.assert_close(dx, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

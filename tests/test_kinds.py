@@ -91,3 +91,32 @@ def test_every_activation_computes_its_reference_in_float64(spec):
     rtol = ATEN_FP32_CONSTANT.get(spec.name, 1e-10)
     for ours, ref, name in zip(grads, torch.autograd.grad(y_ref, wrt, dy), ("x", "parameter")):
         torch.testing.assert_close(ours, ref, rtol=rtol, atol=1e-12, msg=lambda m: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: actkit.nn.Activation("prelu", saved_bits=2),
+     "PReLU: saved_bits (the few-bit backward) applies to elementwise activations only; prelu is a learnable "
+     "activation, so drop saved_bits"),
+    (lambda: actkit.nn.SwiGLU(saved_bits=2), "SwiGLU: saved_bits (the few-bit backward) applies to elementwise"),
+    (lambda: actkit.nn.Softmax(saved_bits=1), "Softmax: saved_bits (the few-bit backward) applies to elementwise"),
+    (lambda: actkit.nn.PReLU(slope=0.1), "PReLU: got an unexpected keyword argument 'slope'; its arguments: "
+                                          "num_parameters, init, device, dtype"),
+    (lambda: actkit.nn.Softmax(1, 2), "Softmax: too many positional arguments; its arguments: dim"),
+    (lambda: actkit.nn.ReferenceActivation("prelu", saved_bits=2), "PReLU: saved_bits (the few-bit backward)"),
+])
+def test_module_arguments_a_kind_does_not_take_are_one_line(make, message):
+    """Named after the module and what it takes, never after an internal function (``init_module()``)."""
+    with pytest.raises(TypeError) as caught:
+        make()
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert "init_module" not in str(caught.value) and "init_reference" not in str(caught.value)
+
+
+def test_saved_bits_on_identity_is_refused_in_one_line():
+    """identity keeps nothing for backward (dx = dy), so codes would add memory: refused, as step is."""
+    for make in (lambda: actkit.nn.Identity(saved_bits=2),
+                 lambda: actkit.functional.identity(torch.ones(3), saved_bits=2)):
+        with pytest.raises(ValueError, match=r"^identity keeps nothing for backward \(its gradient is dy itself\), "
+                                             r"so saved_bits has nothing to save$"):
+            make()
+    assert actkit.nn.Identity(saved_bits=0).saved_bits is None  # 0: the exact backward, as None

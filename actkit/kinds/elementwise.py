@@ -76,6 +76,33 @@ class ElementwiseImpl(Implementation):
         return input_grads(saved, grad, ())
 
 
+class YBelowFloat64Impl(ElementwiseImpl):
+    """The PyTorch path of an activation whose f' read from y is exact below float64 only
+    (``SavesRule.exact_in_float64``, softplus): y is kept for fp32/fp16/bf16 inputs, x for float64 ones,
+    and backward tells them apart by the saved tensor's dtype (on both routes: no state to carry)."""
+
+    __slots__ = ("dx_of_x",)
+
+    def __init__(self, backend: str, forward, dx, dx_of_x, differentiable: bool, inplace_hint: str | None = None):
+        super().__init__(backend, forward, dx, "y", differentiable, inplace_hint)
+        self.dx_of_x = dx_of_x
+
+    def to_save(self, inputs, y):
+        return (inputs[0] if y.dtype == torch.float64 else y,), ()
+
+    def forward_and_save(self, ctx, x: torch.Tensor) -> torch.Tensor:
+        y = self.forward(x)
+        ctx.save_for_backward(x if x.dtype == torch.float64 else y)
+        return y
+
+    def input_grads(self, saved, grad: torch.Tensor, state=()) -> tuple[torch.Tensor]:
+        s = saved[0]
+        return ((self.dx_of_x if s.dtype == torch.float64 else self.dx)(grad, s),)
+
+    def backward(self, ctx, grad: torch.Tensor, input_grads=None) -> tuple[torch.Tensor]:
+        return (input_grads or self.input_grads)(ctx.saved_tensors, grad, ())
+
+
 class ElementwiseOp(ScalarBoundOp):
     """An elementwise activation bound to its (validated) parameters and to the tensor autograd keeps,
     ``saves`` ("x", "y" or "none": a policy's choice, ``spec.saves_under``); ``op(x)`` applies it."""
@@ -99,7 +126,11 @@ class ElementwiseOp(ScalarBoundOp):
             dx = functools.partial(_vjp_grad, self.reference)
         else:
             dx = functools.partial(backward, **params) if params else backward
-        self.torch = ElementwiseImpl(TORCH, self.reference, dx, saves, spec.differentiable, self.inplace_hint)
+        if self.saves == "y" and spec.saves_y_if is not None and not spec.saves_y_if.exact_in_float64:
+            self.torch = YBelowFloat64Impl(TORCH, self.reference, dx, functools.partial(spec.torch_backward, **params),
+                                           spec.differentiable, self.inplace_hint)
+        else:
+            self.torch = ElementwiseImpl(TORCH, self.reference, dx, self.saves, spec.differentiable, self.inplace_hint)
 
     def make_triton(self) -> ElementwiseImpl:
         from actkit.kernels import elementwise

@@ -165,11 +165,17 @@ class GluOp(BoundOp):
     def make_triton(self) -> GluImpl:
         from actkit.kernels import glu as kernels
 
-        fwd, dfn = self.gate.spec.triton_functions  # f and f' of x: backward reads a, not act(a)
+        spec = self.gate.spec
+        fwd = spec.triton_functions[0]
+        # f' as autograd of the composite gets it: of act(a) where torch's backward op reads the output
+        # (sigmoid, tanh: the kernel recomputes act(a) anyway, for db), else of a. Autograd saves a, b only.
+        aten = spec.aten_backward()
+        of_y = aten is not None and aten[1] == "y"
+        dfn = spec.triton_derivative("y" if of_y else "x")
         p0, p1 = self.p0, self.p1
 
         def grads(x, y, grad, dim):
-            out = kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1)
+            out = kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1, of_y)
             return out[:1] if y is None else out
 
         return GluImpl(TRITON, lambda x, y, dim: kernels.forward(x, y, dim, fwd, p0, p1), grads)

@@ -25,13 +25,14 @@ class ResultsExistError(TrainError):
 
 
 def parse_activations(text: str | Sequence[str], saved_bits: int | None = None,
-                      saves: str | None = None) -> list[ActChoice]:
+                      saves: str | None = None, left_out: list[str] | None = None) -> list[ActChoice]:
     """The activations a sweep trains: ``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2,elu:saves=y"``;
     ``all``: every trainable pointwise one. ``saved_bits``: the few-bit backward for every elementwise
-    one that does not say otherwise (``--saved-bits``; learnable activations have none and are refused);
-    ``saves``: the save policy of every elementwise one without a few-bit backward (``--saves``)."""
+    one that does not say otherwise (``--saved-bits``); activations without one (learnable, identity) are
+    refused when named, and left out of ``all``, their names appended to ``left_out``. ``saves``: the
+    save policy of every elementwise one without a few-bit backward (``--saves``)."""
     return selection.parse_activations(text, selection.TRAINABLE, saved_bits=saved_bits, saves=saves,
-                                       error=TrainError)
+                                       error=TrainError, left_out=left_out)
 
 
 def run_id(act_label: str, impl: str, seed: int) -> str:
