@@ -100,7 +100,8 @@ class YBelowFloat64Impl(ElementwiseImpl):
         return ((self.dx_of_x if s.dtype == torch.float64 else self.dx)(grad, s),)
 
     def backward(self, ctx, grad: torch.Tensor, input_grads=None) -> tuple[torch.Tensor]:
-        return (input_grads or self.input_grads)(ctx.saved_tensors, grad, ())
+        # The base reads the saved tensor (with its in-place hint); the saved tensor's dtype picks dx.
+        return super().backward(ctx, grad, input_grads or self.input_grads)
 
 
 class ElementwiseOp(ScalarBoundOp):
