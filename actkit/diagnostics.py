@@ -25,7 +25,6 @@ Both return plain dicts of floats, ready for a run's JSON record.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Iterator, Mapping
 
 import torch
@@ -180,16 +179,6 @@ def parameterised_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 def _layer_params(model: nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:
     return [(name, [p for p in module.parameters(recurse=False) if p.requires_grad])
             for name, module in parameterised_layers(model)]
-
-
-def gradient_norms(model: nn.Module) -> dict[str, float]:
-    """Per parameterised layer, the L2 norm of the gradient of its own parameters (now)."""
-    norms = {}
-    for name, params in _layer_params(model):
-        grads = [p.grad.detach() for p in params if p.grad is not None]
-        if grads:
-            norms[name] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
-    return norms
 
 
 class GradientFlow:

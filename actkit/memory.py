@@ -8,7 +8,8 @@ and reported apart.
 
 ``network_comparison`` runs one training step (forward of a classification loss) of torchvision's
 ResNet-18 with its ReLUs replaced by each activation, in plain PyTorch (the registry's reference:
-torch's own op, what its module calls) and after :func:`actkit.patch`, exact, and few-bit for the
+torch's own op, what its module calls) and after :func:`actkit.patch`: exact under each save policy
+asked for (``registry.SAVE_POLICIES``: torch's choice, or y wherever f' reads it), and few-bit for the
 activations that would otherwise keep x.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from . import registry
 from .names import MEMORY_MODELS
+from .registry import DEFAULT_SAVE_POLICY, check_save_policy
 from .patch import patch
 
 MODELS = MEMORY_MODELS
@@ -75,6 +77,8 @@ class NetworkMemory:
     impl: str
     """"torch" (the PyTorch reference) or "actkit"."""
     saved_bits: int | None
+    saves: str | None
+    """actkit's save policy ("torch", "y", "x"; see ``registry.SAVE_POLICIES``); None for torch."""
     saved_bytes: int
     parameter_bytes: int
     """The part of ``saved_bytes`` that is the network's parameters (convolution weights, ...)."""
@@ -99,8 +103,10 @@ def _network(model: str, num_classes: int = 10) -> nn.Module:
 
 
 def network_memory(act: str, impl: str, saved_bits: int | None = None, model: str = "resnet18", batch: int = 8,
-                   image_size: int = 64, device: str = "cpu", seed: int = 0) -> NetworkMemory:
-    """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``."""
+                   image_size: int = 64, device: str = "cpu", seed: int = 0,
+                   saves: str = DEFAULT_SAVE_POLICY) -> NetworkMemory:
+    """Bytes saved for backward by one training step of ``model`` with every ReLU replaced by ``act``
+    (actkit's modules under save policy ``saves``, few-bit where ``saved_bits`` applies)."""
     spec = registry.get(act)
     reason = spec.kind.not_pointwise
     if reason is not None:
@@ -109,27 +115,29 @@ def network_memory(act: str, impl: str, saved_bits: int | None = None, model: st
     net = _network(model).to(device).train()
     patch(net, spec.name, impl="torch")  # torch's own op for every activation
     if impl == "actkit":
-        patch(net, saved_bits=saved_bits)  # the same functions, actkit's modules
-    elif impl != "torch" or saved_bits:
-        raise ValueError(f"impl must be 'torch' or 'actkit' (saved_bits needs actkit), got {impl!r}")
+        patch(net, saved_bits=saved_bits, saves=check_save_policy(saves))  # the same functions, actkit's modules
+    elif impl != "torch" or saved_bits or saves != DEFAULT_SAVE_POLICY:
+        raise ValueError(f"impl must be 'torch' or 'actkit' (saved_bits and saves need actkit), got {impl!r}")
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
     with SavedTensorCounter() as saved:
         loss = F.cross_entropy(net(x), labels)
     del loss
-    return NetworkMemory(model, spec.name, impl, saved_bits or None, saved.total,
+    return NetworkMemory(model, spec.name, impl, saved_bits or None, saves if impl == "actkit" else None, saved.total,
                          saved.total - saved.excluding(net.parameters()), batch, image_size)
 
 
-def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (), **kwargs) -> list[dict]:
-    """For each activation: torch, actkit, and actkit with each of ``saved_bits``; each record has the
-    ratio to torch (``vs_torch``, below 1: actkit keeps less)."""
+def network_comparison(acts: Iterable[str], saved_bits: Sequence[int] = (),
+                       saves: Sequence[str] = (DEFAULT_SAVE_POLICY,), **kwargs) -> list[dict]:
+    """For each activation: torch, actkit under each save policy of ``saves``, and actkit with each of
+    ``saved_bits`` (under the default policy, where it keeps x); each record has the ratio to torch
+    (``vs_torch``, below 1: actkit keeps less)."""
     rows = []
     for act in acts:
         spec = registry.get(act)
         base = network_memory(act, "torch", **kwargs)
-        variants = [base, network_memory(act, "actkit", **kwargs)]
-        if spec.kind.few_bit and spec.saves == "x":  # few-bit replaces a saved x; y is free already
+        variants = [base] + [network_memory(act, "actkit", saves=policy, **kwargs) for policy in saves]
+        if spec.kind.keeps_input(spec, {}):  # few-bit replaces a saved x; y is free already
             variants += [network_memory(act, "actkit", bits, **kwargs) for bits in saved_bits if bits]
         for v in variants:
             rows.append({**v.as_dict(), "vs_torch": v.saved_bytes / base.saved_bytes,

@@ -14,7 +14,7 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 """The image datasets of ``actkit train`` (the keys of :data:`actkit.data.DATASETS`, in that order)."""
 
 MODELS = ("convnet", "simple")
-"""The reference CNNs of :mod:`actkit.models`."""
+"""The reference CNNs: the names :data:`actkit.models.MODELS` registers, in its order."""
 
 IMPLS = ("actkit", "torch", "compile")
 """The implementations of a model's activation slots: actkit's kernels, the eager PyTorch reference,

@@ -6,12 +6,32 @@ registry's ``class_name``; aliases get their own name too (``actkit.nn.Swish`` i
 """
 from __future__ import annotations
 
+import inspect
 from types import MappingProxyType
 
 import torch
 from torch import nn
 
 from . import registry
+
+
+def check_arguments(spec: registry.ActivationSpec, init, args: tuple, kwargs: dict) -> None:
+    """A one-line TypeError where a module's arguments do not fit its kind's ``init`` (``init_module``,
+    ``init_reference``), naming the arguments it takes, rather than Python's message about a function
+    of ours; ``saved_bits`` for a kind without a few-bit backward says so. Kinds whose ``init`` takes
+    ``*args, **kwargs`` check their arguments themselves."""
+    if "saved_bits" in kwargs and not spec.kind.few_bit:
+        raise TypeError(f"{spec.class_name}: saved_bits (the few-bit backward) applies to elementwise activations "
+                        f"only; {spec.name} is a {spec.kind} activation, so drop saved_bits")
+    signature = inspect.signature(init)
+    taken = list(signature.parameters.values())[1:]  # after the module
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in taken):
+        return
+    try:
+        signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        names = ", ".join(p.name for p in taken) or "none"
+        raise TypeError(f"{spec.class_name}: {exc}; its arguments: {names}") from None
 
 
 class Activation(nn.Module):
@@ -29,6 +49,10 @@ class Activation(nn.Module):
         self.activation = spec.name
         self._params: dict[str, float] = {}  # scalar parameters (elementwise kind)
         self._forward = spec.kind.module_forward  # None where init_module installs the bound op as forward
+        if "saves" in kwargs and not spec.kind.save_policy:
+            raise TypeError(f"{spec.name} takes no saves=: a {spec.kind} activation keeps what torch's op keeps "
+                            "(save policies apply to elementwise activations)")
+        check_arguments(spec, spec.kind.ops.init_module, args, kwargs)
         spec.kind.ops.init_module(self, *args, **kwargs)
 
     @property
@@ -65,6 +89,7 @@ class ReferenceActivation(nn.Module):
         super().__init__()
         self.spec = registry.get(name)
         self.params = {}
+        check_arguments(self.spec, self.spec.kind.ops.init_reference, args, kwargs)
         self.spec.kind.ops.init_reference(self, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,15 +108,36 @@ def _named_class(spec: registry.ActivationSpec) -> type[Activation]:
         return self.spec.kind.module_repr(self)
 
     return type(spec.class_name, (Activation,), {
-        "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__,
+        "__init__": __init__, "extra_repr": extra_repr, "__module__": __name__, "_registered": spec,
         "__doc__": f"{spec.formula}. " + (f"Parameters: {spec.signature()}." if spec.kind.scalar_params
                                           else spec.notes),
     })
 
 
 CLASSES: dict[str, type[Activation]] = {}
+"""The named class of each activation by its canonical name, made on first use (:func:`class_for`)."""
+
+
+def class_for(name: str | registry.ActivationSpec) -> type[Activation]:
+    """The named module class of an activation (``class_for("mish")`` is ``actkit.nn.Mish``), also for one
+    registered after this module was imported."""
+    spec = registry.get(name)
+    cls = CLASSES.get(spec.name)
+    if cls is None or cls._registered is not spec:  # re-registered under the same name: a class for the new spec
+        cls = CLASSES[spec.name] = _named_class(spec)
+    return cls
+
+
+def __getattr__(name: str) -> type[Activation]:
+    """``actkit.nn.<ClassName>`` of an activation registered after this module was imported (PEP 562)."""
+    spec = next((s for s in registry.REGISTRY.values() if s.class_name == name), None)
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return class_for(spec)
+
+
 for _spec in registry.REGISTRY.values():
-    CLASSES[_spec.name] = globals()[_spec.class_name] = _named_class(_spec)
+    globals()[_spec.class_name] = class_for(_spec)
 Swish = CLASSES["silu"]
 
 __all__ = ["Activation", "CLASSES", "Swish", *(s.class_name for s in registry.REGISTRY.values())]

@@ -8,6 +8,11 @@ pointwise activation; row-wise normalisers (softmax, log_softmax) keep their fun
 only change implementation, since swapping them for a pointwise function would change
 what the model computes (attention weights, output distributions).
 
+What the new modules keep for backward follows ``saves`` (``registry.SAVE_POLICIES``): by default
+what the replaced torch module keeps (its input for ``nn.ELU``, its output for ``nn.ReLU`` and for
+the in-place modules whose in-place op keeps it, ``nn.ELU(inplace=True)``), so code that modifies an
+activation's output in place (``y += r``) trains after patching exactly as before.
+
 Replacement is by exact module type: a subclass of ``nn.ReLU`` may change its forward, so
 it is reported and left alone. Parameters are kept: the actkit PReLU holds the very same
 ``nn.Parameter`` as the module it replaces (state_dict keys and optimiser state stay
@@ -27,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry
-from .nn import CLASSES, Activation, ReferenceActivation
+from .nn import Activation, ReferenceActivation, class_for
+from .registry import DEFAULT_SAVE_POLICY, check_save_policy
 
 IMPLS = ("actkit", "torch")
 
@@ -63,6 +69,12 @@ _TORCH_MODULES = {
 }
 TORCH_MODULES = tuple(_TORCH_MODULES)
 """The torch.nn activation classes that ``patch`` replaces."""
+
+INPLACE_KEEPS_OUTPUT = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU)
+"""The classes whose ``inplace=True`` op keeps its output for backward (``relu_``, ``elu_``, ...: the
+input is overwritten); the others' in-place ops keep what the out-of-place op keeps. Under the "torch"
+save policy their actkit replacement keeps y as well: the same memory, and an in-place change of the
+output fails in backward with and without patching. tests/test_save_policy.py checks the list."""
 
 _FUNCTIONAL_ACTIVATIONS = {F.relu: "relu", F.gelu: "gelu", F.silu: "silu", torch.relu: "relu"}
 
@@ -133,7 +145,7 @@ def _describe(m: nn.Module) -> str:
 
 
 def _class_for(name: str, impl: str) -> type[nn.Module]:
-    return CLASSES[registry.get(name).name] if impl == "actkit" else ReferenceActivation
+    return class_for(name) if impl == "actkit" else ReferenceActivation
 
 
 def _is_actkit(m: nn.Module) -> bool:
@@ -163,7 +175,7 @@ def _build(model, old, name, kwargs, impl, reuse_parameter):
     spec = registry.get(name)
     if spec.kind.learnable:
         kwargs = {**kwargs, **_placement(model, old)}
-    new = CLASSES[name](**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
+    new = class_for(name)(**kwargs) if impl == "actkit" else ReferenceActivation(name, **kwargs)
     if spec.kind.learnable and reuse_parameter is not None:
         setattr(new, spec.params[0].name, reuse_parameter)
         new.num_parameters = reuse_parameter.numel()
@@ -171,11 +183,11 @@ def _build(model, old, name, kwargs, impl, reuse_parameter):
     return new
 
 
-def _keeps_input(name: str, kwargs: dict) -> bool:
-    """An elementwise activation that saves x for backward with these parameters."""
+def _keeps_input(name: str, kwargs: dict, saves: str) -> bool:
+    """An elementwise activation that saves x for backward with these parameters and save policy."""
     spec = registry.get(name)
-    scalars = {k: v for k, v in kwargs.items() if k != "saved_bits"}
-    return spec.kind.keeps_input(spec, scalars)
+    scalars = {k: v for k, v in kwargs.items() if k not in ("saved_bits", "saves")}
+    return spec.kind.keeps_input(spec, scalars, saves)
 
 
 def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
@@ -188,7 +200,7 @@ def _parameter_of(old: nn.Module, name: str) -> nn.Parameter | None:
 
 
 def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_bits: int | None = None,
-          **act_params) -> PatchReport:
+          saves: str | None = None, **act_params) -> PatchReport:
     """Replace the activation modules of ``model`` in place; returns a :class:`PatchReport`.
 
     act: ``None`` keeps every activation's function and parameters and swaps in actkit's
@@ -198,10 +210,17 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
         parameters on the model's device and dtype.
     impl: ``"actkit"`` (actkit's custom ops: Triton on CUDA, PyTorch on CPU) or ``"torch"``
         (the registry's PyTorch reference in plain eager ops, a baseline).
-    saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward
-        (GELU, SiLU, Mish, ...) a few-bit backward instead (:mod:`actkit.kinds.fewbit`); those that keep
-        their output y (ReLU, ELU, ...) stay as they are, since y is usually kept by the next layer
-        anyway. None or 0: exact backward.
+    saved_bits: 1..8 gives every elementwise activation that would keep its input x for backward under
+        the save policy (GELU, SiLU, Mish; ELU by default) a few-bit backward instead
+        (:mod:`actkit.kinds.fewbit`); those that keep their output y (ReLU; ELU with ``saves="y"``) stay as
+        they are, since y is usually kept by the next layer anyway. None or 0: exact backward.
+    saves: the save policy of the new elementwise modules (``registry.SAVE_POLICIES``): "torch" keeps
+        what the replaced torch module keeps (x for ``nn.ELU``, y for ``nn.ReLU`` and for the in-place
+        modules in :data:`INPLACE_KEEPS_OUTPUT`), so a model that trains unpatched trains patched; "y"
+        keeps the output wherever f' can be read from it, less memory but an in-place change of an
+        output (``y += r``) then fails in backward; "x" always the input. None: "torch", and actkit
+        modules already in the model keep their own. With ``saved_bits``, the activations that keep
+        x under the policy get the few-bit backward instead.
 
     Patch before ``torch.compile`` and before building the optimiser when ``act`` adds
     parameters. ``unpatch(model)`` restores the original modules.
@@ -211,6 +230,11 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
     target = _target(act, act_params)
+    if saves is not None:
+        check_save_policy(saves, "patch")
+        if impl != "actkit" and saves != DEFAULT_SAVE_POLICY:
+            raise ValueError(f"patch(saves={saves!r}) needs impl='actkit': the PyTorch reference keeps what torch "
+                             "keeps")
     if saved_bits:
         from .kinds.fewbit import check_bits
 
@@ -225,7 +249,7 @@ def patch(model: nn.Module, act: str | None = None, impl: str = "actkit", saved_
     originals, attributes = _ORIGINALS.setdefault(model, ({}, {}))
     built: dict[int, nn.Module] = {}  # id(old) -> new, so shared modules stay shared
     for parent, parent_path, child_name, child_path, old in _children(model, report):
-        wanted = _wanted(old, child_path, target, act_params, saved_bits, report)
+        wanted = _wanted(old, child_path, target, act_params, (saved_bits, saves) if impl == "actkit" else None, report)
         if wanted is None or (type(old) is _class_for(wanted[0], impl) and _same(old) == wanted):
             continue  # nothing to put there, or already what was asked for
         if id(old) not in built:
@@ -284,9 +308,10 @@ def _children(model: nn.Module, report: PatchReport) -> list[tuple]:
     return plan
 
 
-def _wanted(old: nn.Module, path: str, target, act_params: dict, saved_bits, report: PatchReport):
+def _wanted(old: nn.Module, path: str, target, act_params: dict, backward: tuple, report: PatchReport):
     """(actkit name, constructor kwargs) of what goes in place of ``old``, or None (noted in ``report``
-    where ``old`` is an activation actkit leaves alone)."""
+    where ``old`` is an activation actkit leaves alone). ``backward``: patch's (saved_bits, saves), None for
+    the PyTorch reference (which keeps what torch keeps)."""
     same = _same(old)
     if same is None:
         if type(old).__module__ == "torch.nn.modules.activation" and not isinstance(old, nn.MultiheadAttention):
@@ -298,9 +323,26 @@ def _wanted(old: nn.Module, path: str, target, act_params: dict, saved_bits, rep
     name, kwargs = same
     if target is not None and registry.get(name).kind.pointwise:
         name, kwargs = target.name, dict(act_params)
-    if saved_bits and _keeps_input(name, kwargs):
-        kwargs = {**kwargs, "saved_bits": saved_bits}
+    if backward is None:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("saves", "saved_bits")}
+    elif registry.get(name).kind.save_policy:
+        kwargs = _backward_options(old, name, kwargs, *backward)
     return name, kwargs
+
+
+def _backward_options(old: nn.Module, name: str, kwargs: dict, saved_bits, saves) -> dict:
+    """``kwargs`` with the save policy and few-bit option of the new elementwise module: patch's where
+    given, else an actkit module's own; few-bit where patch asks for it and the module would keep x."""
+    kwargs = dict(kwargs)
+    own_bits, own_saves = kwargs.pop("saved_bits", None), kwargs.pop("saves", DEFAULT_SAVE_POLICY)
+    policy = own_saves if saves is None else saves
+    if policy == "torch" and type(old) in INPLACE_KEEPS_OUTPUT and old.inplace and _same(old)[0] == name \
+            and registry.get(name).torch_saves != "y":
+        policy = "y"  # what torch's in-place op keeps (relu keeps y by default already)
+    bits = saved_bits if saved_bits and _keeps_input(name, kwargs, policy) else own_bits
+    if bits:
+        return {**kwargs, "saved_bits": bits}
+    return kwargs if policy == DEFAULT_SAVE_POLICY else {**kwargs, "saves": policy}
 
 
 def unpatch(model: nn.Module) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
@@ -19,9 +19,30 @@ from .kinds import ELEMENTWISE, GLU, LEARNABLE, ROWWISE, Kind, get as get_kind
 
 # Saved-tensor choices: "x" saves the input; "y" saves the output, wherever f' can be read from
 # it (sigmoid, tanh, the ReLU family, ELU with alpha > 0, ...): the next layer usually keeps y
-# anyway (a convolution or linear layer saves its input), so saving y costs no memory at all;
-# "none" saves nothing, for a derivative that is 1 everywhere (identity): dx = dy.
+# anyway (a convolution or linear layer saves its input), so saving y costs no memory at all, but
+# code that then modifies y in place (y += r) breaks backward; "none" saves nothing, for a
+# derivative that is 1 everywhere (identity): dx = dy. Which one a call saves is its save policy's
+# choice (SAVE_POLICIES, ActivationSpec.saves_under).
 SAVES = ("x", "y", "none")
+
+# Save policies: which of x and y an elementwise activation keeps, where both would do.
+SAVE_POLICIES = {
+    "torch": "what torch's own op keeps: y for relu, sigmoid and tanh, x for the others, so that code that "
+             "modifies the output in place trains exactly as it does with torch",
+    "y": "y wherever f' can be read from it, else x: less memory, since the next layer usually keeps y anyway, "
+         "but modifying y in place afterwards (y += r) then breaks backward",
+    "x": "always x",
+}
+DEFAULT_SAVE_POLICY = "torch"
+
+
+def check_save_policy(policy, owner: str = "") -> str:
+    """``policy`` if it is one of :data:`SAVE_POLICIES`; ValueError naming them (and ``owner``) otherwise."""
+    if isinstance(policy, str) and policy in SAVE_POLICIES:
+        return policy
+    named = ", ".join(repr(p) for p in SAVE_POLICIES)
+    raise ValueError(f"{owner + ': ' if owner else ''}saves must be one of {named} (what autograd keeps for "
+                     f"backward: torch's choice, the output y where possible, or the input x), got {policy!r}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,9 @@ class SavesRule:
     test: Callable[[Mapping[str, float]], bool]
     words: str
     """The rule for ``actkit list``: "y if negative_slope >= 0, else x"."""
+    exact_in_float64: bool = True
+    """Whether f' read from y is torch's to the bit in float64 too; False (softplus): the PyTorch path
+    keeps x for float64 inputs (the Triton kernels take no float64)."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +86,15 @@ class ActivationSpec:
     """Key of the spec's device functions in its kind's table (``kernels.activations.TABLE``: f, f'
     of x and, for specs that can save y, f' read from y); defaults to ``name``."""
     saves: str = "x"
-    """What autograd keeps at the default parameters: "x", "y" or "none" (see SAVES)."""
+    """What actkit can keep at the default parameters, at the least memory: "x", "y" or "none" (see SAVES);
+    what it does keep is the save policy's choice (:meth:`saves_under`)."""
     saves_y_if: SavesRule | None = None
     """For specs whose choice depends on the parameters (leaky_relu saves y only with a slope >= 0,
     where y > 0 exactly when x > 0)."""
+    torch_saves: str = "x"
+    """What torch's own op keeps for backward: "x" (its inputs), "y" (its output: relu, sigmoid, tanh,
+    softmax), or "none". Where it is "y", modifying the output in place breaks backward in torch too,
+    so actkit may save y under every policy; tests/test_save_policy.py checks it against torch."""
     torch_backward: Callable[..., torch.Tensor] | None = None
     """``torch_backward(grad, x, **params) -> dx``: PyTorch's own backward op, used by the
     PyTorch backend so that the fallback's backward costs what ATen's does. ``None``: a
@@ -75,6 +104,11 @@ class ActivationSpec:
     that reads the output where it has one (sigmoid_backward, threshold_backward, elu_backward
     with is_result), else the same formula as the ``_bwd_y`` device function in torch ops."""
     differentiable: bool = True
+    twice_differentiable: Callable[..., torch.Tensor] | None = None
+    """The reference in torch ops that have a derivative of their own, where the reference's backward
+    op has none (``F.hardsigmoid``: "derivative for aten::hardsigmoid_backward is not implemented"):
+    what a backward with grad mode on (double backward, torch.func) differentiates. Its first
+    derivative is the reference's to the bit."""
     validate: Callable[[Mapping[str, float]], None] | None = None
     notes: str = ""
     kind: Kind = ELEMENTWISE
@@ -86,8 +120,8 @@ class ActivationSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "kind", get_kind(self.kind))
-        if self.saves not in SAVES:
-            raise ValueError(f"{self.name}: saves must be one of {SAVES}")
+        if self.saves not in SAVES or self.torch_saves not in SAVES:
+            raise ValueError(f"{self.name}: saves and torch_saves must be one of {SAVES}")
         if not self.kind.scalar_params:
             if self.gate is not None and not self.kind.gated:
                 raise ValueError(f"{self.name}: only the glu kind has a gate")
@@ -96,6 +130,8 @@ class ActivationSpec:
             raise ValueError(f"{self.name}: saves={self.saves!r} but saves_y_if says otherwise at the defaults")
         if (self.saves == "y" or self.saves_y_if is not None) and self.torch_backward_y is None:
             raise ValueError(f"{self.name}: a spec that can save the output needs torch_backward_y")
+        if self.torch_saves == "y" and (self.saves != "y" or self.saves_y_if is not None):
+            raise ValueError(f"{self.name}: torch_saves='y' needs an f' that reads y at every parameter value")
         if len(self.params) > 2:
             raise ValueError(f"{self.name}: the elementwise kernels take at most two scalar parameters")
 
@@ -152,13 +188,23 @@ class ActivationSpec:
         return None
 
     def saves_for(self, params: Mapping[str, float]) -> str:
-        """What autograd keeps with these parameters: "x", "y" or "none" (nothing to differentiate,
-        or a derivative of 1)."""
+        """What autograd can keep with these parameters at the least memory (what the "y" policy keeps):
+        "x", "y" or "none" (nothing to differentiate, or a derivative of 1)."""
         if not self.differentiable or self.saves == "none":
             return "none"
         if self.saves_y_if is not None:
             return "y" if self.saves_y_if.test(params) else "x"
         return self.saves
+
+    def saves_under(self, policy: str, params: Mapping[str, float]) -> str:
+        """What autograd keeps with these parameters under a save policy (:data:`SAVE_POLICIES`): "x", "y"
+        or "none". "y" only where f' can be read from y (``saves_for``), and under "torch" only where
+        torch's op keeps y as well."""
+        check_save_policy(policy)
+        possible = self.saves_for(params)
+        if possible != "y":
+            return possible
+        return "y" if policy == "y" or (policy == "torch" and self.torch_saves == "y") else "x"
 
     @property
     def saves_rule(self) -> str:
@@ -197,8 +243,9 @@ def _nonzero(param: str) -> Callable[[Mapping[str, float]], None]:
 
 
 def _ordered(values: Mapping[str, float]) -> None:
-    if not values["min_val"] < values["max_val"]:
-        raise ValueError(f"hardtanh needs min_val < max_val, got min_val={values['min_val']:g}, "
+    # min_val == max_val is allowed, as torch does: a constant output with a zero gradient.
+    if not values["min_val"] <= values["max_val"]:
+        raise ValueError(f"hardtanh needs min_val <= max_val, got min_val={values['min_val']:g}, "
                          f"max_val={values['max_val']:g}")
 
 
@@ -240,7 +287,9 @@ def _positive_alpha(params: Mapping[str, float]) -> bool:
 
 # softplus reads f' = sigmoid(beta x) = -expm1(-beta y) from y. Where beta x is just at or below
 # the threshold, beta y = log1p(exp(beta x)) can pass it by exp(-threshold) and take the linear
-# branch (f' = 1): from a threshold of 15 that is < 3.1e-7, below fp32's rounding of a gradient.
+# branch (f' = 1): from a threshold of 15 that is < 3.1e-7, below fp32's rounding of a gradient, and
+# y rounds to x there in fp32, fp16 and bf16, so the test on beta y is the test on beta x. Not in
+# float64 (at beta x = threshold = 20 torch gives sigmoid(20) = 1 - 2e-9): float64 keeps x.
 SOFTPLUS_Y_MIN_THRESHOLD = 15.0
 
 
@@ -251,6 +300,16 @@ def _softplus_grad_y(grad: torch.Tensor, y: torch.Tensor, beta: float, threshold
 
 def _hardsigmoid_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.where((y > 0) & (y < 1), grad * (1.0 / 6.0), 0.0)  # as ATen: grad times 1/6
+
+
+# ATen's hardsigmoid_backward multiplies by 1/6 rounded to fp32, in float64 too.
+_ONE_SIXTH_FP32 = 0.1666666716337204
+
+
+def _hardsigmoid_twice(x: torch.Tensor) -> torch.Tensor:
+    # hardsigmoid_backward's f': that 1/6 (a product, as ATen's) strictly inside (-3, 3), 0 elsewhere and at NaN.
+    inside = (x > -3) & (x < 3)
+    return torch.where(inside, x * _ONE_SIXTH_FP32 + 0.5, (x >= 3).to(x.dtype))
 
 
 def _logsigmoid_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -265,22 +324,22 @@ def _softsign_grad_y(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 _SPECS = [
     ActivationSpec("identity", "f(x) = x", torch.clone, "Identity", "(-inf, inf)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=False, aliases=("linear",),
-                   saves="none",
+                   saves="none", torch_saves="none",
                    notes="The reference is torch.clone: an op may not return its input."),
     ActivationSpec("step", "f(x) = 1 if x >= 0 else 0 (NaN -> 0)", _step, "Step", "{0, 1}",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True,
-                   aliases=("binary_step", "heaviside"), native=False, differentiable=False,
+                   aliases=("binary_step", "heaviside"), native=False, differentiable=False, torch_saves="none",
                    notes="Forward only: its gradient is defined as zero everywhere (the true derivative is 0 "
                          "almost everywhere and undefined at 0)."),
     ActivationSpec("sigmoid", "f(x) = 1 / (1 + exp(-x))", torch.sigmoid, "Sigmoid", "(0, 1)",
                    monotonic=True, smooth=True, zero_centred=False, saturating=True, aliases=("logistic",),
-                   saves="y", torch_backward_y=_aten.sigmoid_backward),
+                   saves="y", torch_saves="y", torch_backward_y=_aten.sigmoid_backward),
     ActivationSpec("tanh", "f(x) = tanh(x)", torch.tanh, "Tanh", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True,
-                   saves="y", torch_backward_y=_aten.tanh_backward),
+                   saves="y", torch_saves="y", torch_backward_y=_aten.tanh_backward),
     ActivationSpec("relu", "f(x) = max(0, x)", F.relu, "ReLU", "[0, inf)",
                    monotonic=True, smooth=False, zero_centred=False, saturating=False,
-                   saves="y", torch_backward=_relu_grad, torch_backward_y=_relu_grad),
+                   saves="y", torch_saves="y", torch_backward=_relu_grad, torch_backward_y=_relu_grad),
     ActivationSpec("relu6", "f(x) = min(max(0, x), 6)", F.relu6, "ReLU6", "[0, 6]",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True,
                    saves="y", torch_backward=_hardtanh_grad(0.0, 6.0), torch_backward_y=_hardtanh_grad(0.0, 6.0)),
@@ -336,7 +395,8 @@ _SPECS = [
                            Param("threshold", 20.0, "above beta * x > threshold the output is x")),
                    validate=_nonzero("beta"), torch_backward=_aten.softplus_backward,
                    saves="y", saves_y_if=SavesRule(lambda p: p["threshold"] >= SOFTPLUS_Y_MIN_THRESHOLD,
-                                                   f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x"),
+                                                   f"y if threshold >= {SOFTPLUS_Y_MIN_THRESHOLD:g}, else x "
+                                                   "(float64: x)", exact_in_float64=False),
                    torch_backward_y=_softplus_grad_y),
     ActivationSpec("softsign", "f(x) = x / (1 + |x|)", F.softsign, "Softsign", "(-1, 1)",
                    monotonic=True, smooth=True, zero_centred=True, saturating=True, native=False,
@@ -346,7 +406,8 @@ _SPECS = [
                    torch_backward=_aten.hardswish_backward),
     ActivationSpec("hardsigmoid", "f(x) = relu6(x + 3) / 6", F.hardsigmoid, "Hardsigmoid", "[0, 1]",
                    monotonic=True, smooth=False, zero_centred=False, saturating=True, aliases=("hard_sigmoid",),
-                   torch_backward=_aten.hardsigmoid_backward, saves="y", torch_backward_y=_hardsigmoid_grad_y),
+                   torch_backward=_aten.hardsigmoid_backward, saves="y", torch_backward_y=_hardsigmoid_grad_y,
+                   twice_differentiable=_hardsigmoid_twice),
     ActivationSpec("hardtanh", "f(x) = clamp(x, min_val, max_val)", F.hardtanh, "Hardtanh", "[min_val, max_val]",
                    monotonic=True, smooth=False, zero_centred=True, saturating=True,
                    params=(Param("min_val", -1.0, "lower clamp"), Param("max_val", 1.0, "upper clamp")),
@@ -408,12 +469,12 @@ _OTHER_KINDS = [
                    notes="Module: SwishBeta(num_parameters=1 or C, init=1.0)."),
     ActivationSpec("softmax", "f(x)_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) over dim",
                    torch.softmax, "Softmax", "[0, 1], sums to 1 over dim", monotonic=False, smooth=True,
-                   zero_centred=False, saturating=True, kind=ROWWISE, saves="y",
+                   zero_centred=False, saturating=True, kind=ROWWISE, saves="y", torch_saves="y",
                    params=(Param("dim", -1, "dimension normalised over"),),
                    notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
     ActivationSpec("log_softmax", "f(x)_i = x_i - max(x) - log(sum_j exp(x_j - max(x))) over dim",
                    torch.log_softmax, "LogSoftmax", "(-inf, 0]", monotonic=False, smooth=True,
-                   zero_centred=False, saturating=False, kind=ROWWISE, saves="y",
+                   zero_centred=False, saturating=False, kind=ROWWISE, saves="y", torch_saves="y",
                    params=(Param("dim", -1, "dimension normalised over"),), aliases=("logsoftmax",),
                    notes="Row-wise over dim: not an elementwise function. Backward uses the saved output."),
 ]

@@ -6,7 +6,7 @@ accepted before they shared them:
 
 * activations: a comma list (or a sequence of comma lists) of names or aliases, ``all``, and
   ``name:param=value[:param=value]`` for explicit parameters (``saved_bits=k`` among them asks for
-  actkit's few-bit backward); duplicates are dropped, the order kept;
+  actkit's few-bit backward, ``saves=y`` for a save policy); duplicates are dropped, the order kept;
 * devices: ``auto`` (or nothing: ``cuda`` when a GPU is present, else ``cpu``), ``cpu``, ``cuda`` and
   ``cuda:N``.
 
@@ -74,41 +74,58 @@ TOY_MLP = Need(True, True, "{name} cannot be used in the toy MLP: it is {reason}
 @dataclass(frozen=True)
 class ActChoice:
     """An activation with explicit parameters, from ``name`` or ``name:param=value[:param=value]``.
-    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.kinds.fewbit`)."""
+    ``saved_bits=k`` among them asks for actkit's few-bit backward (:mod:`actkit.kinds.fewbit`),
+    ``saves=policy`` for a save policy other than the default (``registry.SAVE_POLICIES``)."""
 
     name: str
-    given: tuple[tuple[str, float], ...] = ()
+    given: tuple[tuple[str, float | str], ...] = ()
 
     @property
     def saved_bits(self) -> int | None:
         return dict(self.given).get("saved_bits")
 
     @property
+    def saves(self) -> str | None:
+        """The save policy asked for, None for the default."""
+        return dict(self.given).get("saves")
+
+    @property
     def params(self) -> dict[str, float]:
         given = dict(self.given)
-        bits = given.pop("saved_bits", None)
-        return {**registry.get(self.name).bind((), given), **({"saved_bits": bits} if bits else {})}
+        options = {k: given.pop(k) for k in ("saves", "saved_bits") if k in given}
+        return {**registry.get(self.name).bind((), given), **options}
 
     @property
     def label(self) -> str:
-        return self.name + "".join(f"_{k}={v:g}" for k, v in self.given)
+        return self.name + "".join(f"_{k}={v}" if isinstance(v, str) else f"_{k}={v:g}" for k, v in self.given)
 
 
 def parse_activations(value: str | Sequence[str] | None, need: Need = ANY, *, saved_bits: int | None = None,
-                      error: type[Exception] = SelectionError) -> list[ActChoice]:
+                      saves: str | None = None, error: type[Exception] = SelectionError,
+                      left_out: list[str] | None = None) -> list[ActChoice]:
     """``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2"`` -> choices, in order, without repeats.
 
     ``all``: every registered activation that meets ``need``. ``saved_bits``: the few-bit backward
-    for every elementwise activation that does not say otherwise (``--saved-bits``; others are
-    refused). Unknown names raise ``error`` with the registry's suggestions; bad parameters the
-    registry's own TypeError or ValueError."""
+    for every activation named that does not say otherwise (``--saved-bits``); one that has none
+    (learnable, identity: :func:`few_bit_refusal`) is refused when named, and with ``all`` left out,
+    its name appended to ``left_out`` so that the caller can say so. ``saves``: the save policy of
+    every elementwise activation that does not say otherwise and has no few-bit backward (``--saves``;
+    the other kinds keep what torch keeps under any policy). Unknown names raise ``error`` with the
+    registry's suggestions; bad parameters the registry's own TypeError or ValueError."""
     items = comma_items(value)
     if not items:
         raise error("no activation given; give a name, a comma list (e.g. --act relu,gelu) or all")
     out: list[ActChoice] = []
     for item in items:
         if item.lower() == "all":
-            out += [ActChoice(s.name) for s in registry.REGISTRY.values() if need.refusal(s) is None]
+            specs = [s for s in registry.REGISTRY.values() if need.refusal(s) is None]
+            if saved_bits:
+                kept = [s for s in specs if few_bit_refusal(s) is None]
+                if left_out is not None:
+                    left_out.extend(s.name for s in specs if s not in kept and s.name not in left_out)
+                out += [_choice(s, s.name, (), saved_bits, saves, error) for s in kept]
+            else:
+                out += [_choice(s, s.name, (), None, saves, error) for s in specs]
             continue
         name, *assignments = item.split(":")
         try:
@@ -118,7 +135,7 @@ def parse_activations(value: str | Sequence[str] | None, need: Need = ANY, *, sa
         refusal = need.refusal(spec)
         if refusal is not None:
             raise error(refusal)
-        out.append(_choice(spec, item, assignments, saved_bits, error))
+        out.append(_choice(spec, item, assignments, saved_bits, saves, error))
     return list(dict.fromkeys(out))
 
 
@@ -140,7 +157,7 @@ def comma_items(value: str | Sequence[str] | None) -> list[str]:
 
 
 def _choice(spec: registry.ActivationSpec, item: str, assignments: Sequence[str], saved_bits: int | None,
-            error: type[Exception]) -> ActChoice:
+            saves: str | None, error: type[Exception]) -> ActChoice:
     given: dict[str, object] = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
@@ -148,12 +165,32 @@ def _choice(spec: registry.ActivationSpec, item: str, assignments: Sequence[str]
             raise error(f"activation parameter {assignment!r} in {item!r} must look like name=value")
         given[key.strip()] = text.strip()
     bits = given.pop("saved_bits", saved_bits)
+    policy = _check_saves(spec, given.pop("saves"), error) if "saves" in given else None
     bound = spec.bind((), given)  # validates names and values
     choice = tuple((k, bound[k]) for k in given)
     bits = _check_saved_bits(spec, bits, error) if bits is not None else 0
+    if bits and policy not in (None, registry.DEFAULT_SAVE_POLICY):
+        raise error(f"{item}: saves={policy} does not go with saved_bits={bits} (the few-bit backward keeps k-bit "
+                    "codes, neither x nor y); give one of the two")
     if bits:  # 0: the exact backward, as if not given
         choice += (("saved_bits", bits),)
+    elif policy is None and saves is not None and spec.kind.save_policy:
+        policy = _check_saves(spec, saves, error)
+    if policy not in (None, registry.DEFAULT_SAVE_POLICY):
+        choice += (("saves", policy),)
     return ActChoice(spec.name, choice)
+
+
+def _check_saves(spec: registry.ActivationSpec, policy, error: type[Exception]) -> str:
+    """A save policy as given, for an activation that takes one."""
+    try:
+        registry.check_save_policy(policy, spec.name)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    if not spec.kind.save_policy:
+        raise error(f"{spec.name} is a {spec.kind} activation: it keeps what torch's op keeps (saves applies to "
+                    "elementwise activations)")
+    return policy
 
 
 def _check_saved_bits(spec: registry.ActivationSpec, bits, error: type[Exception]) -> int:
@@ -168,10 +205,17 @@ def _check_saved_bits(spec: registry.ActivationSpec, bits, error: type[Exception
         value = fewbit.check_bits(bits)
     except ValueError as exc:
         raise error(f"{spec.name}: {exc}") from None
-    if value and not spec.kind.few_bit:
-        raise error(f"{spec.name} is a {spec.kind} activation: it has no few-bit backward (saved_bits "
-                    "applies to elementwise activations)")
+    reason = fewbit.refusal(spec) if value else None
+    if reason is not None:
+        raise error(reason)
     return value
+
+
+def few_bit_refusal(spec: registry.ActivationSpec) -> str | None:
+    """Why ``saved_bits`` does not apply to ``spec`` at its default parameters (one line), or None."""
+    from .kinds import fewbit
+
+    return fewbit.refusal(spec)
 
 
 # --------------------------------------------------------------------------------------------

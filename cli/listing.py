@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 PROPERTIES = (("mono", "monotonic"), ("smooth", "smooth"), ("zero-c.", "zero_centred"), ("satur.", "saturating"))
 """The yes/no properties of a spec: the column (or the word, stacked) and the spec's field."""
 LEGEND = ("mono: monotonic; smooth: C1; zero-c.: zero-centred; satur.: f' -> 0 on both sides; "
-          "saves: the tensor kept for backward (y costs nothing where the next layer keeps it)")
+          "saves: the tensor kept for backward, what torch keeps; (y): kept with saves='y' instead (y costs "
+          "nothing where the next layer keeps it, but an in-place change of y then breaks backward)")
 FORMULA_WIDTH = 40
 """The wide table is used where the formula column gets at least this many characters; else each row's
 range, parameters and properties are stacked under its formula."""
@@ -34,13 +35,20 @@ def spec_record(spec) -> dict:
         "zero_centred": spec.zero_centred,
         "saturating": spec.saturating,
         "differentiable": spec.differentiable,
-        "saves_for_backward": spec.saves,
+        "saves_for_backward": _saved(spec, "torch"),
+        "saves_with_saves_y": _saved(spec, "y"),
+        "torch_saves": spec.torch_saves,
         "saves_rule": spec.saves_rule or None,
         "native_reference": spec.native,
         "class_name": spec.class_name,
         "notes": spec.notes,
         "kind": spec.kind.name,
     }
+
+
+def _saved(spec, policy: str) -> str:
+    """What a spec keeps for backward at its defaults under a save policy (the other kinds: what they keep)."""
+    return spec.saves_under(policy, spec.defaults) if spec.kind.save_policy else spec.saves
 
 
 def _mark(flag: bool) -> str:
@@ -50,7 +58,8 @@ def _mark(flag: bool) -> str:
 def _cells(spec) -> dict:
     """The text of each column for one activation."""
     params = escape(", ".join(f"{p.name}={p.default:g}" for p in spec.params)) or "-"
-    saves = spec.saves + ("*" if spec.saves_rule else "")
+    by_default, by_y = _saved(spec, "torch"), _saved(spec, "y") + ("*" if spec.saves_rule else "")
+    saves = by_y if by_default == by_y else f"{by_default} ({by_y})"
     if spec.kind.learnable:  # a learnable parameter (initial value shown), saved with x
         params, saves = f"{params} [dim](learnable)[/]", f"{saves} + {spec.params[0].name}"
     if spec.kind.gated:  # a gated linear unit keeps its two inputs (x's halves) and recomputes act(a)

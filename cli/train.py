@@ -18,6 +18,7 @@ class TrainOptions:
     dataset: str
     act: str
     saved_bits: Optional[int]
+    saves: Optional[str]
     model: str
     impl: str
     seeds: int
@@ -49,10 +50,17 @@ def train_command(
                                 help=f"One of: {', '.join(DATASETS)}."),
     act: str = typer.Option("relu", "--act", "-a",
                             help="Activations, comma-separated; parameters as name:param=value "
-                                 "(leaky_relu:negative_slope=0.1, gelu:saved_bits=2); 'all' for every trainable one."),
+                                 "(leaky_relu:negative_slope=0.1, gelu:saved_bits=2, elu:saves=y); 'all' for every "
+                                 "trainable one."),
     saved_bits: Optional[int] = typer.Option(None, "--saved-bits",
                                              help="Few-bit backward for every elementwise activation: keep a k-bit "
-                                                  "code (1..8) per element instead of x (actkit impl only)."),
+                                                  "code (1..8) per element instead of x (actkit impl only). Named "
+                                                  "activations without one are refused; with 'all' they are left "
+                                                  "out, and the command says which."),
+    saves: Optional[str] = typer.Option(None, "--saves",
+                                        help="What every elementwise activation keeps for backward (actkit impl "
+                                             "only): torch (what torch's op keeps; the default), y (the output "
+                                             "wherever f' reads it: less memory) or x."),
     model: str = typer.Option("convnet", "--model", "-m", help=f"One of: {', '.join(MODELS)}."),
     impl: str = typer.Option("actkit", "--impl",
                              help=f"Activation implementation(s), comma-separated: {', '.join(IMPLS)} "
@@ -147,6 +155,9 @@ def _check(options: TrainOptions):
         if options.threads < 1:
             fail(f"--threads must be at least 1, got {options.threads}")
         torch.set_num_threads(options.threads)
+    if options.saved_bits is not None and not 1 <= options.saved_bits <= 8:  # 0 too: leave it out for exact
+        fail(f"--saved-bits must be an integer from 1 to 8 (bits kept per element for backward), got "
+             f"{options.saved_bits}; leave it out for the exact backward")
     if options.seeds < 1:
         fail(f"--seeds must be at least 1, got {options.seeds}")
     if options.first_seed < 0:
@@ -167,9 +178,13 @@ def _sweep(options: TrainOptions):
     """The :class:`actkit.train.Sweep` the options describe."""
     from actkit import train as tr
 
+    left_out: list[str] = []
     try:
-        return tr.Sweep(dataset=options.dataset, model=options.model,
-                        activations=tr.parse_activations(options.act, options.saved_bits),
+        activations = tr.parse_activations(options.act, options.saved_bits, options.saves, left_out=left_out)
+        if left_out:  # --act all --saved-bits k: the activations without a few-bit backward are not trained
+            console.print(f"--saved-bits {options.saved_bits} with --act all: training the activations that have a "
+                          f"few-bit backward; left out (none to give them): {', '.join(left_out)}", highlight=False)
+        return tr.Sweep(dataset=options.dataset, model=options.model, activations=activations,
                         impls=[i for i in options.impl.split(",") if i.strip()],
                         seeds=list(range(options.first_seed, options.first_seed + options.seeds)),
                         epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,

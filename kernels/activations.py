@@ -12,6 +12,12 @@ Comparisons are written so that NaN takes the same branch as in PyTorch's own ke
 (e.g. ``where(x < 0, 0, x)`` for ReLU keeps NaN, as ``clamp_min`` does), because the
 tests hold the kernels to torch's NaN/inf behaviour, forward and backward.
 
+Where ATen's backward *selects* 0 rather than multiplying dy by a derivative of 0 (the clamp
+family: ``threshold_backward`` is ``x <= 0 ? 0 : dy``), dy = NaN or +-inf gives 0, not
+``dy * 0`` = NaN. ``<name>_zero`` (and ``<name>_zero_y`` of y) is that set, as a mask; the backward
+kernels write 0 there (:func:`zero_where`). Activations without one multiply everywhere, as ATen's
+smooth backward ops (``silu_backward``, ``elu_backward``, ``sigmoid_backward``) do.
+
 The math is written for a GPU's issue slots (see :mod:`fp32math`): derivatives reuse the
 pieces their forward formula computes (sigmoid's e^-|x| and 1 / (1 + e^-|x|), tanh's and
 mish's ratio), no function divides (``rcp`` and multiplications by constant reciprocals), and
@@ -29,10 +35,7 @@ from . import fp32math as fm
 # Write them after a tensor operand (x * K, not K * x): the interpreter cannot multiply a
 # constexpr on the left by a tensor. tests/test_gpu_compile.py and the interpreter tests
 # between them catch either mistake.
-SQRT1_2 = tl.constexpr(0.7071067811865476)        # 1 / sqrt(2)
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)    # 1 / sqrt(2 pi)
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi)
-GELU_TANH_K = tl.constexpr(0.044715)
 GELU_SIGMOID_K = tl.constexpr(1.702)
 SELU_ALPHA = tl.constexpr(1.6732632423543772)
 SELU_SCALE = tl.constexpr(1.0507009873554805)
@@ -131,6 +134,22 @@ def relu6_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def relu6_bwd(x, p0, p1, ACC: tl.constexpr):
     return hardtanh_bwd(x, 0.0, 6.0, ACC)
+
+
+@triton.jit
+def relu_zero(x, p0, p1):
+    return x <= 0.0  # threshold_backward: x <= 0 ? 0 : dy (NaN x passes dy)
+
+
+@triton.jit
+def hardtanh_zero(x, p0, p1):
+    # hardtanh_backward: (x <= min || x >= max) ? 0 : dy; the same in y (see TABLE).
+    return (x <= p0) | (x >= p1)
+
+
+@triton.jit
+def relu6_zero(x, p0, p1):
+    return hardtanh_zero(x, 0.0, 6.0)
 
 
 @triton.jit
@@ -358,6 +377,11 @@ def hardswish_bwd(x, p0, p1, ACC: tl.constexpr):
 
 
 @triton.jit
+def hardswish_zero(x, p0, p1):
+    return x <= -3.0  # hardswish_backward's first branch (x = 3 and above pass dy through)
+
+
+@triton.jit
 def hardsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     return hardtanh_fwd(x + 3.0, 0.0, 6.0, ACC) * (1.0 / 6.0)
 
@@ -370,6 +394,16 @@ def hardsigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def hardsigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
     return tl.where((y > 0.0) & (y < 1.0), 1.0 / 6.0, 0.0)  # y is 0 or 1 exactly where |x| >= 3
+
+
+@triton.jit
+def hardsigmoid_zero(x, p0, p1):
+    return ~((x > -3.0) & (x < 3.0))  # hardsigmoid_backward: (-3 < x < 3) ? dy / 6 : 0, NaN x included
+
+
+@triton.jit
+def hardsigmoid_zero_y(y, p0, p1):
+    return ~((y > 0.0) & (y < 1.0))
 
 
 @triton.jit
@@ -415,10 +449,13 @@ def tanhshrink_bwd(x, p0, p1, ACC: tl.constexpr):
 
 
 class DeviceFunctions(NamedTuple):
-    """One activation's device functions: f, f' of x and, where the spec can save the output, f' of y."""
+    """One activation's device functions: f, f' of x and, where the spec can save the output, f' of y;
+    for activations whose ATen backward selects 0 somewhere, where it does, in x and in y."""
     fwd: triton.JITFunction
     bwd: triton.JITFunction
     bwd_y: triton.JITFunction | None = None
+    zero: triton.JITFunction | None = None
+    zero_y: triton.JITFunction | None = None
 
 
 # The table the registry points to: ``ActivationSpec.kernel`` (default: its name) is a key here.
@@ -430,11 +467,11 @@ TABLE: dict[str, DeviceFunctions] = {
     "sigmoid": DeviceFunctions(sigmoid_fwd, sigmoid_bwd, sigmoid_bwd_y),
     "tanh": DeviceFunctions(tanh_fwd, tanh_bwd, tanh_bwd_y),
     # f' of y is f' of x: y > 0 exactly where x > 0 (NaN stays NaN).
-    "relu": DeviceFunctions(relu_fwd, relu_bwd, relu_bwd),
+    "relu": DeviceFunctions(relu_fwd, relu_bwd, relu_bwd, relu_zero, relu_zero),
     # f' of y is f' of x: y sits on a bound exactly where x is at or beyond it.
-    "hardtanh": DeviceFunctions(hardtanh_fwd, hardtanh_bwd, hardtanh_bwd),
+    "hardtanh": DeviceFunctions(hardtanh_fwd, hardtanh_bwd, hardtanh_bwd, hardtanh_zero, hardtanh_zero),
     # f' of y is f' of x: y sits on 0 or 6 exactly where x is at or beyond it.
-    "relu6": DeviceFunctions(relu6_fwd, relu6_bwd, relu6_bwd),
+    "relu6": DeviceFunctions(relu6_fwd, relu6_bwd, relu6_bwd, relu6_zero, relu6_zero),
     # f' of y is f' of x: with a slope >= 0 (the registry's rule), y > 0 exactly where x > 0.
     "leaky_relu": DeviceFunctions(leaky_relu_fwd, leaky_relu_bwd, leaky_relu_bwd),
     "elu": DeviceFunctions(elu_fwd, elu_bwd, elu_bwd_y),
@@ -448,8 +485,30 @@ TABLE: dict[str, DeviceFunctions] = {
     "lisht": DeviceFunctions(lisht_fwd, lisht_bwd),
     "softplus": DeviceFunctions(softplus_fwd, softplus_bwd, softplus_bwd_y),
     "softsign": DeviceFunctions(softsign_fwd, softsign_bwd, softsign_bwd_y),
-    "hardswish": DeviceFunctions(hardswish_fwd, hardswish_bwd),
-    "hardsigmoid": DeviceFunctions(hardsigmoid_fwd, hardsigmoid_bwd, hardsigmoid_bwd_y),
+    "hardswish": DeviceFunctions(hardswish_fwd, hardswish_bwd, zero=hardswish_zero),
+    "hardsigmoid": DeviceFunctions(hardsigmoid_fwd, hardsigmoid_bwd, hardsigmoid_bwd_y, hardsigmoid_zero,
+                                   hardsigmoid_zero_y),
     "logsigmoid": DeviceFunctions(logsigmoid_fwd, logsigmoid_bwd, logsigmoid_bwd_y),
     "tanhshrink": DeviceFunctions(tanhshrink_fwd, tanhshrink_bwd),
 }
+
+
+def _zero_masks() -> dict[int, triton.JITFunction]:
+    masks: dict[int, triton.JITFunction] = {}
+    for entry in TABLE.values():
+        for derivative, zero in ((entry.bwd, entry.zero), (entry.bwd_y, entry.zero_y)):
+            if derivative is not None and zero is not None:
+                if masks.setdefault(id(derivative), zero) is not zero:
+                    raise ValueError(f"{derivative.fn.__name__} is given two different zero masks")
+    return masks
+
+
+# By the derivative's id: a JITFunction hashes its source on every dict lookup; the device
+# functions are module globals, so their ids stay theirs while the process runs.
+_ZERO_MASKS = _zero_masks()
+
+
+def zero_where(derivative: triton.JITFunction) -> triton.JITFunction | None:
+    """The mask of where ATen's backward selects 0 for the activation whose f' is ``derivative``
+    (``<name>_bwd`` or ``<name>_bwd_y``), or None where it multiplies dy by f' everywhere."""
+    return _ZERO_MASKS.get(id(derivative))

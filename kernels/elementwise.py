@@ -4,7 +4,9 @@
 saved tensor s (x, or y for activations whose derivative is cheaper in y) and dy, and
 writes dx = dy * DF(s). F and DF are ``@triton.jit`` device functions passed as
 ``tl.constexpr``, so each activation compiles to its own specialised kernel while the
-indexing, masking and dtype handling live here once.
+indexing, masking and dtype handling live here once. ``ZERO`` (None for most activations) is
+where ATen's backward selects 0 instead of multiplying (:func:`activations.zero_where`): dx is 0
+there whatever dy is, NaN and inf included, as in torch.
 
 Math is fp32; loads upcast and stores round to the output's dtype. The device functions'
 ``ACC`` constexpr is whether that dtype is fp32 (see :mod:`fp32math`). Offsets are int64 so
@@ -14,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import zero_where
 from .launch import Kernel
 from .layout import BLOCK, NUM_WARPS, check_dtype, in_layout
 
@@ -32,13 +35,15 @@ def activation_fwd_kernel(x_ptr, y_ptr, n_elements, p0, p1,
 
 @triton.jit
 def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
-                          DF: tl.constexpr, BLOCK: tl.constexpr):
+                          DF: tl.constexpr, ZERO: tl.constexpr, BLOCK: tl.constexpr):
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)
     mask = offsets < n_elements
     s = tl.load(s_ptr + offsets, mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
     dx = dy * DF(s, p0, p1, dx_ptr.dtype.element_ty == tl.float32)
+    if ZERO is not None:
+        dx = tl.where(ZERO(s, p0, p1), 0.0, dx)
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -53,10 +58,10 @@ _FORWARD: dict[int, Kernel] = {}
 _BACKWARD: dict[int, Kernel] = {}
 
 
-def _kernel(cache: dict, kernel, fn, name: str) -> Kernel:
+def _kernel(cache: dict, kernel, fn, name: str, **meta) -> Kernel:
     found = cache.get(id(fn))
     if found is None:
-        found = cache[id(fn)] = Kernel(kernel, **{name: fn}, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        found = cache[id(fn)] = Kernel(kernel, **{name: fn}, **meta, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return found
 
 
@@ -71,13 +76,14 @@ def forward(x: torch.Tensor, fn, p0: float = 0.0, p1: float = 0.0) -> torch.Tens
 
 
 def backward(saved: torch.Tensor, grad: torch.Tensor, dfn, p0: float = 0.0, p1: float = 0.0) -> torch.Tensor:
-    """dx = grad * dfn(saved) elementwise with the Triton backward kernel; dx is laid out like saved."""
+    """dx = grad * dfn(saved) elementwise with the Triton backward kernel (0 where ATen's backward
+    selects 0, see :func:`activations.zero_where`); dx is laid out like saved."""
     check_dtype(saved, "the saved tensor", "activation")
     dx = torch.empty_like(saved)
     n = saved.numel()
     if n:
         if grad.dtype != saved.dtype:
             grad = grad.to(saved.dtype)
-        _kernel(_BACKWARD, activation_bwd_kernel, dfn, "DF")(
+        _kernel(_BACKWARD, activation_bwd_kernel, dfn, "DF", ZERO=zero_where(dfn))(
             _grid(n), in_layout(saved, dx), in_layout(grad, dx), dx, n, float(p0), float(p1))
     return dx

@@ -1,5 +1,10 @@
 """Few-bit backward kernels: y = F(x) plus a packed k-bit code per element; dx = dy * level[code].
 
+Two activation-specific rules keep torch's NaN/inf behaviour where the quantised f' is exact: a level
+stored as -0.0 marks an interval where torch's backward selects 0 (ReLU's x <= 0), and dx is 0 there
+whatever dy is (``SELECTS``); ``NAN_CODE`` sends x = NaN to the interval torch's f'(NaN) belongs to
+where that is not the top one (Leaky ReLU's NaN takes the negative slope).
+
 A program owns ``W`` words of ``PER_WORD = 32 // K`` codes, i.e. ``W * PER_WORD`` consecutive
 elements. Forward reads them twice (the second read hits the cache): as ``PER_WORD`` contiguous
 chunks of ``W`` elements for y = F(x) (full-width vector loads and stores), and once per code
@@ -30,6 +35,7 @@ from .layout import BLOCK, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 MAX_CELLS = 1 << 13  # 128 KiB of 16-byte entries at most
 MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds to an integer in the low bits
 MAGIC_BITS = tl.constexpr(0x4B400000)
+NEG_ZERO_BITS = tl.constexpr(-0x80000000)  # -0.0 as int32: a level that selects 0 (see backward)
 
 
 @triton.jit
@@ -56,11 +62,15 @@ def _search_code(x, breakpoint_ptr, K: tl.constexpr):
 
 
 @triton.jit
-def _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K: tl.constexpr, TABLE: tl.constexpr):
+def _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K: tl.constexpr, TABLE: tl.constexpr,
+          NAN_CODE: tl.constexpr):
     if TABLE:
-        return _table_code(x, table_ptr, lo, scale, n_cells)
+        code = _table_code(x, table_ptr, lo, scale, n_cells)
     else:
-        return _search_code(x, breakpoint_ptr, K)
+        code = _search_code(x, breakpoint_ptr, K)
+    if NAN_CODE is not None:  # NaN's interval where torch's f'(NaN) is not the top code's level
+        code = tl.where(x != x, NAN_CODE, code)
+    return code
 
 
 @triton.jit
@@ -75,7 +85,7 @@ def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
 @triton.jit
 def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_elements, n_words, p0, p1,
                       lo, scale, n_cells, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
-                      TABLE: tl.constexpr, ROWS: tl.constexpr):
+                      TABLE: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr):
     per_word: tl.constexpr = 32 // K
     word0, base, left = _span(n_elements, per_word, W)
     x_ptr += base
@@ -89,7 +99,7 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         mask = offsets < left
         x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
         tl.store(y_ptr + offsets, F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32).to(y_ptr.dtype.element_ty), mask=mask)
-        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE)
+        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE, NAN_CODE)
         packed = tl.sum(tl.where(mask, code << (column[None, :] * K), 0), axis=1)
     else:  # per_word chunks of W contiguous elements for y; each word's code position c strided
         for c in tl.static_range(per_word):
@@ -102,14 +112,24 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
             offsets = lanes * per_word + c
             mask = offsets < left
             x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-            code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE)
+            code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE, NAN_CODE)
             packed = packed | tl.where(mask, code << (c * K), 0)  # the last word's unused bits stay 0
     tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
 
 
 @triton.jit
+def _times_level(dy, level, SELECTS: tl.constexpr):
+    """dy * level, and 0 where the level is -0.0: an interval where torch's backward selects 0, so that
+    dy = NaN or inf gives 0 there as in torch (``dy * 0`` would be NaN)."""
+    dx = dy * level
+    if SELECTS:
+        dx = tl.where(level.to(tl.int32, bitcast=True) == NEG_ZERO_BITS, 0.0, dx)
+    return dx
+
+
+@triton.jit
 def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
-                      K: tl.constexpr, W: tl.constexpr, ROWS: tl.constexpr):
+                      K: tl.constexpr, W: tl.constexpr, SELECTS: tl.constexpr, ROWS: tl.constexpr):
     per_word: tl.constexpr = 32 // K
     word0, base, left = _span(n_elements, per_word, W)
     dy_ptr += base
@@ -122,7 +142,8 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
         words = tl.load(code_ptr + offsets // per_word, mask=mask, other=0)
         code = (words >> ((offsets % per_word) * K)) & ((1 << K) - 1)
         dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
-        tl.store(dx_ptr + offsets, (dy * tl.load(level_ptr + code)).to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offsets, _times_level(dy, tl.load(level_ptr + code), SELECTS).to(dx_ptr.dtype.element_ty),
+                 mask=mask)
     else:  # position c of each word, strided, beside the word in the same thread
         words = tl.load(code_ptr + lanes, mask=lanes < tl.minimum(n_words - word0, W).to(tl.int32), other=0)
         for c in tl.static_range(per_word):
@@ -130,7 +151,7 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
             mask = offsets < left
             dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
             level = tl.load(level_ptr + ((words >> (c * K)) & ((1 << K) - 1)))
-            tl.store(dx_ptr + offsets, (dy * level).to(dx_ptr.dtype.element_ty), mask=mask)
+            tl.store(dx_ptr + offsets, _times_level(dy, level, SELECTS).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _words(bits: int) -> tuple[int, bool]:
@@ -195,8 +216,10 @@ def _table_for(breakpoints: torch.Tensor) -> tuple:
     return found
 
 
-def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor, bits: int):
-    """(y, codes): y = fn(x) laid out like x, codes packed ``32 // bits`` per int32 in y's memory order."""
+def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor, bits: int,
+            nan_code: int | None = None):
+    """(y, codes): y = fn(x) laid out like x, codes packed ``32 // bits`` per int32 in y's memory order;
+    NaN takes ``nan_code`` (None: the top code)."""
     check_dtype(x, "x", "few-bit activation")
     y = torch.empty_like(x)
     n = x.numel()
@@ -207,21 +230,24 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
         # A binary search of one or two steps is cheaper than the table's three gathers.
         _, table, lo, scale, last = _table_for(breakpoints) if bits > 2 else (None, None, 0.0, 1.0, 0)
         words, rows = _words(bits)
-        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, TABLE=table is not None, ROWS=rows, num_warps=NUM_WARPS)(
+        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, TABLE=table is not None, NAN_CODE=nan_code, ROWS=rows,
+               num_warps=NUM_WARPS)(
             (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints,
             breakpoints if table is None else table, n, n_words, float(p0), float(p1), float(lo), float(scale),
             int(last))
     return y, codes
 
 
-def backward(codes: torch.Tensor, levels: torch.Tensor, grad: torch.Tensor, stride, bits: int):
-    """dx = grad * levels[code], with ``stride`` (the forward output's, which the codes follow)."""
+def backward(codes: torch.Tensor, levels: torch.Tensor, grad: torch.Tensor, stride, bits: int,
+             selects: bool = False):
+    """dx = grad * levels[code], with ``stride`` (the forward output's, which the codes follow); with
+    ``selects``, 0 where the level is -0.0 (torch selects 0 there, whatever grad is)."""
     check_dtype(grad, "the gradient", "few-bit activation")
     dx = torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device)
     n = dx.numel()
     if n:
         n_words = codes.numel()
         words, rows = _words(bits)
-        kernel(fewbit_bwd_kernel, K=bits, W=words, ROWS=rows, num_warps=NUM_WARPS)(
+        kernel(fewbit_bwd_kernel, K=bits, W=words, SELECTS=bool(selects), ROWS=rows, num_warps=NUM_WARPS)(
             (triton.cdiv(n_words, words),), codes, levels, in_layout(grad, dx), dx, n, n_words)
     return dx

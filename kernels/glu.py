@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activations import zero_where
 from .launch import kernel
 from .layout import BLOCK, NUM_WARPS, check_dtype
 
@@ -53,15 +54,26 @@ def glu_fwd_kernel(a_ptr, b_ptr, y_ptr, rows, cols, a_row, b_row, y_row, p0, p1,
 
 @triton.jit
 def glu_bwd_kernel(a_ptr, b_ptr, dy_ptr, da_ptr, db_ptr, rows, cols, a_row, b_row, dy_row, da_row, db_row,
-                   p0, p1, F: tl.constexpr, DF: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+                   p0, p1, F: tl.constexpr, DF: tl.constexpr, DF_OF_Y: tl.constexpr, ZERO: tl.constexpr,
+                   ROWS: tl.constexpr, COLS: tl.constexpr):
     r, c, mask = _tile(rows, cols, ROWS, COLS)
     a = tl.load(a_ptr + (r * a_row + c), mask=mask).to(tl.float32)
     b = tl.load(b_ptr + (r * b_row + c), mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + (r * dy_row + c), mask=mask).to(tl.float32)
-    # The same order of products as autograd of the composite: (dy * b) * f'(a).
+    # The same order of products as autograd of the composite: (dy * b) * f'(a), f' read from f(a)
+    # where torch's autograd of the gate reads it from its output (sigmoid, tanh: so f'(a) is 0, and
+    # dy * b = inf gives NaN, where sigmoid(a) rounds to 1, as in torch), and 0 where the gate's ATen
+    # backward selects 0 (ReLU's a <= 0), whatever dy * b is.
     acc: tl.constexpr = da_ptr.dtype.element_ty == tl.float32
-    da = dy * b * DF(a, p0, p1, acc)
-    db = dy * F(a, p0, p1, acc)
+    if DF_OF_Y:
+        fa = F(a, p0, p1, acc)
+        da = dy * b * DF(fa, p0, p1, acc)
+    else:  # f' first, then f: the order the SASS counts of the GELU gates were taken in
+        da = dy * b * DF(a, p0, p1, acc)
+        fa = F(a, p0, p1, acc)
+    if ZERO is not None:
+        da = tl.where(ZERO(a, p0, p1), 0.0, da)
+    db = dy * fa
     tl.store(da_ptr + (r * da_row + c), da.to(da_ptr.dtype.element_ty), mask=mask)
     tl.store(db_ptr + (r * db_row + c), db.to(db_ptr.dtype.element_ty), mask=mask)
 
@@ -140,9 +152,10 @@ def forward(x: torch.Tensor, y: torch.Tensor | None, dim: int, fn, p0: float = 0
 
 
 def backward(x: torch.Tensor, y: torch.Tensor | None, grad: torch.Tensor, dim: int, fn, dfn,
-             p0: float = 0.0, p1: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+             p0: float = 0.0, p1: float = 0.0, dfn_of_y: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dx, None) for one tensor (dx holds da and db in x's halves), (da, db) for two; one pass of
-    the Triton backward kernel. Gradients are contiguous."""
+    the Triton backward kernel. ``dfn`` is f' of a, or with ``dfn_of_y`` f' of f(a) (``<name>_bwd_y``).
+    Gradients are contiguous."""
     check_dtype(x, "x", "GLU")
     if y is None:
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -156,6 +169,7 @@ def backward(x: torch.Tensor, y: torch.Tensor | None, grad: torch.Tensor, dim: i
         if grad.dtype != x.dtype:
             grad = grad.to(x.dtype)
         grad, g_row = _as_rows(grad, cols)
-        _launch(glu_bwd_kernel, {"F": fn, "DF": dfn}, rows, cols, a, b, grad, da, db,
+        _launch(glu_bwd_kernel, {"F": fn, "DF": dfn, "DF_OF_Y": dfn_of_y, "ZERO": zero_where(dfn)}, rows, cols,
+                a, b, grad, da, db,
                 rows, cols, a_row, b_row, g_row, d_row, d_row, float(p0), float(p1))
     return (da, None) if y is None else (da, db)

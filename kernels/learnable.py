@@ -40,7 +40,9 @@ from .layout import BLOCK, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, ch
 
 
 
-# -- device functions: F(x, a) and (dF/dx, dF/da) -------------------------------------------
+# -- device functions: F(x, a) and, given dy, (dy * dF/dx, dy * dF/da) ----------------------
+# The backward ones take dy so that they can select as ATen does rather than multiply: PReLU's
+# weight gradient is 0 where x > 0 even for dy = NaN or inf (torch selects, dy * 0 would be NaN).
 @triton.jit
 def prelu_fwd(x, a):
     # NaN takes the a * x branch, as torch's prelu kernel (x > 0 ? x : a * x).
@@ -48,10 +50,10 @@ def prelu_fwd(x, a):
 
 
 @triton.jit
-def prelu_bwd(x, a):
+def prelu_bwd(x, a, dy):
     # torch: dx = x > 0 ? dy : a * dy, da = x > 0 ? 0 : x * dy (so NaN x gives a finite dx).
     pos = x > 0.0
-    return tl.where(pos, 1.0, a), tl.where(pos, 0.0, x)
+    return tl.where(pos, dy, a * dy), tl.where(pos, 0.0, x * dy)
 
 
 @triton.jit
@@ -60,18 +62,18 @@ def swish_beta_fwd(x, b):
 
 
 @triton.jit
-def swish_beta_bwd(x, b):
+def swish_beta_bwd(x, b, dy):
     # y = x s(bx): dy/dx = s + b x s (1 - s), dy/db = x^2 s (1 - s), written in the same
     # order as autograd of the formula so +-inf gives NaN exactly where torch does.
     # 1 - s is computed as s(-bx): for large |bx| the subtraction would cancel to a few bits.
     bx = b * x
     s = tl.sigmoid(bx)
     ds = s * tl.sigmoid(-bx)
-    return s + (x * ds) * b, (x * ds) * x
+    return dy * (s + (x * ds) * b), dy * ((x * ds) * x)
 
 
 # The table the learnable specs point to (``ActivationSpec.kernel``, default the name): F(x, a)
-# and (dF/dx, dF/da) per activation.
+# and (dy dF/dx, dy dF/da) per activation.
 TABLE = {
     "prelu": (prelu_fwd, prelu_bwd),
     "swish_beta": (swish_beta_fwd, swish_beta_bwd),
@@ -117,10 +119,10 @@ def learnable_bwd_kernel(x_ptr, dy_ptr, a_ptr, dx_ptr, partial_ptr, outer, C, in
     x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
     a = tl.load(a_ptr + c, mask=c_mask).to(tl.float32)
-    dfdx, dfda = DF(x, a[None, :, None])
-    tl.store(dx_ptr + offsets, (dy * dfdx).to(dx_ptr.dtype.element_ty), mask=mask)
+    dx, da = DF(x, a[None, :, None], dy)
+    tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     if WEIGHT_GRAD:
-        partial = tl.sum(tl.sum(tl.where(mask, dy * dfda, 0.0), axis=2), axis=0)
+        partial = tl.sum(tl.sum(tl.where(mask, da, 0.0), axis=2), axis=0)
         tl.store(partial_ptr + partial_row.to(tl.int64) * C + c, partial, mask=c_mask)
 
 

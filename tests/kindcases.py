@@ -65,10 +65,12 @@ class Case:
 TWICE_REF = {"hardsigmoid": lambda x: torch.clamp(x / 6 + 0.5, 0.0, 1.0)}
 
 
-def _elementwise(name: str, params: dict | None = None, label: str | None = None) -> Case:
+def _elementwise(name: str, params: dict | None = None, label: str | None = None, saves: str | None = None) -> Case:
+    """``saves``: the save policy (None: the default, what torch's op keeps)."""
     spec = actkit.get(name)
     params = params or {}
-    fn = lambda x: getattr(F, name)(x, **params)  # noqa: E731
+    policy = {} if saves is None else {"saves": saves}
+    fn = lambda x: getattr(F, name)(x, **params, **policy)  # noqa: E731
     ref = fn if not spec.differentiable else (lambda x: spec.reference(x, **params))
     return Case(label or name, fn, ref, ((2, 3),), differentiable=spec.differentiable,
                 twice_ref=TWICE_REF.get(name))
@@ -116,6 +118,10 @@ def all_cases() -> list[Case]:
         for name, params in table.items():
             shown = ",".join(f"{k}={v}" for k, v in params.items())
             out.append(_elementwise(name, params, f"{name}:{shown}"))
+    for spec in registry.REGISTRY.values():  # y kept where torch keeps x: f' read from y, on every path
+        if spec.kind is kinds.ELEMENTWISE and spec.differentiable and spec.saves_under("y", spec.defaults) == "y" \
+                and spec.saves_under("torch", spec.defaults) != "y":
+            out.append(_elementwise(spec.name, label=f"{spec.name}:saves=y", saves="y"))
     out += [_glu("glu", -1, act="leaky_relu", negative_slope=0.1), _glu("glu", None, act="gelu_tanh")]
     out += [_fewbit("gelu", 2), _fewbit("relu", 1), _fewbit("silu", 3), _fewbit("tanh", 4)]
     return out

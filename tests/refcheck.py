@@ -70,22 +70,39 @@ def elementwise_specs():
     return [s for s in actkit.registry.REGISTRY.values() if s.kind is kinds.ELEMENTWISE]
 
 
-def run_actkit(spec, x: torch.Tensor, dy: torch.Tensor, params: dict):
-    """Forward and (for differentiable specs) input gradient through actkit.functional."""
+def kind_inputs(spec, device, dtype=torch.float32):
+    """(args for functional.apply after the name, the tensors to differentiate) for an activation of any
+    kind: x and a parameter of one entry per channel (learnable), x and dim 1 (row-wise), else x alone
+    (64 elements: a GLU's two halves, or any kind added later that takes one tensor)."""
+    g = torch.Generator().manual_seed(0)
+    if spec.kind.learnable:
+        x = torch.randn(2, 3, 4, generator=g, dtype=dtype).to(device).requires_grad_(True)
+        weight = torch.rand(3, generator=g, dtype=dtype).to(device).requires_grad_(True)
+        return (x, weight), (x, weight)
+    if spec.kind.normalises:
+        x = (torch.randn(3, 5, generator=g, dtype=dtype) * 3).to(device).requires_grad_(True)
+        return (x, 1), (x,)
+    x = (torch.randn(64, generator=g, dtype=dtype) * 4).to(device).requires_grad_(True)
+    return (x,), (x,)
+
+
+def run_actkit(spec, x: torch.Tensor, dy: torch.Tensor, params: dict, saves: str = "torch"):
+    """Forward and (for differentiable specs) input gradient through actkit.functional, under a save policy."""
     x = x.detach().clone().requires_grad_(True)
-    y = actkit.functional.apply(spec.name, x, **params)
+    y = actkit.functional.apply(spec.name, x, **params, **({} if saves == "torch" else {"saves": saves}))
     dx = torch.autograd.grad(y, x, dy)[0] if spec.differentiable else None
     return y.detach(), dx
 
 
-def run_reference(spec, x: torch.Tensor, dy: torch.Tensor, params: dict, dtype=None, y_saved=None):
+def run_reference(spec, x: torch.Tensor, dy: torch.Tensor, params: dict, dtype=None, y_saved=None,
+                  saves: str = "torch"):
     """The PyTorch reference and its autograd gradient on CPU, computed in ``dtype``.
 
     ``x`` and ``dy`` come in their storage dtype; ``dtype`` (default: the same) is the
-    precision of the reference math, float64 for "float64 math". For specs that save the
-    output, the gradient is torch's own formula applied to ``y_saved``, the output actkit
-    stored (checked against the reference separately), so that one rounding step of y in
-    fp16/bf16 is not mistaken for an error of the backward kernel.
+    precision of the reference math, float64 for "float64 math". Where actkit saves the output
+    (under save policy ``saves``), the gradient is torch's own formula applied to ``y_saved``, the
+    output actkit stored (checked against the reference separately), so that one rounding step of
+    y in fp16/bf16 is not mistaken for an error of the backward kernel.
     """
     dtype = dtype or x.dtype
     xc = x.detach().cpu().to(dtype).requires_grad_(True)
@@ -93,7 +110,7 @@ def run_reference(spec, x: torch.Tensor, dy: torch.Tensor, params: dict, dtype=N
     if not spec.differentiable:
         return y.detach(), None
     dyc = dy.detach().cpu().to(dtype)
-    if spec.saves_for(params) == "y":
+    if spec.saves_under(saves, params) == "y":
         return y.detach(), spec.torch_backward_y(dyc, y_saved.detach().cpu().to(dtype), **params)
     return y.detach(), torch.autograd.grad(y, xc, dyc)[0]
 

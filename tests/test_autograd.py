@@ -31,14 +31,15 @@ def test_gradcheck_float64(spec):
 @pytest.mark.parametrize("backend_name", ["triton", "torch"])
 @pytest.mark.parametrize("name", sorted(SAVES_X_PARAMS))
 def test_the_saved_tensor_follows_the_parameters(name, backend_name):
-    """y at the defaults (f' readable from y); x once a parameter makes it unreadable (a negative slope)."""
+    """saves="y": y at the defaults (f' readable from y); x once a parameter makes it unreadable (a negative
+    slope)."""
     device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
     x = torch.randn(64, device=device, requires_grad=True)
     for params, expected in (({}, "y"), (SAVES_X_PARAMS[name], "x")):
         packed = []
         with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t,
                                                                              lambda t: t):
-            y = actkit.functional.apply(name, x, **params)
+            y = actkit.functional.apply(name, x, **params, saves="y")
         assert actkit.get(name).saves_for({**actkit.get(name).defaults, **params}) == expected
         assert len(packed) == 1 and packed[0].data_ptr() == (y if expected == "y" else x).data_ptr(), (params, expected)
 
@@ -51,11 +52,12 @@ def test_step_is_forward_only_with_zero_gradient():
     assert x.grad.tolist() == [0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("policy", actkit.registry.SAVE_POLICIES)
 @pytest.mark.parametrize("backend_name", ["triton", "torch"])
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_saves_exactly_one_tensor(spec, backend_name):
-    """x is saved, or y for specs whose derivative is computed from the output; step and identity
-    save nothing."""
+def test_saves_exactly_one_tensor(spec, backend_name, policy):
+    """x is saved, or y where the policy asks for it and the derivative can be computed from the
+    output (by default only where torch keeps y too); step and identity save nothing."""
     device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
     x = torch.randn(64, device=device, requires_grad=True)
     packed = []
@@ -65,8 +67,10 @@ def test_saves_exactly_one_tensor(spec, backend_name):
         return t
 
     with backend(backend_name), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = actkit.functional.apply(spec.name, x)
-    saves = spec.saves_for(spec.defaults)
+        y = actkit.functional.apply(spec.name, x, saves=policy)
+    saves = spec.saves_under(policy, spec.defaults)
+    assert saves == {"y": spec.saves_for(spec.defaults), "x": "x" if spec.saves_for(spec.defaults) != "none" else "none",
+                     "torch": "y" if spec.torch_saves == "y" else spec.saves_for(spec.defaults).replace("y", "x")}[policy]
     if saves == "none":
         assert packed == []
         return

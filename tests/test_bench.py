@@ -666,13 +666,44 @@ def test_host_cost_with_compile():
 
 def test_saved_bits_give_actkit_a_few_bit_backward():
     """--saved-bits k: actkit's records carry k and keep k/8 bytes per element (rounded up to whole
-    int32 words); the references are untouched; a forward-only activation is left exact."""
+    int32 words); the references are untouched; an activation without a few-bit backward (step: no
+    backward at all), which only ``all`` brings along, is skipped with a note rather than timed exact."""
     config = dataclasses.replace(tiny_config("gelu,step", sizes=(4096,), modes=("fwd", "fwd+bwd")), saved_bits=3)
-    records = bench.run(config)["records"]
+    result = bench.run(config)
+    records = result["records"]
     gelu = {r["provider"]: r for r in records if r["activation"] == "gelu" and r["mode"] == "fwd+bwd"}
     assert gelu["actkit"]["saved_bits"] == 3 and gelu["eager"]["saved_bits"] is None
     assert gelu["actkit"]["saved_bytes_per_element"] == pytest.approx(4 / (32 // 3), rel=0.01)
     assert gelu["eager"]["saved_bytes_per_element"] == 4
-    assert all(r["saved_bits"] is None for r in records if r["activation"] == "step")
-    with pytest.raises(bench.BenchError, match="saved_bits must be an integer from 1 to 8"):
-        bench.make_config("gelu", "cpu", saved_bits=9)
+    assert not [r for r in records if r["activation"] == "step"]
+    assert [s["reason"] for s in result["skipped"] if s["activation"] == "step"] == [
+        "--saved-bits: step has no backward, so nothing to save: drop saved_bits"]
+    for bits in (9, 0):
+        with pytest.raises(bench.BenchError, match=f"--saved-bits must be an integer from 1 to 8 .*got {bits}; leave "
+                                                   "it out for the exact backward"):
+            bench.make_config("gelu", "cpu", saved_bits=bits)
+
+
+@pytest.mark.parametrize("act", ["swiglu", "prelu", "softmax", "identity", "step", "relu,prelu"])
+def test_saved_bits_refuse_a_named_activation_without_a_few_bit_backward(act):
+    with pytest.raises(bench.BenchError, match=r"^--saved-bits 2: .*(no few-bit backward|nothing to save|keeps "
+                                               r"nothing).*; leave \w+ out of --act or drop --saved-bits$"):
+        bench.make_config(act, "cpu", saved_bits=2)
+
+
+def test_saved_bits_with_all_skip_and_name_the_activations_without_one():
+    """``--act all --saved-bits k``: every activation with a few-bit backward is measured with it; the
+    others are skipped, each with a note saying why (as a named one is refused)."""
+    plan = bench.plan(bench.make_config("all", "cpu", saved_bits=2))
+    planned = {spec.name for spec, _, _ in plan.cases}
+    noted = {s["activation"] for s in plan.skipped if s["reason"].startswith("--saved-bits: ")}
+    assert {"gelu", "relu", "silu"} <= planned
+    assert {"prelu", "swish_beta", "swiglu", "identity", "step"} <= noted and not planned & noted
+    assert planned | {s["activation"] for s in plan.skipped} == set(bench.parse_activations("all"))
+
+
+def test_a_request_with_nothing_to_measure_is_refused():
+    """Every case skipped (an odd size for a GLU) is bad input, not an empty result."""
+    with pytest.raises(bench.BenchError, match="^nothing to measure: swiglu: a GLU splits x into two halves: 7 "
+                                               "elements is odd; choose an even size$"):
+        bench.run(tiny_config("swiglu", sizes=(7,)))

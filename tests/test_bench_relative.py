@@ -82,7 +82,7 @@ def _static_row(act, what, ps, dtype="fp32", kind="elementwise"):
 
 
 def test_predicted_ratios_add_forward_and_the_saved_tensors_backward():
-    # relu saves y, tanh saves y, gelu saves x (the registry): the backward launch autograd runs is that one
+    # relu saves y, elu and gelu save x by default (torch's choice): the backward launch autograd runs is that one
     static = {"schema": "actkit-static-roofline/1", "rows": [
         _static_row("relu", "forward", {"memory": 2.0, "issue": 0.5}),
         _static_row("relu", "backward from y", {"memory": 3.0, "issue": 0.5}),
@@ -90,12 +90,16 @@ def test_predicted_ratios_add_forward_and_the_saved_tensors_backward():
         _static_row("gelu", "forward", {"memory": 2.0, "issue": 4.0}),
         _static_row("gelu", "backward from x", {"memory": 3.0, "issue": 2.0}),
         _static_row("gelu", "backward from y", {"memory": 99.0}),
+        _static_row("elu", "forward", {"memory": 2.0}),
+        _static_row("elu", "backward from x", {"memory": 4.0}),
+        _static_row("elu", "backward from y", {"memory": 99.0}),
         _static_row("swiglu", "split last dim forward", {"memory": 9.0}, kind="glu")]}
     ratios = predicted_ratios(static, "relu")
     assert ratios[("gelu", "fp32", "fwd")] == pytest.approx(4.0 / 2.0)
     assert ratios[("gelu", "fp32", "bwd")] == pytest.approx(3.0 / 3.0)
     assert ratios[("gelu", "fp32", "fwd+bwd")] == pytest.approx((4.0 + 3.0) / (2.0 + 3.0))
     assert ratios[("relu", "fp32", "fwd+bwd")] == 1.0
+    assert ratios[("elu", "fp32", "bwd")] == pytest.approx(4.0 / 3.0)
     assert not any(a == "swiglu" for a, _, _ in ratios)
     with pytest.raises(bench.BenchError, match="no A100 model; it has: H100"):
         predicted_ratios(static, "relu", "A100")

@@ -65,7 +65,7 @@ def test_lightweight_names_match_the_library():
     from actkit.cli.main import app
 
     assert tuple(data.DATASETS) == names.DATASETS
-    assert (models.MODELS, models.IMPLS, memory.MODELS, toy.DATASETS) == (names.MODELS, names.IMPLS,
+    assert (tuple(models.MODELS), models.IMPLS, memory.MODELS, toy.DATASETS) == (names.MODELS, names.IMPLS,
                                                                           names.MEMORY_MODELS, names.TOY_DATASETS)
     assert tuple(tr.PARALLEL_MODES) == names.PARALLEL_MODES
     listed = json.loads(CliRunner().invoke(app, ["list", "--json"]).output)["activations"]

@@ -81,7 +81,11 @@ def test_resume_without_out_continues_the_newest_matching_sweep(tmp_path, monkey
     (["--act", "prelu:weight=abc"], "must be a real number"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--subset", "999999"], "--subset must be between 1 and"),
-    (["--saved-bits", "9"], "relu: saved_bits must be an integer from 1 to 8"),
+    (["--saved-bits", "9"], "--saved-bits must be an integer from 1 to 8"),
+    (["--saved-bits", "0"], "--saved-bits must be an integer from 1 to 8 (bits kept per element for backward), got "
+                            "0; leave it out for the exact backward"),
+    (["--act", "identity", "--saved-bits", "2"], "identity keeps nothing for backward"),
+    (["--act", "identity:saved_bits=1"], "identity keeps nothing for backward"),
     (["--act", "relu,prelu", "--saved-bits", "2"], "prelu is a learnable activation: it has no few-bit backward"),
     (["--act", "gelu:saved_bits=2", "--impl", "actkit,compile"], "run it with --impl actkit"),
 ])
@@ -90,6 +94,24 @@ def test_bad_options_are_one_line_errors_with_exit_code_2(tmp_path, args, messag
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_all_with_saved_bits_trains_the_few_bit_ones_and_names_the_rest(tmp_path):
+    """``--act all --saved-bits 2`` as ``--act relu,prelu --saved-bits 2`` would have it: every activation
+    with a few-bit backward gets it, the others (refused when named) are left out, and the command says
+    which. (A baseline among those left out then stops it before any training.)"""
+    from actkit import train as tr
+
+    left_out: list[str] = []
+    chosen = tr.parse_activations("all", 2, left_out=left_out)
+    assert left_out == ["identity", "prelu", "swish_beta"]
+    assert {c.name for c in chosen} >= {"relu", "gelu", "silu"} and all(c.saved_bits == 2 for c in chosen)
+    result = invoke("train", "--dataset", "synthetic", "--out", tmp_path / "out", "--act", "all", "--saved-bits", "2",
+                    "--baseline", "prelu")
+    text = " ".join(result.output.split())
+    assert "--saved-bits 2 with --act all: training the activations that have a few-bit backward; left out (none to " \
+           "give them): identity, prelu, swish_beta" in text
+    assert result.exit_code == 2 and "baseline 'prelu' is not one of the activations run" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
@@ -132,3 +154,23 @@ def test_a_missing_dataset_is_downloaded_with_a_progress_bar(tmp_path, monkeypat
     assert len(re.findall(r"100(\.0)?%", result.output)) >= 4, result.output
     assert f"mnist from {raw}: 50 train / 10 val / 20 test images" in text
     assert json.loads((out / "runs" / "relu-actkit-seed0.json").read_text())["data"]["source"] == str(raw)
+
+
+def test_saves_option_trains_with_a_save_policy_and_refuses_what_cannot_take_one(tmp_path):
+    """--saves y keeps ELU's output, which the next layer keeps anyway: less memory for backward than the
+    default (torch's choice, x). The policy is part of the label and of the record's act_params."""
+    result = invoke("train", *FAST, "--act", "elu,relu", "--saves", "y", "--out", tmp_path / "y")
+    assert result.exit_code == 0, result.output
+    by_y = json.loads((tmp_path / "y" / "runs" / "elu_saves=y-actkit-seed0.json").read_text())
+    assert by_y["config"]["act_params"] == {"alpha": 1.0, "saves": "y"}
+    assert (tmp_path / "y" / "runs" / "relu_saves=y-actkit-seed0.json").exists()
+    assert invoke("train", *FAST, "--act", "elu", "--out", tmp_path / "torch").exit_code == 0
+    default = json.loads((tmp_path / "torch" / "runs" / "elu-actkit-seed0.json").read_text())
+    assert default["config"]["act_params"] == {"alpha": 1.0}
+    assert by_y["memory"]["saved_bytes"] < default["memory"]["saved_bytes"]
+    for args, words in ((["--saves", "output"], "saves must be one of 'torch', 'y', 'x'"),
+                        (["--act", "prelu:saves=y"], "prelu is a learnable activation"),
+                        (["--act", "elu", "--saves", "y", "--impl", "torch"], "a save policy is actkit's"),
+                        (["--act", "gelu:saved_bits=2:saves=y"], "does not go with saved_bits=2")):
+        refused = invoke("train", *FAST, *args, "--out", tmp_path / "refused")
+        assert refused.exit_code == 2 and words in " ".join(refused.output.split()), refused.output

@@ -112,10 +112,10 @@ def test_linear_net_gradient_norms_match_hand_computation():
     h = [1.0 * 1 + 0.0 * 2 + 0.0, 2.0 * 1 - 1.0 * 2 + 1.0, 0.5 * 1 + 0.5 * 2 - 1.0]  # [1, 1, 0.5]
     layer0 = math.sqrt(sum((w * xi) ** 2 for w in (3.0, -2.0, 1.0) for xi in (1.0, 2.0)) + 9 + 4 + 1)
     layer1 = math.sqrt(sum(v * v for v in h) + 1.0)
-    norms = diagnostics.gradient_norms(model)
-    assert norms == pytest.approx({"0": layer0, "1": layer1})
-
     flow = diagnostics.GradientFlow()
+    flow.update(model)
+    assert flow.summary() == pytest.approx({"0": layer0, "1": layer1})
+
     flow.update(model)  # step 1: grads g
     model(x).sum().backward()  # accumulates: grads 2g
     flow.update(model)
@@ -129,7 +129,9 @@ def test_gradient_flow_skips_frozen_and_gradless_layers():
     model[0].weight.requires_grad_(False)
     model[0].bias.requires_grad_(False)
     assert [n for n, _ in diagnostics.parameterised_layers(model)] == ["2"]
-    assert diagnostics.gradient_norms(model) == {}  # no backward yet
+    flow = diagnostics.GradientFlow()
+    flow.update(model)  # no backward yet: no gradient anywhere
+    assert flow.steps == 0 and flow.summary() == {}
 
 
 def _tiny_data(n_train=96, n_val=64, n_test=32):

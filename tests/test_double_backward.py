@@ -123,3 +123,22 @@ def test_a_plain_backward_keeps_the_fast_path(monkeypatch):
         assert calls == [1]
         torch.autograd.grad(actkit.functional.gelu(x).sum(), x, create_graph=True)
         assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_twice_differentiable_references_keep_the_first_derivative(dtype):
+    """Where torch's op has no double backward (hardsigmoid), actkit differentiates another formula
+    (``spec.twice_differentiable``): its first derivative is torch's to the bit, at the kinks, at
+    +-inf and NaN, and for dy = NaN or inf."""
+    from refcheck import SPECIAL_VALUES
+
+    specs = [s for s in actkit.registry.REGISTRY.values() if s.twice_differentiable is not None]
+    assert specs, "hardsigmoid at least"
+    x = torch.tensor(SPECIAL_VALUES + [2.999, -2.999, 3.001, -3.001], dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    for dy in (torch.randn(x.shape, generator=g, dtype=dtype), torch.full_like(x, float("nan")),
+               torch.full_like(x, float("inf"))):
+        for spec in specs:
+            got, expected = (torch.autograd.grad(f(t), t, dy)[0] for f, t in (
+                (spec.twice_differentiable, x.clone().requires_grad_(True)), (spec.reference, x.clone().requires_grad_(True))))
+            torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)

@@ -9,7 +9,7 @@ import torch
 import actkit
 from actkit import kinds
 from actkit.kinds import elementwise
-from refcheck import KERNEL_DEVICE, backend
+from refcheck import KERNEL_DEVICE, backend, kind_inputs
 
 SPECS = list(actkit.registry.REGISTRY.values())
 EAGER_NODES = {"EagerFunctionBackward", "EagerFunction2Backward"}  # autograd's names for actkit.kinds.base's Functions
@@ -17,20 +17,6 @@ EAGER_NODES = {"EagerFunctionBackward", "EagerFunction2Backward"}  # autograd's 
 
 class Subclass(torch.Tensor):
     """A tensor subclass with torch's default behaviour: it takes the traced route (custom ops)."""
-
-
-def _inputs(spec, device):
-    """(args for functional.apply after the name, the tensors to differentiate) for any kind."""
-    g = torch.Generator().manual_seed(0)
-    if spec.kind is kinds.LEARNABLE:
-        x = torch.randn(2, 3, 4, generator=g).to(device).requires_grad_(True)
-        weight = torch.rand(3, generator=g).to(device).requires_grad_(True)
-        return (x, weight), (x, weight)
-    if spec.kind is kinds.ROWWISE:
-        x = (torch.randn(3, 5, generator=g) * 3).to(device).requires_grad_(True)
-        return (x, 1), (x,)
-    x = (torch.randn(64, generator=g) * 4).to(device).requires_grad_(True)
-    return (x,), (x,)
 
 
 def _run(spec, args, wrt):
@@ -44,7 +30,7 @@ def _run(spec, args, wrt):
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
 def test_eager_route_matches_the_custom_ops(spec, backend_name):
     device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
-    args, wrt = _inputs(spec, device)
+    args, wrt = kind_inputs(spec, device)
     sub_args = tuple(a.detach().as_subclass(Subclass).requires_grad_(a.requires_grad)
                      if isinstance(a, torch.Tensor) else a for a in args)
     sub_wrt = tuple(a for a in sub_args if isinstance(a, torch.Tensor) and a.requires_grad)

@@ -10,7 +10,7 @@ from scipy import integrate, stats
 
 import actkit
 from actkit.kinds import fewbit
-from refcheck import DTYPES, KERNEL_DEVICE, backend, elementwise_specs
+from refcheck import DTYPES, KERNEL_DEVICE, SPECIAL_VALUES, backend, elementwise_specs
 
 DIFFERENTIABLE = [s for s in elementwise_specs() if s.differentiable]
 SMOOTH_X = [s for s in DIFFERENTIABLE if s.saves == "x"]  # where few-bit saves memory: f' needs x
@@ -55,6 +55,17 @@ def test_quantizer_error_matches_quadrature_and_falls_with_bits(name):
     assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 4
 
 
+@pytest.mark.parametrize("name", ["gelu", "silu"])
+@pytest.mark.parametrize("bits", [7, 8])
+def test_quantizer_error_at_7_and_8_bits_matches_quadrature(name, bits):
+    """At 7 and 8 bits most intervals are one or two cells of the grid that chose them; the error
+    reported must still be the quantiser's own (quadrature on each interval), not the grid's, which
+    sees one value of f' per cell and missed nine tenths of it at 8 bits."""
+    spec = actkit.get(name)
+    q = fewbit.quantizer(spec, spec.defaults, bits)
+    assert q.rms_error == pytest.approx(np.sqrt(_mse(spec, q)), rel=0.02)
+
+
 def test_quantizer_breakpoints_are_locally_optimal():
     """Moving any breakpoint of GELU's 2-bit quantiser (with levels re-fitted) does not lower the error."""
     spec = actkit.get("gelu")
@@ -91,6 +102,66 @@ def test_piecewise_constant_derivatives_are_exact(name, bits, breakpoints):
             dx = torch.autograd.grad(actkit.functional.apply(name, xd, saved_bits=bits).sum(), xd)[0]
         exact = torch.autograd.grad(spec.reference(x).sum(), x)[0]
         torch.testing.assert_close(dx.cpu(), exact, rtol=0, atol=0)
+
+
+def _torch_grad_one_at_a_time(spec, params, x, dy) -> torch.Tensor:
+    """torch's gradient, one element per call: its scalar CPU loop, which computes what its CUDA kernels
+    do (the vectorised loop gives hardtanh's NaN x a gradient of 0, the scalar one dy)."""
+    out = []
+    for xi, dyi in zip(x, dy):
+        t = xi.reshape(1).clone().requires_grad_(True)
+        out.append(torch.autograd.grad(spec.reference(t, **params), t, dyi.reshape(1))[0])
+    return torch.cat(out)
+
+
+EXACT_CASES = [("relu", {}, 1), ("relu", {}, 3), ("leaky_relu", {}, 1), ("leaky_relu", {"negative_slope": -0.2}, 1),
+               ("leaky_relu", {"negative_slope": 0.0}, 2), ("hardtanh", {}, 2), ("hardtanh", {}, 4), ("relu6", {}, 2),
+               ("hardsigmoid", {}, 2), ("hardtanh", {"min_val": -2.0, "max_val": 0.5}, 2)]
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("name, params, bits", EXACT_CASES,
+                         ids=[f"{n}{''.join(f'-{k}={v:g}' for k, v in p.items())}-{b}bit" for n, p, b in EXACT_CASES])
+def test_exact_levels_keep_torchs_nan_and_inf_behaviour(name, params, bits, backend_name):
+    """Where the quantised f' is f' itself (piecewise-constant activations with enough bits), the few-bit
+    gradient is torch's at every special x for dy = 1, NaN, +-inf: 0 where torch's backward selects 0
+    (ReLU's x <= 0) whatever dy is, and NaN x in the interval torch's f'(NaN) belongs to (Leaky ReLU's
+    negative slope, hardtanh's pass-through). leaky_relu with slope 0 multiplies (dy * 0 = NaN), as torch."""
+    spec = actkit.get(name)
+    q = fewbit.quantizer(spec, {**spec.defaults, **params}, bits)
+    assert q.rms_error < 1e-12
+    x = torch.tensor(SPECIAL_VALUES)
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    for value in (1.0, float("nan"), float("inf"), float("-inf")):
+        dy = torch.full_like(x, value)
+        xd = x.to(device).requires_grad_(True)
+        with backend(backend_name):
+            dx = torch.autograd.grad(actkit.functional.apply(name, xd, saved_bits=bits, **params), xd,
+                                     dy.to(device))[0]
+        torch.testing.assert_close(dx.cpu(), _torch_grad_one_at_a_time(spec, params, x, dy), rtol=0, atol=0,
+                                   equal_nan=True, msg=lambda m: f"{name} {params} {bits} bits, dy = {value}: {m}")
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("name, bits", [("gelu", 2), ("silu", 3), ("hardswish", 4), ("mish", 8), ("tanh", 1)])
+def test_non_finite_dy_is_dy_times_the_level(name, bits, backend_name):
+    """Approximate levels (a mean of f' over the interval) multiply: dx = dy * level for dy = NaN, +-inf
+    at every special x, except where the level is an exact 0 of f' that torch's backward selects
+    (hardswish's x <= -3), where dx is 0."""
+    spec = actkit.get(name)
+    q = fewbit.quantizer(spec, spec.defaults, bits)
+    x = torch.tensor(SPECIAL_VALUES)
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    for value in (float("nan"), float("inf"), float("-inf")):
+        dy = torch.full_like(x, value)
+        xd = x.to(device).requires_grad_(True)
+        with backend(backend_name):
+            dx = torch.autograd.grad(actkit.functional.apply(name, xd, saved_bits=bits), xd, dy.to(device))[0]
+        breakpoints, _ = q.tables("cpu")
+        levels = torch.tensor(q.levels, dtype=torch.float32)[torch.bucketize(x, breakpoints)]
+        torch_selects = _torch_grad_one_at_a_time(spec, {}, x, torch.full_like(x, float("nan"))) == 0
+        expected = torch.where((levels == 0) & torch_selects, 0.0, dy * levels)
+        torch.testing.assert_close(dx.cpu(), expected, rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

@@ -143,6 +143,71 @@ def test_triton_kernels_against_float64(name, kwargs, dtype_name):
                    tolerance={dtype: _product_tolerance(dtype, dy, f_scale)})
 
 
+# Gates whose ATen backward selects 0 beyond their clamps (relu is among CASES already).
+SELECTING = [("relu6", {}), ("hardtanh", {"min_val": -2.0, "max_val": 0.5}), ("hardsigmoid", {}), ("hardswish", {})]
+NON_FINITE_CASES = CASES + [("glu", {"act": act, **params}) for act, params in SELECTING]
+# (b, dy) pairs: non-finite dy, non-finite b (dy * b is what reaches f'(a)), both.
+NON_FINITE_PAIRS = [(1.0, float("nan")), (1.0, float("inf")), (-1.0, float("-inf")), (float("inf"), 1.0),
+                    (float("nan"), 1.0), (float("inf"), float("-inf"))]
+
+
+def _same_or_close(ours: torch.Tensor, *references: torch.Tensor) -> torch.Tensor:
+    """Elementwise: ``ours`` is one of the references exactly (NaN equal to NaN), or finite and within
+    a few fp32 ulp of the float64 one (the last)."""
+    o = ours.double()
+    match = torch.zeros_like(o, dtype=torch.bool)
+    for r in references:
+        r = r.double()
+        match |= (o == r) | (o.isnan() & r.isnan())
+    r64 = references[-1].double()
+    return match | (o.isfinite() & r64.isfinite() & torch.isclose(o, r64, rtol=1e-5, atol=1e-30))
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.parametrize("name,kwargs", NON_FINITE_CASES,
+                         ids=[name if not kw else f"glu-{kw['act']}" for name, kw in NON_FINITE_CASES])
+def test_non_finite_b_and_dy_match_torch(name, kwargs, backend_name):
+    """a at every special value with dy or b NaN or +-inf: da and db are the composite's, torch's own
+    (fp32, or float64 where fp32 rounds f(a) or f'(a) to 0 and float64 does not). Where the gate's ATen
+    backward selects 0 (ReLU's a <= 0) da is 0 whatever dy * b is. For the kernels the reference runs
+    one element at a time, in torch's scalar CPU loop, which computes what its CUDA kernels do (its
+    vectorised loop differs at NaN for some gates: hardtanh's gradient is 0 there, ELU's NaN); the
+    PyTorch fallback is held to the composite on the same tensors, vectorised loop and all.
+
+    A composite gate (gelu_sigmoid: autograd of x * sigmoid(1.702 x)) turns dy * b = inf into NaN
+    through ``inf - inf`` in its chain rule where f'(a) is finite; the kernels give (dy * b) * f'(a) as
+    torch's native gates do, so on the Triton path its da is held to that (see tests/test_kernels.py)."""
+    n = len(SPECIAL_VALUES)
+    a = torch.tensor(SPECIAL_VALUES * len(NON_FINITE_PAIRS))
+    b = torch.tensor([pair[0] for pair in NON_FINITE_PAIRS for _ in range(n)])
+    dy = torch.tensor([pair[1] for pair in NON_FINITE_PAIRS for _ in range(n)])
+    device = KERNEL_DEVICE if backend_name == "triton" else "cpu"
+    x, y = a.to(device).requires_grad_(True), b.to(device).requires_grad_(True)
+    with backend(backend_name):
+        da, db = _grads(actkit.functional.apply(name, x, y, **kwargs), (x, y), dy.to(device))
+    if backend_name == "torch":  # the fallback is the composite itself, on the same (vectorised) tensors
+        for ours, theirs in zip((da, db), _composite_with_grads(name, kwargs, a, b, dy)[1:]):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)
+        return
+    chain_rule = not actkit.get(kwargs.get("act") or actkit.get(name).gate or actkit.registry.GLU_DEFAULT_ACT).native
+    for k, ours in ((1, da.cpu()), (2, db.cpu())):
+        refs = []
+        for dtype in (torch.float32, torch.float64):
+            ones = torch.ones(1, dtype=dtype)
+            per_element = []
+            for i in range(len(a)):
+                one = [t[i:i + 1].to(dtype) for t in (a, b, dy)]
+                if chain_rule and k == 1:  # (dy * b) * f'(a), f'(a) from autograd of the gate alone
+                    per_element.append(one[2] * one[1] * _composite_with_grads(name, kwargs, one[0], ones, ones)[1])
+                else:
+                    per_element.append(_composite_with_grads(name, kwargs, *one)[k])
+            refs.append(torch.cat(per_element))
+        ok = _same_or_close(ours, *refs)
+        assert ok.all(), f"{name} {kwargs} [{backend_name}] {'da' if k == 1 else 'db'}: " + ", ".join(
+            f"a={a[i].item()} b={b[i].item()} dy={dy[i].item()}: actkit {ours[i].item()}, torch {refs[0][i].item()}, "
+            f"float64 {refs[1][i].item()}" for i in (~ok).nonzero().flatten().tolist()[:6])
+
+
 @pytest.mark.parametrize("layout", ["split last dim", "split middle dim", "non-contiguous x", "chunked halves",
                                     "transposed pair", "contiguous pair", "expanded grad"])
 def test_triton_layouts_match_the_torch_path(layout):

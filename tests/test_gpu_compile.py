@@ -7,7 +7,17 @@ through Triton's own JIT with a driver that reports the target GPU: each launch 
 and compiled exactly as on that GPU (ptxas ships in the Triton wheel), and recorded instead of
 run. The two targets run once per session in parallel subprocesses (the ``compile_only`` fixture
 of tests/conftest.py; the probe needs TRITON_INTERPRET unset).
+
+The same checks run with every other Triton named in ``ACTKIT_EXTRA_TRITONS`` (folders joined by
+``os.pathsep``, each made by ``pip install --no-deps --target DIR triton==X``; the probe process puts
+the folder first on its path, with the installed torch): .ci/run sets it to the oldest supported
+Triton (3.3) and the newest on the package index, so a change that only the installed Triton
+accepts fails CI. Without the variable those runs are skipped.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,17 +27,40 @@ pytest.importorskip("triton")
 
 ARCHS = (80, 90)
 DTYPES = ("fp32", "fp16", "bf16")
+INSTALLED = "installed"
+EXTRA_TRITONS = [d for d in os.environ.get("ACTKIT_EXTRA_TRITONS", "").split(os.pathsep) if d]
+NO_EXTRA = "no-extra-triton"  # the parameter that stands for them when the variable is unset
 
 
-@pytest.fixture(scope="module")
-def results(compile_only) -> dict[int, dict]:
-    return compile_only
+@pytest.fixture(scope="module", params=[INSTALLED] + (EXTRA_TRITONS or [NO_EXTRA]),
+                ids=lambda d: d if d in (INSTALLED, NO_EXTRA) else f"triton@{Path(d).name}")
+def results(request, tmp_path_factory) -> dict[int, dict]:
+    """Per arch, the compile-only result with the installed Triton (the session's, shared with the
+    roofline tests) or with one of ACTKIT_EXTRA_TRITONS (both archs in parallel processes)."""
+    if request.param == INSTALLED:
+        return request.getfixturevalue("compile_only")
+    if request.param == NO_EXTRA:
+        pytest.skip("ACTKIT_EXTRA_TRITONS is unset: no other Triton to compile with "
+                    "(.ci/run sets it to Triton 3.3 and the newest; see tests/test_gpu_compile.py)")
+    from actkit.bench import compileonly
+
+    folder, triton_dir = tmp_path_factory.mktemp("compile_extra"), Path(request.param)
+
+    def probe(arch: int) -> dict:
+        return compileonly.probe(arch, folder / f"sm_{arch}.json", triton_dir=triton_dir)
+
+    with ThreadPoolExecutor(len(ARCHS)) as pool:
+        found = dict(zip(ARCHS, pool.map(probe, ARCHS)))
+    for result in found.values():  # the Triton that compiled is the one asked for, not the installed one
+        assert Path(result["triton_dir"]).is_relative_to(triton_dir.resolve()), result["triton_dir"]
+    return found
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_kernel_compiles(results, arch):
     failures = [f"{i['activation']} {i['dtype']} {i['what']}: {i['error']}" for i in results[arch]["items"] if i["error"]]
-    assert not failures, f"{len(failures)} launch(es) fail to compile for sm_{arch}:\n" + "\n".join(failures)
+    assert not failures, (f"{len(failures)} launch(es) fail to compile for sm_{arch} with Triton "
+                          f"{results[arch]['triton']}:\n" + "\n".join(failures))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -93,3 +126,13 @@ def test_a_compile_failure_is_one_line_naming_kernel_dtype_and_device(monkeypatc
     assert "activation_fwd_kernel[F=gelu_fwd]" in message and "float16" in message and "cpu" in message
     assert "NameError: Cannot access global variable K" in message and "More text" not in message
     assert "ACTKIT_BACKEND=torch" in message
+
+
+def test_an_extra_triton_folder_without_triton_is_one_line(tmp_path):
+    from actkit.bench import compileonly
+
+    with pytest.raises(compileonly.ProbeError) as caught:
+        compileonly.probe(90, tmp_path / "sm_90.json", triton_dir=tmp_path / "empty")
+    message = str(caught.value)
+    assert "\n" not in message and "no triton package there" in message and "pip install --no-deps --target" in message
+    assert not (tmp_path / "sm_90.json").exists()

@@ -193,6 +193,40 @@ def test_special_values_match_torch(name, be):
     torch.testing.assert_close(dw, wr.grad, equal_nan=True, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_dy_matches_torch(value, name, be):
+    """dy NaN or +-inf at channel 0's positive x and all over channel 1; channel 2 finite.
+
+    PReLU: torch's backward selects, ``dx = x > 0 ? dy : a dy`` and ``da = x > 0 ? 0 : x dy``, so dy at
+    x > 0 never reaches channel 0's weight gradient, which stays finite (dy * 0 would make it NaN).
+    Swish-beta's reference is a composite (autograd of x * sigmoid(beta x), whose chain rule gives NaN
+    for dy = inf where its terms meet as inf - inf): the fallback is held to it, the kernels to
+    dy * f'(x) and sum dy * df/dbeta in float64 math, as for the elementwise composites."""
+    device = KERNEL_DEVICE if be == "triton" else "cpu"
+    x = torch.tensor([[[1.0, -2.0, 3.0, -0.5], [0.5, -1.0, 2.0, 0.0], [1.5, -0.25, 0.0, -4.0]]])
+    dy = torch.full_like(x, 0.5)
+    dy[0, 0][x[0, 0] > 0] = value
+    dy[0, 1] = value
+    weight = torch.tensor([0.25, -0.5, 1.5])
+    with backend(be):
+        _, dx, dw = run(name, x.to(device), weight.to(device), dy.to(device))
+    if name == "prelu" or be == "torch":
+        xr, wr = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        (F.prelu(xr, wr) if name == "prelu" else hand_swish_beta(xr, wr)).backward(dy)
+        dx_ref, dw_ref = xr.grad, wr.grad
+    else:
+        x64, w64, dy64 = x.double(), broadcast(weight.double(), x), dy.double()
+        s = torch.sigmoid(w64 * x64)
+        dx_ref = dy64 * (s + w64 * x64 * s * (1 - s))
+        dw_ref = (dy64 * x64 * x64 * s * (1 - s)).sum((0, 2))
+    if name == "prelu":
+        assert dw[0].isfinite() and dw[2].isfinite()
+    torch.testing.assert_close(dx.cpu().double(), dx_ref.double(), rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(dw.cpu().double(), dw_ref.double(), rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n_params", [1, 3])
 def test_gradcheck_float64(name, n_params):

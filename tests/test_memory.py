@@ -29,14 +29,24 @@ def test_no_activation_keeps_more_than_torch(spec):
     assert ours.saved_bytes <= theirs.saved_bytes
 
 
+@pytest.mark.parametrize("spec", NETWORK_ACTS, ids=[s.name for s in NETWORK_ACTS])
+def test_saving_y_never_keeps_more_than_the_default_policy(spec):
+    kwargs = dict(batch=2, image_size=32)
+    by_y = memory.network_memory(spec.name, "actkit", saves="y", **kwargs)
+    assert by_y.saves == "y" and by_y.saved_bytes <= memory.network_memory(spec.name, "actkit", **kwargs).saved_bytes
+
+
 def test_resnet18_targets_at_the_issue_size():
-    """Batch 8 of 3x64x64 (issue 10): every activation <= 1.00x torch; leaky_relu and elu <= 0.92x, since
-    their saved y is the next convolution's saved input; GELU at 2 bits close to that too."""
-    rows = {(r["activation"], r["saved_bits"]): r for r in memory.network_comparison(["relu", "leaky_relu", "elu"])}
-    assert rows[("relu", None)]["vs_torch"] == pytest.approx(1.0)  # torch's ReLU already saves y
+    """Batch 8 of 3x64x64 (issue 10): every activation <= 1.00x torch; by default leaky_relu and elu keep
+    what torch keeps (x), with saves="y" <= 0.92x, since their saved y is the next convolution's saved
+    input; GELU at 2 bits close to that too."""
+    rows = {(r["activation"], r["saves"]): r
+            for r in memory.network_comparison(["relu", "leaky_relu", "elu"], saves=("torch", "y"))}
+    for policy in ("torch", "y"):
+        assert rows[("relu", policy)]["vs_torch"] == pytest.approx(1.0)  # torch's ReLU already saves y
     for name in ("leaky_relu", "elu"):
-        actkit_row = next(r for (n, b), r in rows.items() if n == name and r["impl"] == "actkit")
-        assert actkit_row["vs_torch"] <= 0.92
+        assert rows[(name, "torch")]["vs_torch"] == pytest.approx(1.0)  # torch keeps x: so does actkit
+        assert rows[(name, "y")]["vs_torch"] <= 0.92
     gelu = memory.network_comparison(["gelu"], saved_bits=[2])
     exact, few = (r for r in gelu if r["impl"] == "actkit")
     assert exact["vs_torch"] == pytest.approx(1.0) and few["vs_torch"] <= 0.92
@@ -54,9 +64,12 @@ def test_memory_command_table_json_and_errors(tmp_path):
     payload = actkit.results.read_json(out)
     assert payload["schema"] == "actkit.memory/1"
     impls = [(r["activation"], r["impl"], r["saved_bits"]) for r in payload["records"]]
-    assert impls == [("gelu", "torch", None), ("gelu", "actkit", None), ("gelu", "actkit", 2),
-                     ("relu", "torch", None), ("relu", "actkit", None)]  # relu keeps y: no few-bit row
+    assert impls == [("gelu", "torch", None), ("gelu", "actkit", None), ("gelu", "actkit", None), ("gelu", "actkit", 2),
+                     ("relu", "torch", None), ("relu", "actkit", None), ("relu", "actkit", None)]  # relu keeps y
+    assert [r["saves"] for r in payload["records"]] == [None, "torch", "y", "torch", None, "torch", "y"]
+    assert payload["config"]["saves"] == ["torch", "y"] and "actkit saves=y" in result.output
     for args, message in ((["--act", "softmax"], "softmax is a row-wise activation"), (["--saved-bits", "9"], "bad --saved-bits"),
-                          (["--act", "mihs"], "unknown activation"), (["--size", "8"], "--size >= 32")):
+                          (["--act", "mihs"], "unknown activation"), (["--size", "8"], "--size >= 32"),
+                          (["--saves", "torch,output"], "bad --saves 'output'")):
         result = runner.invoke(app, ["memory", *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import actkit
-from actkit.models import build_model, make_activation, maybe_compile
+from actkit.models import MODELS, build_model, make_activation, maybe_compile
 from actkit.nn import ReferenceActivation
 
 
@@ -20,17 +20,18 @@ def assert_same_outputs_and_gradients(ours, ref, x):
         torch.testing.assert_close(a.grad, b.grad, msg=k)
 
 
-@pytest.mark.parametrize("model", ["convnet", "simple"])
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-def test_models_adapt_to_the_input_shape(model, shape):
-    net = build_model(model, "relu", in_shape=shape, num_classes=10)
-    assert net.features[0].in_channels == shape[0]
+# Parametrised over the registered models, so a model added with register_model is tested as these are.
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("shape, classes", [((1, 28, 28), 10), ((3, 32, 32), 7)])
+def test_models_adapt_to_the_input_shape(model, shape, classes):
+    net = build_model(model, "relu", in_shape=shape, num_classes=classes)
     out = net(torch.randn(4, *shape))
-    assert out.shape == (4, 10)
+    assert out.shape == (4, classes)
 
 
 def test_convnet_architecture():
     net = build_model("convnet", "relu")
+    assert net.features[0].in_channels == 1
     kinds = [type(m).__name__ for m in net.features]
     assert kinds == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU", "Dropout"] * 3
     assert [m.out_channels for m in net.features if isinstance(m, nn.Conv2d)] == [32, 64, 128]
@@ -41,16 +42,22 @@ def test_convnet_architecture():
 
 def test_simple_architecture():
     net = build_model("simple", "relu", in_shape=(3, 32, 32))
+    assert net.features[0].in_channels == 3
     assert [m.out_channels for m in net.features if isinstance(m, nn.Conv2d)] == [32, 64]
     assert net.head[1].in_features == 64 * 6 * 6  # 32 -> 30 -> 15 -> 13 -> 6 (unpadded, as the tutorials)
 
 
-@pytest.mark.parametrize("model,slots", [("convnet", 4), ("simple", 3)])
+SLOTS = {"convnet": 4, "simple": 3}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("depth", [0, 2])
-def test_activation_layers_in_forward_order(model, slots, depth):
+def test_activation_layers_in_forward_order(model, depth):
+    """Every slot holds the activation asked for, listed in forward order; depth adds one slot per block."""
     net = build_model(model, "mish", depth=depth)
     layers = net.activation_layers()
-    assert len(layers) == slots + depth
+    assert len(layers) == len(build_model(model, "mish").activation_layers()) + depth
+    assert model not in SLOTS or len(layers) == SLOTS[model] + depth
     assert all(isinstance(m, actkit.nn.Activation) and m.name == "mish" for _, m in layers)
     seen = []
     hooks = [m.register_forward_hook(lambda mod, i, o, name=name: seen.append(name)) for name, m in layers]
@@ -90,6 +97,21 @@ def test_same_seed_same_init_and_actkit_matches_the_reference(name, params):
     for (k, a), (_, b), (_, c) in zip(ours.state_dict().items(), ref.state_dict().items(), relu.state_dict().items()):
         assert torch.equal(a, b) and torch.equal(a, c), k  # init does not depend on activation or impl
     assert_same_outputs_and_gradients(ours, ref, torch.randn(6, 1, 28, 28))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_gives_the_reference_model_results_with_actkit_slots(model):
+    """The same seed gives the same weights with actkit's slots and with the eager PyTorch reference's, and
+    the same outputs and parameter gradients."""
+    torch.manual_seed(3)
+    ours = build_model(model, "gelu", "actkit", depth=1)
+    torch.manual_seed(3)
+    ref = build_model(model, "gelu", "torch", depth=1)
+    assert all(isinstance(m, actkit.nn.GELU) for _, m in ours.activation_layers())
+    assert all(isinstance(m, ReferenceActivation) for _, m in ref.activation_layers())
+    for (k, a), (_, b) in zip(ours.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert_same_outputs_and_gradients(ours, ref, torch.randn(5, 1, 28, 28))
 
 
 @pytest.mark.parametrize("name,pname,init", [("prelu", "weight", 0.1), ("swish_beta", "beta", 1.5)])

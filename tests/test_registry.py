@@ -46,8 +46,9 @@ def test_functional_and_module_exist_for_every_activation(name):
     signature = inspect.signature(fn).parameters.values()
     assert [p.name for p in signature if p.kind is p.POSITIONAL_OR_KEYWORD] == [p.name for p in spec.params]
     # Options are keyword-only, so they never shadow an activation parameter: softmax's dtype, and
-    # the few-bit backward wherever there is a backward to quantise (not step, whose f' is 0).
-    options = {"rowwise": ["dtype"], "learnable": []}.get(spec.kind.name, ["saved_bits"] if spec.differentiable else [])
+    # the save policy and few-bit backward wherever there is a backward (not step, whose f' is 0).
+    options = {"rowwise": ["dtype"], "learnable": []}.get(spec.kind.name,
+                                                          ["saves", "saved_bits"] if spec.differentiable else [])
     assert [p.name for p in signature if p.kind is p.KEYWORD_ONLY] == options
     assert isinstance(getattr(actkit.nn, spec.class_name)(), actkit.nn.Activation)
     x = torch.linspace(-4, 4, 41)
@@ -70,7 +71,7 @@ def test_parameters_bind_positionally_and_by_keyword():
     (lambda: actkit.functional.elu(torch.ones(2), alpha=float("nan")), ValueError, "must be finite"),
     (lambda: actkit.functional.elu(torch.ones(2), 1.0, 2.0), TypeError, "takes 1 parameter"),
     (lambda: actkit.functional.elu(torch.ones(2), 1.0, alpha=2.0), TypeError, "both positionally and by keyword"),
-    (lambda: actkit.functional.hardtanh(torch.ones(2), min_val=1.0, max_val=-1.0), ValueError, "min_val < max_val"),
+    (lambda: actkit.functional.hardtanh(torch.ones(2), min_val=1.0, max_val=-1.0), ValueError, "min_val <= max_val"),
     (lambda: actkit.functional.celu(torch.ones(2), alpha=0.0), ValueError, "alpha must be non-zero"),
     (lambda: actkit.functional.softplus(torch.ones(2), beta=0), ValueError, "beta must be non-zero"),
     (lambda: actkit.functional.mish([1.0, 2.0]), TypeError, "expects a torch.Tensor"),
@@ -98,14 +99,15 @@ def _table_users(table, pointwise: bool):
 
 def test_every_device_function_table_entry_serves_a_spec_and_back():
     """The registry points into the kernels' tables by key: no spec without its device functions,
-    no device functions that nothing uses, and every ``@triton.jit`` f / f' in the module listed."""
+    no device functions that nothing uses, and every ``@triton.jit`` f / f' in the module listed (an
+    activation added from outside actkit lists its own, defined elsewhere: tests/test_extending.py)."""
     from actkit.kernels import activations, learnable
 
     assert _table_users(activations.TABLE, pointwise=True) == set(activations.TABLE)
     assert _table_users(learnable.TABLE, pointwise=False) == set(learnable.TABLE)
     listed = {fn for entry in activations.TABLE.values() for fn in entry if fn is not None}
-    defined = {v for k, v in vars(activations).items() if k.endswith(("_fwd", "_bwd", "_bwd_y"))}
-    assert defined == listed
+    defined = {v for k, v in vars(activations).items() if k.endswith(("_fwd", "_bwd", "_bwd_y", "_zero", "_zero_y"))}
+    assert defined <= listed
     for spec in actkit.registry.REGISTRY.values():
         if spec.kind.scalar_params and spec.differentiable:
             for saved in {"x", spec.saves_for(spec.defaults)} - {"none"}:

@@ -191,6 +191,25 @@ def test_nonfinite_rows_match_torch(name, n, be):
     assert_within(yt.t(), yr, 1e-6 + 1e-5 * yr.abs() + 2 * y_sums, f"{name} y along dim 0")
 
 
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_dy_matches_torch(value, name, be):
+    """dy NaN or +-inf in one element of a row: it reaches every element of that row through the row's
+    sum (sum(dy * y), sum(dy)) as in torch, also where y underflows to 0 (inf * 0 = NaN); a row whose
+    y is 0 at the non-finite dy (x = -inf there) and the rows without one stay as torch has them."""
+    x = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, -200.0, 2.0, 3.0], [0.0, float("-inf"), 2.0, 3.0],
+                      [0.5, 1.0, -1.0, 3.0]], device=device_for(be))
+    dy = torch.full_like(x, 0.5)
+    dy[:3, 1] = value
+    with backend(be):
+        y, dx = run(name, x, dy, 1)
+    xr = x.cpu().clone().requires_grad_(True)
+    TORCH_FN[name](xr, 1).backward(dy.cpu())
+    assert dx[3].isfinite().all()
+    torch.testing.assert_close(dx.cpu(), xr.grad, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dim", [0, 1, 2, -1])
 def test_gradcheck_float64(name, dim):

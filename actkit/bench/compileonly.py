@@ -1,8 +1,10 @@
 """Compile every Triton kernel actkit launches for a real GPU target, on a machine without a GPU.
 
-Run as ``python -m actkit.bench.compileonly --arch 90 --out result.json [--sass]`` in a process
-where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions
-(:func:`probe` starts that process). ``tests/test_gpu_compile.py`` runs it for sm_80 and sm_90;
+Run as ``python -m actkit.bench.compileonly --arch 90 --out result.json [--sass] [--triton DIR]`` in a
+process where ``TRITON_INTERPRET`` is unset, so that ``@triton.jit`` gives real JIT functions
+(:func:`probe` starts that process, with another Triton first on its path if asked: ``--triton``).
+``tests/test_gpu_compile.py`` runs it for sm_80 and sm_90, with the installed Triton and in CI with
+the oldest supported and the newest (``ACTKIT_EXTRA_TRITONS``);
 :mod:`actkit.bench.roofline` reads the SASS counts it writes with ``--sass``.
 
 How. A Triton "driver" for a GPU that is not there (:class:`CompileOnlyDriver`) is made active:
@@ -159,7 +161,7 @@ def elementwise_workload(spec, dtype):
                                                                  + ("_y" if other == "y" else "")):
             dfn, dy = spec.triton_derivative(other), _aligned(2 ** 16, dtype)
             yield f"backward from {other}", lambda dfn=dfn, dy=dy: elementwise.backward(x, dy, dfn, op.p0, op.p1)
-    if op.saves == "x":  # few-bit backward, where it saves memory; the bit widths rotate over the registry
+    if spec.saves_for(spec.defaults) == "x":  # few-bit where f' needs x (saves="y" too); bits rotate over the registry
         savers = [s.name for s in registry.REGISTRY.values() if s.kind.few_bit and s.saves == "x"]
         bits = 1 + savers.index(spec.name) % 8
         fewbit = kind.bind(spec, (), {"saved_bits": bits}).triton()
@@ -293,8 +295,8 @@ def run(arch: int, activations: Optional[Iterable[str]] = None, dtypes: Optional
         counted = sass_mod.count([compiled.asm["cubin"] for compiled, _ in kernels], arch)
         for (_, described), counts in zip(kernels, counted):
             described["sass"] = counts
-    return {"arch": arch, "triton": triton.__version__, "torch": torch.__version__, "items": items,
-            "kernels": [described for _, described in kernels]}
+    return {"arch": arch, "triton": triton.__version__, "triton_dir": str(Path(triton.__file__).resolve().parent),
+            "torch": torch.__version__, "items": items, "kernels": [described for _, described in kernels]}
 
 
 def _run_workload(fake: CompileOnlyDriver, spec, dtype_name: str, dtype):
@@ -336,10 +338,19 @@ def _run_workload(fake: CompileOnlyDriver, spec, dtype_name: str, dtype):
 
 def probe(arch: int, out: Path, activations: Optional[Iterable[str]] = None,
           dtypes: Optional[Iterable[str]] = None, sass: bool = False, cubin_dir: Optional[Path] = None,
-          timeout: float = 1800) -> dict:
+          timeout: float = 1800, triton_dir: Optional[Path] = None) -> dict:
     """:func:`run` in a fresh Python process without ``TRITON_INTERPRET`` (the calling process may
-    interpret kernels, or drive a real GPU); its result, also written to ``out``."""
+    interpret kernels, or drive a real GPU); its result, also written to ``out``.
+
+    ``triton_dir``: a folder holding another Triton than the installed one (``pip install --no-deps
+    --target DIR triton==X``), put first on that process's ``PYTHONPATH`` so that it imports this
+    Triton with the installed torch; the result's ``triton_dir`` says which Triton compiled."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if triton_dir is not None:
+        if not (Path(triton_dir) / "triton" / "__init__.py").is_file():
+            raise ProbeError(f"{triton_dir}: no triton package there; install one with "
+                             f"pip install --no-deps --target {triton_dir} triton==VERSION")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(triton_dir).resolve()), env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "actkit.bench.compileonly", "--arch", str(arch), "--out", str(out)]
     if activations is not None:
         command += ["--activations", ",".join(activations)]
@@ -376,19 +387,27 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", help="comma list of fp32, fp16, bf16 (default: all)")
     parser.add_argument("--sass", action="store_true", help="count each compiled kernel's SASS")
     parser.add_argument("--cubins", help="folder to write each compiled kernel's cubin to")
+    parser.add_argument("--triton", help="compile with the Triton in this folder (pip install --no-deps --target "
+                                         "DIR triton==X) instead of the installed one, in a process of its own")
     args = parser.parse_args(argv)
     split = lambda text: None if text is None else text.split(",")  # noqa: E731
+    cubins = None if args.cubins is None else Path(args.cubins)
     try:
-        result = run(args.arch, split(args.activations), split(args.dtypes), args.sass,
-                     None if args.cubins is None else Path(args.cubins))
+        if args.triton is not None:  # this process has imported the installed Triton: start one that has not
+            result = probe(args.arch, Path(args.out), split(args.activations), split(args.dtypes), args.sass, cubins,
+                           triton_dir=Path(args.triton))
+        else:
+            result = run(args.arch, split(args.activations), split(args.dtypes), args.sass, cubins)
+            write_json(Path(args.out), result)
     except ProbeError as exc:
         print(f"compileonly: {exc}", file=sys.stderr)
         return 2
-    write_json(Path(args.out), result)
-    errors = sum(1 for item in result["items"] if item["error"])
-    print(f"sm_{args.arch}: {len(result['items'])} launches checked, {errors} failed", flush=True)
+    failed = [item for item in result["items"] if item["error"]]
+    for item in failed:
+        print(f"{item['activation']} {item['dtype']} {item['what']}: {item['error']}", flush=True)
+    print(f"sm_{args.arch}, triton {result['triton']}: {len(result['items'])} launches checked, {len(failed)} failed",
+          flush=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

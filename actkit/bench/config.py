@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .. import registry, selection
 from .options import (HOST_MODES, HOST_PROVIDERS, MEASURES, MODES, PROVIDERS, BenchError, parse_activations,
                       parse_device, parse_dtypes, parse_modes, parse_providers, parse_sizes, parse_threads)
 
@@ -63,6 +64,25 @@ class BenchConfig(TimingBudget):
         return asdict(self)
 
 
+def _few_bit(act, activations: tuple[str, ...], saved_bits) -> int:
+    """``--saved-bits`` checked: 1..8 (0 is refused: leaving it out is the exact backward), and every
+    activation named must have a few-bit backward; with ``all`` the others are skipped, with a note
+    (:func:`actkit.bench.sweep.plan`)."""
+    from actkit.kinds.fewbit import check_bits
+
+    try:
+        bits = check_bits(saved_bits)
+    except ValueError:
+        raise BenchError(f"--saved-bits must be an integer from 1 to 8 (bits kept per element for backward), got "
+                         f"{saved_bits!r}; leave it out for the exact backward") from None
+    if not any(item.lower() == "all" for item in selection.comma_items(act)):
+        for name in activations:
+            reason = selection.few_bit_refusal(registry.get(name))
+            if reason is not None:
+                raise BenchError(f"--saved-bits {bits}: {reason}; leave {name} out of --act or drop --saved-bits")
+    return bits
+
+
 def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, modes=None, providers=None,
                 quick: bool = False, threads: int | None = None, measure: str = "bandwidth",
                 saved_bits: int | None = None) -> BenchConfig:
@@ -90,13 +110,8 @@ def make_config(act="all", device: str | None = None, dtypes=None, sizes=None, m
     timing = {}
     if quick:
         timing = dict(warmup_ms=10, rep_ms=40, min_run_time=0.1, min_blocks=11, block_s=0.002, warmup_calls=2)
-    if saved_bits:
-        from actkit.kinds.fewbit import check_bits
-
-        try:
-            saved_bits = check_bits(saved_bits)
-        except ValueError as exc:
-            raise BenchError(str(exc)) from None
+    if saved_bits is not None:
+        saved_bits = _few_bit(act, activations, saved_bits)
     return BenchConfig(activations=activations, device=device, dtypes=tuple(dtype_names), sizes=tuple(size_list),
                        modes=tuple(mode_list), providers=tuple(provider_list), quick=quick, threads=threads,
                        measure=measure, saved_bits=saved_bits or None, **timing)

@@ -105,14 +105,14 @@ def make_host_case(spec: registry.ActivationSpec, numel: int, dtype: torch.dtype
     kwargs = {"dim": -1} if spec.kind.normalises else {}
     if spec.kind.learnable:
         channels = inputs.args[0].numel()
-        module, module0 = (actkit_nn.CLASSES[spec.name](num_parameters=channels, device=device, dtype=dtype)
+        module, module0 = (actkit_nn.class_for(spec)(num_parameters=channels, device=device, dtype=dtype)
                            for _ in range(2))
         module.requires_grad_(spec.differentiable)
         module0.requires_grad_(False)
         pname = spec.params[0].name
         args, args0 = (getattr(module, pname),), (getattr(module0, pname),)
     else:
-        module, module0 = (actkit_nn.CLASSES[spec.name](**kwargs) for _ in range(2))
+        module, module0 = (actkit_nn.class_for(spec)(**kwargs) for _ in range(2))
         args = args0 = ()
     return HostCase(spec, x, x.detach(), inputs.dy, args, args0, kwargs, module, module0)
 

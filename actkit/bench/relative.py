@@ -92,7 +92,8 @@ def predicted_ratios(static: Mapping[str, Any], reference: str, gpu: str = "H100
     for (activation, dtype, what), fwd in times.items():
         if what != "forward":
             continue
-        saves = registry.get(activation).saves
+        spec = registry.get(activation)
+        saves = spec.saves_under(registry.DEFAULT_SAVE_POLICY, spec.defaults)  # what a default call keeps
         bwd = times.get((activation, dtype, f"backward from {saves}"))
         per_mode[(activation, dtype, "fwd")] = fwd
         if bwd is not None:

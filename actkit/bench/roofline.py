@@ -276,10 +276,6 @@ def below(result: Mapping, gpu: str = "H200", bar: float = HEADROOM_BAR) -> list
     return sorted(found, key=lambda r: r["gpus"][gpu]["headroom"])
 
 
-def row_label(row: Mapping) -> str:
-    return f"{row['activation']} {row['what']}"
-
-
 def merge(results: Sequence[Mapping]) -> tuple[list[str], list[tuple[dict, dict]]]:
     """(every GPU modelled, [(row, {GPU: its model})]) of results for several archs (e.g. sm_80 and
     sm_90): the rows of the last result, each with the models of the same launch (activation, launch,

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .. import registry, results
+from .. import registry, results, selection
 from . import bandwidth, hostcost
 from .cases import KINDS, skip_note
 from .config import BenchConfig
@@ -40,6 +40,10 @@ def plan(config: BenchConfig) -> _Plan:
         if spec.kind.name not in KINDS:
             out.skipped.append(skip_note(spec.name, reason=f"kind {spec.kind.name!r} is not benchmarked yet "
                                                            f"(actkit.bench supports: {', '.join(KINDS)})"))
+            continue
+        reason = selection.few_bit_refusal(spec) if config.saved_bits else None
+        if reason is not None:  # only with --act all: make_config refuses such an activation when named
+            out.skipped.append(skip_note(spec.name, reason=f"--saved-bits: {reason}"))
             continue
         forward = _FORWARD_MODE[config.measure]
         if not spec.differentiable and forward not in config.modes:
@@ -130,6 +134,8 @@ def _run(config: BenchConfig, progress: ProgressCallback | None, previous: Mappi
     earlier = tuple(previous["config"]["activations"]) if previous is not None else ()
     stored = replace(config, activations=tuple(dict.fromkeys(earlier + config.activations)))
     the_plan = plan(config)
+    if not the_plan.cases and previous is None:  # every case skipped: a request that cannot run, not a result
+        raise BenchError("nothing to measure: " + "; ".join(f"{s['activation']}: {s['reason']}" for s in the_plan.skipped))
     skipped += [s for s in the_plan.skipped if s not in skipped]
     todo = [case for case in the_plan.cases if (case[0].name, case[1], case[2]) not in done]
     # Work units: each provider's first call (compiles happen here), then the case's timing.

@@ -15,10 +15,12 @@ built on :mod:`.base`. A kind module provides:
 * ``init_reference(module, *args, **kwargs)`` and ``reference_forward(module, x)``: the plain-PyTorch
   modules that ``actkit.patch(..., impl="torch")`` installs.
 
-A new kind is a module here (an :class:`.base.Implementation` and a :class:`.base.BoundOp` for its
-math, one :func:`.base.define_ops` call for its custom ops, and the functions above), a :class:`Kind`
-below, and ``kind=`` on its registry specs; the benchmarks also want its byte model
-(``actkit.bench.cases.KINDS``).
+A new kind is a module (an :class:`.base.Implementation` and a :class:`.base.BoundOp` for its math,
+one :func:`.base.define_ops` call for its custom ops, and the functions above), a :class:`Kind` added
+with :func:`register` (actkit's own are declared below, so that the registry names them without
+importing torch; a kind from outside actkit registers itself in its module), and ``kind=`` on its
+registry specs; the benchmarks also want its byte model (``actkit.bench.cases.KINDS``). README
+"Extending actkit" walks through it, and tests/test_extending.py adds one at runtime.
 
 This module imports nothing from actkit (the registry imports it); a kind's ops module is imported
 when first asked for.
@@ -50,12 +52,15 @@ class Kind:
     gated: bool
     """A gated linear unit act(a) * b: two inputs (or x's two halves), half as many outputs as inputs."""
     module: str
-    """The module of this package that holds its ops."""
+    """The full name of the module that holds its ops (``actkit.kinds.elementwise``)."""
+    save_policy: bool = False
+    """``saves=`` (``registry.SAVE_POLICIES``) chooses whether autograd keeps x or y; the other kinds
+    keep what torch's op keeps (x and the parameter; softmax's y; a GLU's a and b) and take no policy."""
 
     @property
     def ops(self):
         """The kind's ops module (imported on first use)."""
-        return importlib.import_module(f"{__name__}.{self.module}")
+        return importlib.import_module(self.module)
 
     @property
     def module_forward(self):
@@ -67,9 +72,10 @@ class Kind:
         """A module's arguments as its repr shows them: ``negative_slope=0.1, saved_bits=2``."""
         return ", ".join(f"{k}={_shown(v)}" for k, v in self.ops.module_kwargs(module).items())
 
-    def keeps_input(self, spec, params) -> bool:
-        """Whether autograd keeps x with these parameters, so that a few-bit backward saves memory."""
-        return self.few_bit and spec.saves_for({**spec.defaults, **params}) == "x"
+    def keeps_input(self, spec, params, saves: str = "torch") -> bool:
+        """Whether autograd keeps x with these parameters under save policy ``saves``, so that a few-bit
+        backward saves memory."""
+        return self.few_bit and spec.saves_under(saves, {**spec.defaults, **params}) == "x"
 
     def __str__(self) -> str:
         return self.name
@@ -85,21 +91,37 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-ELEMENTWISE = Kind("elementwise", pointwise=True, not_pointwise=None, scalar_params=True, few_bit=True,
-                   learnable=False, normalises=False, gated=False, module="elementwise")
-"""f(x) with up to two scalar parameters: the generic kernels and custom ops."""
-LEARNABLE = Kind("learnable", pointwise=True, not_pointwise=None, scalar_params=False, few_bit=False,
-                 learnable=True, normalises=False, gated=False, module="learnable")
-"""f(x, a) with a learnable a, shared or one per channel (dim 1): PReLU, Swish-beta."""
-ROWWISE = Kind("rowwise", pointwise=False, not_pointwise="a row-wise activation (it normalises over a dimension)",
-               scalar_params=False, few_bit=False, learnable=False, normalises=True, gated=False, module="rowwise")
-"""A normalisation over one dimension: softmax, log_softmax."""
-GLU = Kind("glu", pointwise=False, scalar_params=False, few_bit=False, learnable=False, normalises=False, gated=True,
-           not_pointwise="a gated linear unit (act(a) * b of two halves of its input: half as many outputs as inputs)",
-           module="glu")
-"""A gated linear unit act(a) * b of two halves of x (or two tensors)."""
+KINDS: dict[str, Kind] = {}
+"""Every kind by name, in the order they were registered."""
 
-KINDS: dict[str, Kind] = {k.name: k for k in (ELEMENTWISE, LEARNABLE, ROWWISE, GLU)}
+
+def register(kind: Kind) -> Kind:
+    """Add a kind; its name must be new. Returns it: ``KIND = register(Kind(...))``."""
+    if not isinstance(kind, Kind):
+        raise TypeError(f"register takes a Kind, got {type(kind).__name__}")
+    if kind.name in KINDS:
+        raise ValueError(f"activation kind {kind.name!r} is already registered")
+    KINDS[kind.name] = kind
+    return kind
+
+
+ELEMENTWISE = register(Kind("elementwise", pointwise=True, not_pointwise=None, scalar_params=True, few_bit=True,
+                            learnable=False, normalises=False, gated=False, module=f"{__name__}.elementwise",
+                            save_policy=True))
+"""f(x) with up to two scalar parameters: the generic kernels and custom ops."""
+LEARNABLE = register(Kind("learnable", pointwise=True, not_pointwise=None, scalar_params=False, few_bit=False,
+                          learnable=True, normalises=False, gated=False, module=f"{__name__}.learnable"))
+"""f(x, a) with a learnable a, shared or one per channel (dim 1): PReLU, Swish-beta."""
+ROWWISE = register(Kind("rowwise", pointwise=False,
+                        not_pointwise="a row-wise activation (it normalises over a dimension)", scalar_params=False,
+                        few_bit=False, learnable=False, normalises=True, gated=False, module=f"{__name__}.rowwise"))
+"""A normalisation over one dimension: softmax, log_softmax."""
+GLU = register(Kind("glu", pointwise=False,
+                    not_pointwise="a gated linear unit (act(a) * b of two halves of its input: half as many "
+                                  "outputs as inputs)",
+                    scalar_params=False, few_bit=False, learnable=False, normalises=False, gated=True,
+                    module=f"{__name__}.glu"))
+"""A gated linear unit act(a) * b of two halves of x (or two tensors)."""
 
 
 def get(kind: str | Kind) -> Kind:

@@ -55,6 +55,7 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, backend_for
+from .sharding import Rule, declare as declare_sharding, differentiable_inside_dispatch
 from .transforms import TransformFunction, tensor_args
 
 # Dynamo treats this function as the constant True while tracing. A call takes the eager route
@@ -391,7 +392,7 @@ class _Layout:
 
 
 def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, ...], inputs, resolve, fake,
-               backward_fake, conform: bool = True):
+               backward_fake, conform: bool = True, sharding: Rule | None = None):
     """Define ``actkit::<name>`` and ``actkit::<name>_backward`` with fake and autograd; returns both.
 
     The forward op takes ``(*args, backend)``; ``key`` names the arguments that ``resolve(*key)`` turns
@@ -405,6 +406,9 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
     Custom ops (rather than ``triton_op``) because they compile with ``torch.compile(fullgraph=True)``
     on CPU too: Inductor treats them as opaque calls and never compiles the Triton kernel for the CPU.
     ``backend`` is decided in Python before the call, so it is a constant in a traced graph.
+
+    ``sharding``: the kind's rule for DTensors (its special dim, see :mod:`.sharding`), given to both
+    ops; None leaves them without one (few-bit: its DTensor calls run on the local shards).
     """
     layout = _Layout(schema, backward_schema, key, inputs)
 
@@ -425,7 +429,8 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
 
     op = torch.library.custom_op(f"actkit::{name}", forward, mutates_args=(), schema=schema)
     op.register_fake(fake)
-    grad_op = torch.library.custom_op(f"actkit::{name}_backward", backward_op, mutates_args=(), schema=backward_schema)
+    grad_op = torch.library.custom_op(f"actkit::{name}_backward", differentiable_inside_dispatch(backward_op),
+                                      mutates_args=(), schema=backward_schema)
     grad_op.register_fake(backward_fake)
     n_args = len(op._opoverload._schema.arguments)
 
@@ -443,4 +448,6 @@ def define_ops(name: str, schema: str, backward_schema: str, *, key: tuple[str, 
         return (*grads, *(None,) * (n_args - len(grads)))
 
     op.register_autograd(backward, setup_context=setup_context)
+    if sharding is not None:
+        declare_sharding(name, sharding)
     return op, grad_op

@@ -44,6 +44,7 @@ from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
                    is_compiling, same_device, shown_params, traced, transforms_active)
 from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
+from .sharding import Rule, ready
 
 # -- what torch.compile traces ---------------------------------------------------------------------
 COMPILE_PATHS = ("composite", "kernel")
@@ -161,7 +162,7 @@ class GluOp(BoundOp):
     __slots__ = ("spec_name", "gate", "act", "p0", "p1")
 
     def __init__(self, gate: ElementwiseOp, spec_name: str | None = None):
-        super().__init__(registry.get(spec_name or "glu"), gate.key)
+        super().__init__(registry.get(spec_name or "glu"), gate.key[:3])  # (act, p0, p1): not what the gate saves
         self.gate, self.act, self.p0, self.p1 = gate, gate.name, gate.p0, gate.p1
         self.spec_name = spec_name  # a named GLU (swiglu), or None for the generic glu(act=...)
         self.name = spec_name or f"glu(act={gate.name!r}{shown_params(gate.params)})"
@@ -170,11 +171,17 @@ class GluOp(BoundOp):
     def make_triton(self) -> GluImpl:
         from actkit.kernels import glu as kernels
 
-        fwd, dfn = self.gate.spec.triton_functions  # f and f' of x: backward reads a, not act(a)
+        spec = self.gate.spec
+        fwd = spec.triton_functions[0]
+        # f' as autograd of the composite gets it: of act(a) where torch's backward op reads the output
+        # (sigmoid, tanh: the kernel recomputes act(a) anyway, for db), else of a. Autograd saves a, b only.
+        aten = spec.aten_backward()
+        of_y = aten is not None and aten[1] == "y"
+        dfn = spec.triton_derivative("y" if of_y else "x")
         p0, p1 = self.p0, self.p1
 
         def grads(x, y, grad, dim):
-            out = kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1)
+            out = kernels.backward(x, y, grad, dim, fwd, dfn, p0, p1, of_y)
             return out[:1] if y is None else out
 
         return GluImpl(TRITON, lambda x, y, dim: kernels.forward(x, y, dim, fwd, p0, p1), grads)
@@ -214,6 +221,7 @@ class GluOp(BoundOp):
         """The custom op (tensor subclasses, dispatch modes, and torch.compile on the "kernel" path) of
         x and the split dim, or of a and b."""
         y, dim = (None, other) if type(other) is int else (other, -1)
+        ready()
         return torch.ops.actkit.glu(x, y, self.act, self.p0, self.p1, dim, backend_for(x))
 
     # -- argument checks (the unusual calls) ------------------------------------------------------
@@ -269,8 +277,9 @@ def gate_op(owner: str, act, params: dict) -> ElementwiseOp:
              else None if spec.differentiable else "has no gradient, so it cannot gate a trainable GLU")
     if unfit:
         raise ValueError(f"{owner}: act={act!r} {unfit}")
-    if "saved_bits" in params:
-        raise TypeError(f"{owner}: saved_bits is not available for GLUs (autograd keeps a and b exactly)")
+    if "saved_bits" in params or "saves" in params:
+        raise TypeError(f"{owner}: {'saved_bits' if 'saved_bits' in params else 'saves'} is not available for GLUs "
+                        "(autograd keeps a and b exactly)")
     return bind(spec, (), params)
 
 
@@ -314,6 +323,7 @@ def _fake(x, y, act, p0, p1, dim, backend):
 define_ops("glu", "(Tensor x, Tensor? y, str act, float p0, float p1, SymInt dim, str backend) -> Tensor",
            "(Tensor x, Tensor? y, Tensor grad, str act, float p0, float p1, SymInt dim, str backend) -> Tensor[]",
            key=("act", "p0", "p1"), inputs=_inputs, resolve=resolve, conform=False, fake=_fake,
+           sharding=Rule(lambda args: args["dim"] if args["y"] is None else None),  # the split dim (one tensor)
            backward_fake=lambda x, y, *rest: [x.new_empty(x.shape)] + ([] if y is None else [y.new_empty(y.shape)]))
 
 

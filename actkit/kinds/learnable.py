@@ -28,6 +28,7 @@ from .. import registry
 from ..backend import TORCH, TRITON, TRITON_DTYPES, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, aside, check_tensor, define_ops, dispatch_modes,
                    is_compiling, per_activation, same_device, traced, transforms_active)
+from .sharding import Rule, channel_dim, ready
 
 
 class LearnableImpl(Implementation):
@@ -87,6 +88,7 @@ class LearnableOp(BoundOp):
     def traced(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""
         backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
+        ready()
         return torch.ops.actkit.learnable(x, weight, self.name, backend)
 
     def reference(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -109,7 +111,8 @@ resolve, op_for = per_activation(LearnableOp)
 
 define_ops("learnable", "(Tensor x, Tensor weight, str name, str backend) -> Tensor",
            "(Tensor x, Tensor weight, Tensor grad, str name, str backend, bool weight_grad) -> (Tensor, Tensor)",
-           key=("name",), inputs=("x", "weight"), resolve=resolve, fake=lambda x, *rest: torch.empty_like(x),
+           key=("name",), inputs=("x", "weight"), resolve=resolve, sharding=Rule(channel_dim, parameter="weight"),
+           fake=lambda x, *rest: torch.empty_like(x),
            backward_fake=lambda x, weight, *rest: (torch.empty_like(x),
                                                    torch.empty_like(weight, memory_format=torch.contiguous_format)))
 

@@ -23,6 +23,7 @@ from .. import registry
 from ..backend import TORCH, TRITON, backend_for
 from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
                    is_compiling, like_fake, per_activation, traced, transforms_active)
+from .sharding import Rule, ready
 
 _LOG = {"softmax": False, "log_softmax": True}
 _TORCH_BACKWARD = {
@@ -97,6 +98,7 @@ class RowwiseOp(BoundOp):
 
     def traced(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The call as torch.compile, tensor subclasses and dispatch modes see it: the custom op."""
+        ready()
         return torch.ops.actkit.rowwise(x, self.name, dim, backend_for(x))
 
 
@@ -105,7 +107,7 @@ resolve, op_for = per_activation(RowwiseOp)
 
 define_ops("rowwise", "(Tensor x, str name, SymInt dim, str backend) -> Tensor",
            "(Tensor y, Tensor grad, str name, SymInt dim, str backend) -> Tensor",
-           key=("name",), inputs=("x", "dim"), resolve=resolve,
+           key=("name",), inputs=("x", "dim"), resolve=resolve, sharding=Rule(lambda args: args["dim"]),  # the reduced dim
            fake=lambda x, *rest: torch.empty_like(x), backward_fake=lambda y, *rest: torch.empty_like(y))
 
 

@@ -24,11 +24,15 @@ class ResultsExistError(TrainError):
     """The output directory already holds results (and ``resume`` was not asked for)."""
 
 
-def parse_activations(text: str | Sequence[str], saved_bits: int | None = None) -> list[ActChoice]:
-    """The activations a sweep trains: ``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2"``;
+def parse_activations(text: str | Sequence[str], saved_bits: int | None = None,
+                      saves: str | None = None, left_out: list[str] | None = None) -> list[ActChoice]:
+    """The activations a sweep trains: ``"relu,leaky_relu:negative_slope=0.1,gelu:saved_bits=2,elu:saves=y"``;
     ``all``: every trainable pointwise one. ``saved_bits``: the few-bit backward for every elementwise
-    one that does not say otherwise (``--saved-bits``; learnable activations have none and are refused)."""
-    return selection.parse_activations(text, selection.TRAINABLE, saved_bits=saved_bits, error=TrainError)
+    one that does not say otherwise (``--saved-bits``); activations without one (learnable, identity) are
+    refused when named, and left out of ``all``, their names appended to ``left_out``. ``saves``: the
+    save policy of every elementwise one without a few-bit backward (``--saves``)."""
+    return selection.parse_activations(text, selection.TRAINABLE, saved_bits=saved_bits, saves=saves,
+                                       error=TrainError, left_out=left_out)
 
 
 def run_id(act_label: str, impl: str, seed: int) -> str:
@@ -112,6 +116,11 @@ class Sweep:
         if few_bit and set(self.impls) - {"actkit"}:
             raise TrainError(f"{', '.join(few_bit)}: a few-bit backward is actkit's; run it with --impl actkit "
                              f"(PyTorch's ops have none), not {', '.join(i for i in self.impls if i != 'actkit')}")
+        policies = [a.label for a in self.activations if a.saves]
+        if policies and set(self.impls) - {"actkit"}:
+            raise TrainError(f"{', '.join(policies)}: a save policy is actkit's; run it with --impl actkit "
+                             f"(PyTorch's ops keep what they keep), not "
+                             f"{', '.join(i for i in self.impls if i != 'actkit')}")
         self.baseline = self._baseline()
 
     def _check_numbers(self) -> None:
