@@ -60,6 +60,7 @@ from .layout import (ROWWISE_CHUNK_BYTES, ROWWISE_MAX_FUSED, ROWWISE_STRIDED_LAN
 LOG2E = tl.constexpr(1.4426950408889634)
 HALF_LOG2E = tl.constexpr(0.7213475204444817)
 FLT_LOWEST = tl.constexpr(-3.4028234663852886e38)
+GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2 (axis 0: 2^31 - 1)
 
 
 # -- tiles -----------------------------------------------------------------------------------
@@ -341,8 +342,8 @@ def config(N: int, n_rows: int, inner: int = 1, element_size: int = 4) -> dict:
 def _grid(n_rows: int, inner: int, cfg: dict) -> tuple[int, ...]:
     if not cfg["STRIDED"]:
         return (triton.cdiv(n_rows, cfg["G"]),)
-    o_blocks = triton.cdiv(n_rows // inner, cfg["G"])  # axes 1 and 2 take at most 65535 each
-    return triton.cdiv(inner, cfg["W"]), min(o_blocks, 65535), triton.cdiv(o_blocks, 65535)
+    o_blocks = triton.cdiv(n_rows // inner, cfg["G"])
+    return triton.cdiv(inner, cfg["W"]), min(o_blocks, GRID_YZ), triton.cdiv(o_blocks, GRID_YZ)
 
 
 def _launch(fn, inputs, out, dim, log):
