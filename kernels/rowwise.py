@@ -66,39 +66,41 @@ GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2 (axis 0: 2^31 - 1)
 # -- tiles -----------------------------------------------------------------------------------
 @triton.jit
 def _rows(n_rows, N, inner, outer, STRIDED: tl.constexpr, G: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
-    """(base, lane_ok, row_ok, step) of this program: the offset where each of its rows starts,
-    ``[1, G, 1, W]`` (STRIDED) or ``[1, G, 1, 1]``; which lanes i exist (STRIDED; else True);
-    which rows it stores; the distance between a row's elements. ``x // VEC * VEC`` is x itself
-    (VEC divides it, :func:`config`) and tells the compiler so: it may then load 128 bits at once.
-    STRIDED programs are numbered (lane block, o block) over grid axis 0 and axes 1 x 2 (:func:`_grid`)."""
+    """(base, lane, lane_ok, row_ok, step) of this program: the offset where each of its rows (or
+    values of o) starts, ``[1, G, 1, 1]``, 64-bit; the rows i it takes side by side, ``[1, 1, 1, W]``
+    (STRIDED; else 0), and which of them exist; which rows it stores; the distance between a row's
+    elements. ``x // VEC * VEC`` is x itself (VEC divides it, :func:`config`) and tells the compiler
+    so: it may then load VEC elements at once. STRIDED programs are numbered (lane block, o block)
+    over grid axis 0 and axes 1 x 2 (:func:`_grid`)."""
     g = tl.arange(0, G)[None, :, None, None]
     if STRIDED:
         step = inner // VEC * VEC
-        i = tl.program_id(0) * W + tl.arange(0, W)[None, None, None, :]
+        lane = tl.program_id(0) * W + tl.arange(0, W)[None, None, None, :]
         o = (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * G + g
-        base = tl.minimum(o, outer - 1).to(tl.int64) * N * step + i
-        lane_ok = i < step
-        return base, lane_ok, (o < outer) & lane_ok, step
+        lane_ok = lane < step
+        return tl.minimum(o, outer - 1).to(tl.int64) * N * step, lane, lane_ok, (o < outer) & lane_ok, step
     else:
         row = tl.program_id(0) * G + g
         base = tl.minimum(row, n_rows - 1).to(tl.int64) * (N // VEC * VEC)
-        return base, row >= 0, row < n_rows, inner
+        return base, 0, row >= 0, row < n_rows, 1
 
 
 @triton.jit
-def _chunk(start, base, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr, BLOCK_N: tl.constexpr,
+def _chunk(start, lane, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr, BLOCK_N: tl.constexpr,
            T: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
-    """(offsets, mask) of the ``[REPS, G, T, W]`` tile of the row elements start .. start + BLOCK_N."""
+    """(offsets from the rows' starts, mask) of the ``[REPS, G, T, W]`` tile of the row elements
+    start .. start + BLOCK_N: 32-bit unless WIDE, so that an element's address is one multiply-add
+    on its row's pointer."""
     t = tl.arange(0, T)[None, None, :, None]
     if STRIDED:
         k = start + tl.arange(0, BLOCK_N // T)[:, None, None, None] * T + t
         if WIDE:
             k = k.to(tl.int64)
-        return base + k * step, (k < N) & lane_ok
+        return k * step + lane, (k < N) & lane_ok
     else:
         k = start + (tl.arange(0, BLOCK_N // (T * W))[:, None, None, None] * T + t) * W \
             + tl.arange(0, W)[None, None, None, :]
-        return base + k, k < N // VEC * VEC
+        return k, k < N // VEC * VEC
 
 
 @triton.jit
@@ -169,7 +171,7 @@ def _probability(x, m, s, OUT: tl.constexpr):
 
 
 @triton.jit
-def _row_stats(x_ptr, base, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr,
+def _row_stats(x_rows, lane, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr,
                BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
     """(max, sum of exp(x - max)) of each row, from a sweep of running maxima and sums per slot."""
     if STRIDED:
@@ -178,8 +180,8 @@ def _row_stats(x_ptr, base, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.co
         m = tl.full([1, G, T, 1], float("-inf"), tl.float32)
     s = tl.zeros(m.shape, tl.float32)
     for start in range(0, N, BLOCK_N):
-        offsets, mask = _chunk(start, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        x = _f32(tl.load(x_ptr + offsets, mask=mask, other=float("-inf")))
+        offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+        x = _f32(tl.load(x_rows + offsets, mask=mask, other=float("-inf")))
         m_new = tl.maximum(m, _slot_max(x, STRIDED))
         # While a slot has seen only -inf its maximum is -inf: shift by a finite value instead, so
         # that its terms are exp(-inf) = 0, not exp(-inf + inf) = NaN (a row of only -inf still ends
@@ -198,10 +200,11 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner, outer,
                        BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr,
                        VEC: tl.constexpr):
     OUT: tl.constexpr = y_ptr.dtype.element_ty
-    base, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
+    base, lane, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
+    x_rows, y_rows = x_ptr + base, y_ptr + base
     if SINGLE:
-        offsets, mask = _chunk(0, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        x = _f32(tl.load(x_ptr + offsets, mask=mask, other=float("-inf")))
+        offsets, mask = _chunk(0, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+        x = _f32(tl.load(x_rows + offsets, mask=mask, other=float("-inf")))
         m = tl.max(_slot_max(x, STRIDED), axis=2, keep_dims=True)
         if LOG:
             shifted = x - m
@@ -211,18 +214,18 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner, outer,
             e = _exp_out(x, m, OUT)
             s = tl.sum(_slot_sum(e, STRIDED), axis=2, keep_dims=True)
             y = e * (1.0 / s)
-        tl.store(y_ptr + offsets, y.to(OUT), mask=mask & row_ok)
+        tl.store(y_rows + offsets, y.to(OUT), mask=mask & row_ok)
     else:
-        m, s = _row_stats(x_ptr, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, G, T, W, VEC)
+        m, s = _row_stats(x_rows, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, G, T, W, VEC)
         log_s = tl.log(s)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            x = _f32(tl.load(x_ptr + offsets, mask=mask))  # lanes past the row are not stored
+            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+            x = _f32(tl.load(x_rows + offsets, mask=mask))  # lanes past the row are not stored
             if LOG:
                 y = ((x - m) - log_s).to(OUT)
             else:
                 y = _probability(x, m, s, OUT)
-            tl.store(y_ptr + offsets, y, mask=mask & row_ok)
+            tl.store(y_rows + offsets, y, mask=mask & row_ok)
 
 
 # -- backward --------------------------------------------------------------------------------
@@ -243,35 +246,36 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner, outer,
                        BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr,
                        VEC: tl.constexpr):
     OUT: tl.constexpr = dx_ptr.dtype.element_ty
-    base, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
+    base, lane, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
+    y_rows, dy_rows, dx_rows = y_ptr + base, dy_ptr + base, dx_ptr + base
     if SINGLE:
-        offsets, mask = _chunk(0, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        y = _f32(tl.load(y_ptr + offsets, mask=mask, other=0.0))
-        dy = _f32(tl.load(dy_ptr + offsets, mask=mask, other=0.0))
+        offsets, mask = _chunk(0, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+        y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
+        dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
         if LOG:
             dot = tl.sum(_slot_sum(dy, STRIDED), axis=2, keep_dims=True)
         else:
             dot = tl.sum(_slot_sum(dy * y, STRIDED), axis=2, keep_dims=True)
-        tl.store(dx_ptr + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
+        tl.store(dx_rows + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
     else:
         if STRIDED:
             dot = tl.zeros([1, G, T, W], tl.float32)
         else:
             dot = tl.zeros([1, G, T, 1], tl.float32)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            dy = _f32(tl.load(dy_ptr + offsets, mask=mask, other=0.0))
+            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+            dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
             if LOG:
                 dot += _slot_sum(dy, STRIDED)
             else:
-                y = _f32(tl.load(y_ptr + offsets, mask=mask, other=0.0))
+                y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
                 dot += _slot_sum(dy * y, STRIDED)
         dot = tl.sum(dot, axis=2, keep_dims=True)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, base, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            y = _f32(tl.load(y_ptr + offsets, mask=mask, other=0.0))
-            dy = _f32(tl.load(dy_ptr + offsets, mask=mask, other=0.0))
-            tl.store(dx_ptr + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
+            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
+            y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
+            dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
+            tl.store(dx_rows + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
 
 
 # -- launchers -------------------------------------------------------------------------------
@@ -317,7 +321,7 @@ def config(N: int, n_rows: int, inner: int = 1, element_size: int = 4) -> dict:
             reps = min(ROWWISE_THREAD_ELEMENTS // vec, block_n // vec)
             t = block_n // (vec * reps)
         else:
-            reps = chunk // vec
+            reps = min(chunk // vec, 16)  # narrow loads: every element needs its own address register
             block_n = ROWWISE_TILE
             t = block_n // (vec * reps)
         g, warps = _threads(t, n_rows)
@@ -331,7 +335,7 @@ def config(N: int, n_rows: int, inner: int = 1, element_size: int = 4) -> dict:
             t = block_n // reps
         else:
             vec = _power_of_two_dividing(inner, min(vector, w))
-            reps = chunk // vec
+            reps = min(chunk // vec, 16)  # narrow loads: every element needs its own address register
             t = max(1, 32 // (w // vec))  # one warp: the programs side by side over o and i are many
             block_n = reps * t
         g, warps = _threads(t * (w // vec), n_rows // inner)
