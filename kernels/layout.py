@@ -31,9 +31,10 @@ LEARNABLE_SUM_COLS = 64
 # 128-bit loads of fp32, four of fp16/bf16): a row's reductions across threads and its per-row
 # operations (1 / sum, log) are shared by that many elements. Over a dim that is not innermost a
 # thread takes at most ROWWISE_STRIDED_LANES neighbouring rows, so more elements of each. Longer rows
-# take two sweeps over chunks of about ROWWISE_TILE elements, each thread reading ROWWISE_CHUNK_BYTES
-# of a chunk: the per-chunk work of a thread's running maximum (one exp to rescale its sum) is
-# shared by that many elements.
+# take two sweeps, each thread reading ROWWISE_CHUNK_BYTES per chunk (the once-per-chunk exp that
+# rescales a thread's running sum is shared by that many bytes); over the innermost dim a program's
+# chunk is ROWWISE_TILE elements (4 warps of 16-bit, 8 of fp32), over another dim it is one warp (the
+# programs side by side over the other dims are many).
 ROWWISE_MAX_FUSED = 8192
 ROWWISE_THREAD_ELEMENTS = 32
 ROWWISE_STRIDED_LANES = 4

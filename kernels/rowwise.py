@@ -305,8 +305,9 @@ def config(N: int, n_rows: int, inner: int = 1, element_size: int = 4) -> dict:
     innermost): each thread holds ROWWISE_THREAD_ELEMENTS elements; over a dim that is not innermost,
     of at most ROWWISE_STRIDED_LANES rows, so that it holds more elements of each row (fewer shuffles
     and fewer per-row operations per element). Two sweeps otherwise: each thread reads
-    ROWWISE_CHUNK_BYTES per chunk, in 128-bit loads, and a program's chunk is about ROWWISE_TILE
-    elements. VEC (the elements of one load) is a power of two dividing the row length, or ``inner``.
+    ROWWISE_CHUNK_BYTES per chunk in 128-bit loads (at most 16 narrower ones), and a program's chunk
+    is ROWWISE_TILE elements over the innermost dim, one warp's over another dim. VEC (the elements of
+    one load) is a power of two dividing the row length, or ``inner``.
     T threads share a row (W / VEC more across the W rows side by side when the dim is not
     innermost); G rows (or values of o) fill a warp when a row needs fewer than 32 threads.
     """
