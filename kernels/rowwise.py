@@ -12,13 +12,17 @@ Tiles. A program holds a ``[REPS, G, T, W]`` tile of fp32 values; the launch sha
 each thread holds the REPS elements of axis 0 itself and reduces them without a shuffle:
 
 * innermost dim (``inner = 1``): G rows, element k = (rep * T + t) * W + w of each: a thread
-  reads W = VEC consecutive elements (one 128-bit load) per rep, neighbouring threads
+  reads W = VEC consecutive elements (128 bits where the row length allows) per rep, neighbouring threads
   neighbouring vectors. A row's reduction: in the thread over axes 0 and 3, then over T threads.
 * any other dim (STRIDED): G values of o, W neighbouring rows i (neighbouring addresses, VEC of
   them in one load when VEC divides ``inner``), element k = rep * T + t. A row's reduction: in the
-  thread over axis 0, then over T threads. A program owns whole values of o, so a row's start
-  is one multiply per o (no division or modulo per element) and the offsets within it are 32-bit
-  (64-bit only when ``N * inner`` needs it: WIDE).
+  thread over axis 0, then over T threads. A program owns whole values of o, so no division or
+  modulo is done per element.
+
+Loads and stores see the tile as ``[REPS * G * T, W]`` (:func:`_chunk`), whose layout the compiler
+orders the same way in every Triton version, and offsets from the program's first element that
+are 32-bit (64-bit only for tensors of 2^31 elements or more: WIDE), so that an element's address
+is one multiply-add.
 
 Padding rows (past the last row) read the last row again and store nothing, so loads are masked
 along the row only and no per-element select guards the maths.
@@ -40,7 +44,7 @@ and logarithm are taken once per row. The second sweep of a 16-bit softmax (:fun
 folds 1 / s into the exponent and rounds to bf16/fp16 in integers: with two exps per element the
 16-per-clock unit that runs MUFU and the ``F2FP`` conversion is the limit (actkit roofline).
 Backward: log_softmax's exp(y) likewise (``tl.exp`` for fp32). Loads widen bf16 with integer
-ops (:func:`_f32`).
+ops (:func:`_tile`).
 
 Backward uses only the saved output y and dy (x is not kept):
 softmax ``dx = y * (dy - sum(dy * y))``, log_softmax ``dx = dy - exp(y) * sum(dy)``;
@@ -65,52 +69,74 @@ GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2 (axis 0: 2^31 - 1)
 
 # -- tiles -----------------------------------------------------------------------------------
 @triton.jit
-def _rows(n_rows, N, inner, outer, STRIDED: tl.constexpr, G: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
-    """(base, lane, lane_ok, row_ok, step) of this program: the offset where each of its rows (or
-    values of o) starts, ``[1, G, 1, 1]``, 64-bit; the rows i it takes side by side, ``[1, 1, 1, W]``
-    (STRIDED; else 0), and which of them exist; which rows it stores; the distance between a row's
-    elements. ``x // VEC * VEC`` is x itself (VEC divides it, :func:`config`) and tells the compiler
-    so: it may then load VEC elements at once. STRIDED programs are numbered (lane block, o block)
-    over grid axis 0 and axes 1 x 2 (:func:`_grid`)."""
-    g = tl.arange(0, G)[None, :, None, None]
+def _program(n_rows, N, inner, outer, STRIDED: tl.constexpr, WIDE: tl.constexpr, G: tl.constexpr,
+             W: tl.constexpr, VEC: tl.constexpr):
+    """(first, lane, lane_ok, rows, step, row_step) of this program: its first element (the start of
+    its first row, or of its first value of o; 64-bit), the rows i it reads side by side, ``[1, W]``,
+    and which of them exist (STRIDED; else 0 and True); how many of its G rows (values of o) exist
+    (0 or less for a program past the last: the grid of o blocks is a rectangle, :func:`_grid`, and
+    such a program reads the last row and stores nothing); the distance between a row's elements;
+    the distance between its rows (values of o). ``x // VEC * VEC`` is x itself (VEC divides it,
+    :func:`config`) and tells the compiler so: it may then load VEC elements at once."""
     if STRIDED:
         step = inner // VEC * VEC
-        lane = tl.program_id(0) * W + tl.arange(0, W)[None, None, None, :]
-        o = (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * G + g
-        lane_ok = lane < step
-        return tl.minimum(o, outer - 1).to(tl.int64) * N * step, lane, lane_ok, (o < outer) & lane_ok, step
-    else:
-        row = tl.program_id(0) * G + g
-        base = tl.minimum(row, n_rows - 1).to(tl.int64) * (N // VEC * VEC)
-        return base, 0, row >= 0, row < n_rows, 1
-
-
-@triton.jit
-def _chunk(start, lane, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr, BLOCK_N: tl.constexpr,
-           T: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
-    """(offsets from the rows' starts, mask) of the ``[REPS, G, T, W]`` tile of the row elements
-    start .. start + BLOCK_N: 32-bit unless WIDE, so that an element's address is one multiply-add
-    on its row's pointer."""
-    t = tl.arange(0, T)[None, None, :, None]
-    if STRIDED:
-        k = start + tl.arange(0, BLOCK_N // T)[:, None, None, None] * T + t
+        o0 = (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * G
+        lane = tl.program_id(0) * W + tl.arange(0, W)[None, :]
+        row_step = N * step
         if WIDE:
-            k = k.to(tl.int64)
-        return k * step + lane, (k < N) & lane_ok
+            row_step = N.to(tl.int64) * step
+        return tl.minimum(o0, outer - 1).to(tl.int64) * N * step, lane, lane < step, outer - o0, step, row_step
     else:
-        k = start + (tl.arange(0, BLOCK_N // (T * W))[:, None, None, None] * T + t) * W \
-            + tl.arange(0, W)[None, None, None, :]
-        return k, k < N // VEC * VEC
+        row0 = tl.program_id(0) * G
+        row_step = N // VEC * VEC
+        return row0.to(tl.int64) * row_step, 0, True, n_rows - row0, 1, row_step
 
 
 @triton.jit
-def _f32(x):
-    """x widened to fp32. bf16 as integers (its bits, 16 places up): one shift or mask per element,
-    where the compiler's conversion spends a byte permute and a shift on every other one."""
-    if x.dtype == tl.bfloat16:
-        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+def _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED: tl.constexpr, WIDE: tl.constexpr,
+           BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr):
+    """(offsets from the program's first element, mask, rows stored) of the row elements start ..
+    start + BLOCK_N of its G rows, as the ``[REPS * G * T, W]`` view of a ``[REPS, G, T, W]`` tile
+    (j = rep * G * T + g * T + t): loads and stores take this 2-d shape, whose one contiguous axis
+    (W) orders the layout the compiler gives them in every Triton version (threads over W / VEC,
+    then over j: g and t; registers over rep). Over four axes, three of them not contiguous, Triton
+    3.6 and 3.8 break the tie differently, and 3.6 put threads over REPS. Rows past the last read
+    the last row again (no mask across rows); the offsets are 32-bit unless WIDE."""
+    if STRIDED:
+        j = tl.arange(0, BLOCK_N * G)[:, None]
+    else:
+        j = tl.arange(0, BLOCK_N * G // W)[:, None]
+    if G == 1:  # one row (the usual case): j is rep * T + t, spelled so that per-rep offsets fold
+        at, row, stored = j, 0, rows > 0
+    else:
+        g = (j // T) % G
+        at, row, stored = j // (G * T) * T + j % T, tl.minimum(g, tl.maximum(rows, 1) - 1), g < rows
+    if WIDE:
+        at = at.to(tl.int64)
+    if STRIDED:
+        k = start + at
+        return row * row_step + k * step + lane, (k < N) & lane_ok, stored & lane_ok
+    else:
+        k = start + at * W + tl.arange(0, W)[None, :]
+        return row * row_step + k, k < row_step, stored
+
+
+@triton.jit
+def _tile(x, STRIDED: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr):
+    """Loaded ``[REPS * G * T, W]`` values as the ``[REPS, G, T, W]`` tile (fp32) the maths reduces."""
+    if STRIDED:
+        x = tl.reshape(x, [BLOCK_N // T, G, T, W])
+    else:
+        x = tl.reshape(x, [BLOCK_N // (T * W), G, T, W])
+    if x.dtype == tl.bfloat16:  # as integers (its bits, 16 places up): the compiler's conversion
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)  # permutes bytes
     else:
         return x.to(tl.float32)
+
+
+@triton.jit
+def _flat(x):
+    return tl.reshape(x, [x.shape[0] * x.shape[1] * x.shape[2], x.shape[3]])
 
 
 @triton.jit
@@ -171,8 +197,8 @@ def _probability(x, m, s, OUT: tl.constexpr):
 
 
 @triton.jit
-def _row_stats(x_rows, lane, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.constexpr,
-               BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr, VEC: tl.constexpr):
+def _row_stats(x_first, lane, lane_ok, rows, N, step, row_step, STRIDED: tl.constexpr, WIDE: tl.constexpr,
+               BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr):
     """(max, sum of exp(x - max)) of each row, from a sweep of running maxima and sums per slot."""
     if STRIDED:
         m = tl.full([1, G, T, W], float("-inf"), tl.float32)
@@ -180,8 +206,8 @@ def _row_stats(x_rows, lane, lane_ok, N, step, STRIDED: tl.constexpr, WIDE: tl.c
         m = tl.full([1, G, T, 1], float("-inf"), tl.float32)
     s = tl.zeros(m.shape, tl.float32)
     for start in range(0, N, BLOCK_N):
-        offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        x = _f32(tl.load(x_rows + offsets, mask=mask, other=float("-inf")))
+        offsets, mask, _ = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
+        x = _tile(tl.load(x_first + offsets, mask=mask, other=float("-inf")), STRIDED, BLOCK_N, G, T, W)
         m_new = tl.maximum(m, _slot_max(x, STRIDED))
         # While a slot has seen only -inf its maximum is -inf: shift by a finite value instead, so
         # that its terms are exp(-inf) = 0, not exp(-inf + inf) = NaN (a row of only -inf still ends
@@ -199,12 +225,12 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner, outer,
                        LOG: tl.constexpr, SINGLE: tl.constexpr, STRIDED: tl.constexpr, WIDE: tl.constexpr,
                        BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr,
                        VEC: tl.constexpr):
-    OUT: tl.constexpr = y_ptr.dtype.element_ty
-    base, lane, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
-    x_rows, y_rows = x_ptr + base, y_ptr + base
+    OUT = y_ptr.dtype.element_ty
+    first, lane, lane_ok, rows, step, row_step = _program(n_rows, N, inner, outer, STRIDED, WIDE, G, W, VEC)
+    x_first, y_first = x_ptr + first, y_ptr + first
     if SINGLE:
-        offsets, mask = _chunk(0, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        x = _f32(tl.load(x_rows + offsets, mask=mask, other=float("-inf")))
+        offsets, mask, stored = _chunk(0, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
+        x = _tile(tl.load(x_first + offsets, mask=mask, other=float("-inf")), STRIDED, BLOCK_N, G, T, W)
         m = tl.max(_slot_max(x, STRIDED), axis=2, keep_dims=True)
         if LOG:
             shifted = x - m
@@ -214,18 +240,19 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner, outer,
             e = _exp_out(x, m, OUT)
             s = tl.sum(_slot_sum(e, STRIDED), axis=2, keep_dims=True)
             y = e * (1.0 / s)
-        tl.store(y_rows + offsets, y.to(OUT), mask=mask & row_ok)
+        tl.store(y_first + offsets, _flat(y.to(OUT)), mask=mask & stored)
     else:
-        m, s = _row_stats(x_rows, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, G, T, W, VEC)
+        m, s = _row_stats(x_first, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
         log_s = tl.log(s)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            x = _f32(tl.load(x_rows + offsets, mask=mask))  # lanes past the row are not stored
+            offsets, mask, stored = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE,
+                                           BLOCK_N, G, T, W)
+            x = _tile(tl.load(x_first + offsets, mask=mask), STRIDED, BLOCK_N, G, T, W)  # others: not stored
             if LOG:
                 y = ((x - m) - log_s).to(OUT)
             else:
                 y = _probability(x, m, s, OUT)
-            tl.store(y_rows + offsets, y, mask=mask & row_ok)
+            tl.store(y_first + offsets, _flat(y), mask=mask & stored)
 
 
 # -- backward --------------------------------------------------------------------------------
@@ -245,37 +272,39 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner, outer,
                        LOG: tl.constexpr, SINGLE: tl.constexpr, STRIDED: tl.constexpr, WIDE: tl.constexpr,
                        BLOCK_N: tl.constexpr, G: tl.constexpr, T: tl.constexpr, W: tl.constexpr,
                        VEC: tl.constexpr):
-    OUT: tl.constexpr = dx_ptr.dtype.element_ty
-    base, lane, lane_ok, row_ok, step = _rows(n_rows, N, inner, outer, STRIDED, G, W, VEC)
-    y_rows, dy_rows, dx_rows = y_ptr + base, dy_ptr + base, dx_ptr + base
+    OUT = dx_ptr.dtype.element_ty
+    first, lane, lane_ok, rows, step, row_step = _program(n_rows, N, inner, outer, STRIDED, WIDE, G, W, VEC)
+    y_first, dy_first, dx_first = y_ptr + first, dy_ptr + first, dx_ptr + first
     if SINGLE:
-        offsets, mask = _chunk(0, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-        y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
-        dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
+        offsets, mask, stored = _chunk(0, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
+        y = _tile(tl.load(y_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
+        dy = _tile(tl.load(dy_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
         if LOG:
             dot = tl.sum(_slot_sum(dy, STRIDED), axis=2, keep_dims=True)
         else:
             dot = tl.sum(_slot_sum(dy * y, STRIDED), axis=2, keep_dims=True)
-        tl.store(dx_rows + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
+        tl.store(dx_first + offsets, _flat(_dx(y, dy, dot, LOG, OUT).to(OUT)), mask=mask & stored)
     else:
         if STRIDED:
             dot = tl.zeros([1, G, T, W], tl.float32)
         else:
             dot = tl.zeros([1, G, T, 1], tl.float32)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
+            offsets, mask, _ = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N,
+                                      G, T, W)
+            dy = _tile(tl.load(dy_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
             if LOG:
                 dot += _slot_sum(dy, STRIDED)
             else:
-                y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
+                y = _tile(tl.load(y_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
                 dot += _slot_sum(dy * y, STRIDED)
         dot = tl.sum(dot, axis=2, keep_dims=True)
         for start in range(0, N, BLOCK_N):
-            offsets, mask = _chunk(start, lane, lane_ok, N, step, STRIDED, WIDE, BLOCK_N, T, W, VEC)
-            y = _f32(tl.load(y_rows + offsets, mask=mask, other=0.0))
-            dy = _f32(tl.load(dy_rows + offsets, mask=mask, other=0.0))
-            tl.store(dx_rows + offsets, _dx(y, dy, dot, LOG, OUT).to(OUT), mask=mask & row_ok)
+            offsets, mask, stored = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE,
+                                           BLOCK_N, G, T, W)
+            y = _tile(tl.load(y_first + offsets, mask=mask), STRIDED, BLOCK_N, G, T, W)
+            dy = _tile(tl.load(dy_first + offsets, mask=mask), STRIDED, BLOCK_N, G, T, W)
+            tl.store(dx_first + offsets, _flat(_dx(y, dy, dot, LOG, OUT).to(OUT)), mask=mask & stored)
 
 
 # -- launchers -------------------------------------------------------------------------------
@@ -312,7 +341,7 @@ def config(N: int, n_rows: int, inner: int = 1, element_size: int = 4) -> dict:
     innermost); G rows (or values of o) fill a warp when a row needs fewer than 32 threads.
     """
     vector = rowwise_vector(element_size)
-    strided, wide = inner > 1, N * inner >= 2 ** 31
+    strided, wide = inner > 1, n_rows * N >= 2 ** 31  # offsets within a program: 32-bit below that
     block_n = triton.next_power_of_2(N)
     chunk = ROWWISE_CHUNK_BYTES // element_size  # elements per thread and chunk, two sweeps
     if not strided:

@@ -323,17 +323,22 @@ def test_nonfinite_rows_of_two_sweeps_in_16_bit(name, dtype):
         assert_within(y, expected, bound, f"{name} {dtype} y")
 
 
+@pytest.mark.parametrize("one_row", [True, False], ids=["G=1", "G>1"])
 @pytest.mark.parametrize("name", NAMES)
-def test_wide_offsets_and_many_o_blocks(name, monkeypatch):
-    """Paths that real sizes reach, on small tensors: offsets in 64 bits (WIDE: N * inner >= 2^31), and
-    more blocks of o than a grid axis takes (spread over axes 1 and 2, programs past the last one
-    storing nothing), here with the axis limit lowered to 3."""
+def test_wide_offsets_and_many_o_blocks(name, one_row, monkeypatch):
+    """Paths that real sizes reach, on small tensors: offsets in 64 bits (WIDE: more than 2^31
+    elements), and more blocks of o than a grid axis takes (spread over axes 1 and 2; the programs
+    past the last read the last row and store nothing), here with the axis limit lowered to 3, with
+    one row (value of o) per program and with the configured several."""
     real = kernels.config
-    monkeypatch.setattr(kernels, "config", lambda *args: {**real(*args), "WIDE": True, "G": 1})
+    forced = {"WIDE": True, "G": 1} if one_row else {"WIDE": True}
+    monkeypatch.setattr(kernels, "config", lambda *args: {**real(*args), **forced})
     monkeypatch.setattr(kernels, "GRID_YZ", 3)
     for shape in ((7, 50, 6), (2, 3000, 8), (10, 3)):
         x, dy = inputs(shape, torch.float32, KERNEL_DEVICE)
         check(name, x, dy, 0 if len(shape) == 2 else 1, "triton")
+    if not one_row:
+        assert real(50, 7 * 6, 6)["G"] > 1
 
 
 @triton.jit
