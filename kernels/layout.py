@@ -26,15 +26,25 @@ FEWBIT_WORDS = 1024
 # of this many channels.
 LEARNABLE_SUM_ROWS = 64
 LEARNABLE_SUM_COLS = 64
-# Row-wise (softmax) kernels: rows up to ROWWISE_MAX_FUSED elements are normalised in one read
-# and one write; longer rows loop over tiles of ROWWISE_TILE elements (rows x chunk).
+# Row-wise (softmax) kernels (kernels/rowwise.py). Rows up to ROWWISE_MAX_FUSED elements are
+# normalised in one read and one write, each thread holding ROWWISE_THREAD_ELEMENTS of them (eight
+# 128-bit loads of fp32, four of fp16/bf16): a row's reductions across threads and its per-row
+# operations (1 / sum, log) are shared by that many elements. Over a dim that is not innermost a
+# thread takes at most ROWWISE_STRIDED_LANES neighbouring rows, so more elements of each. Longer rows
+# take two sweeps, each thread reading ROWWISE_CHUNK_BYTES per chunk (the once-per-chunk exp that
+# rescales a thread's running sum is shared by that many bytes); over the innermost dim a program's
+# chunk is ROWWISE_TILE elements (4 warps of 16-bit, 8 of fp32), over another dim it is one warp (the
+# programs side by side over the other dims are many).
 ROWWISE_MAX_FUSED = 8192
-ROWWISE_TILE = 4096
+ROWWISE_THREAD_ELEMENTS = 32
+ROWWISE_STRIDED_LANES = 4
+ROWWISE_TILE = 16384
+ROWWISE_CHUNK_BYTES = 256
 
 
-def rowwise_warps(elements: int) -> int:
-    """Warps for a row-wise tile of ``elements``: 16 elements per thread up to 4096, then 16 warps."""
-    return 4 if elements <= 2048 else 8 if elements <= 4096 else 16
+def rowwise_vector(element_size: int) -> int:
+    """Elements of one 128-bit load or store."""
+    return 16 // element_size
 
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -76,20 +76,6 @@ KNOWN_BELOW_1_5 = {
     ("swish_beta", "NC forward"): "bf16 fp16",
     ("swish_beta", "NC backward"): "bf16 fp16",
     ("swish_beta", "NC backward, frozen parameter"): "bf16 fp16",
-    # Row-wise: int64 tile addressing per element where the dim is not innermost, and the max/sum
-    # passes in 16-bit dtypes (not yet reworked).
-    ("softmax", "one pass, dim with stride 8 forward"): "fp32 bf16 fp16",
-    ("softmax", "two passes, dim with stride 8 forward"): "fp32 bf16 fp16",
-    ("softmax", "one pass, innermost dim forward"): "bf16 fp16",
-    ("softmax", "two passes, innermost dim forward"): "bf16 fp16",
-    ("softmax", "one pass, dim with stride 8 backward"): "bf16 fp16",
-    ("softmax", "two passes, dim with stride 8 backward"): "bf16 fp16",
-    ("log_softmax", "one pass, dim with stride 8 forward"): "fp32 bf16 fp16",
-    ("log_softmax", "two passes, dim with stride 8 forward"): "fp32 bf16 fp16",
-    ("log_softmax", "one pass, innermost dim forward"): "bf16 fp16",
-    ("log_softmax", "two passes, innermost dim forward"): "bf16 fp16",
-    ("log_softmax", "one pass, dim with stride 8 backward"): "bf16 fp16",
-    ("log_softmax", "two passes, dim with stride 8 backward"): "bf16 fp16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
          for dtype in dtypes.split()}

@@ -3,6 +3,8 @@ torch.log_softmax in float64, through the Triton kernels (the interpreter on CPU
 PyTorch fallback; long rows, non-finite rows, layouts, errors."""
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import actkit
 from actkit.kernels import rowwise as kernels
@@ -291,3 +293,92 @@ def test_size_one_dims_and_odd_strides(name):
     for t, g in ((x, dy), (x.to(memory_format=torch.channels_last), dy), (odd, torch.ones_like(odd))):
         for dim in range(t.dim()):
             check(name, t, g, dim, "triton")
+
+
+def ulps_apart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|a - b| in units in the last place of their 16-bit dtype: the distance of their bit patterns
+    mapped to integers in the order of the values (-0 and +0 the same)."""
+    def ordered(t):
+        bits = t.cpu().view(torch.int16).to(torch.int32)
+        return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+    return (ordered(a) - ordered(b)).abs()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [(3, 20_000), (2, 1500, 8)], ids=["innermost", "strided"])
+def test_16_bit_rows_of_two_sweeps(name, dtype, shape):
+    """fp16/bf16 rows too long for one tile, over the innermost dim and another: values and gradients
+    as everywhere. softmax's second sweep rounds to the dtype in integers (fp16 subnormals too): y is
+    within one ulp of the float64 result rounded to the dtype everywhere, and equal to it on at least
+    99% of the elements (a mismatch needs the exact value within the fp32 result's error, a few
+    2^-24 relative, of a rounding boundary: about 2^-9 of the time for fp16's 2^-11 half-ulp)."""
+    x, dy = inputs(shape, dtype, KERNEL_DEVICE, seed=4)
+    assert not kernels.config(shape[1], x.numel() // shape[1], x.stride(1), x.element_size())["SINGLE"]
+    y, _ = check(name, x, dy, 1, "triton")
+    if name == "softmax":
+        exact = torch.softmax(x.double(), 1).to(dtype)
+        apart = ulps_apart(y, exact)
+        assert apart.max().item() <= 1
+        assert (apart == 0).double().mean().item() >= 0.99
+        if dtype == torch.float16:
+            assert ((exact > 0) & (exact < 2 ** -14)).sum().item() > 1000  # subnormal results were made
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_nonfinite_rows_of_two_sweeps_in_16_bit(name, dtype):
+    """NaN, +inf and -inf rows through the 16-bit two-sweep path (whose integer rounding must keep a
+    NaN a NaN), along the innermost dim and another, against float64 on the same inputs."""
+    x = nonfinite_rows(20_000).to(dtype).to(KERNEL_DEVICE)
+    y_sums, _ = reduction_bounds(name, x, x, 1)
+    expected = TORCH_FN[name](x.double(), 1)
+    bound = TOLERANCE[dtype]["atol"] + TOLERANCE[dtype]["rtol"] * expected.abs() + y_sums
+    with backend("triton"):
+        along_rows = actkit.functional.apply(name, x, 1)
+        along_dim_0 = actkit.functional.apply(name, x.t().contiguous(), 0).t()
+    for y in (along_rows, along_dim_0):
+        assert torch.equal(y.isnan().cpu(), expected.isnan())
+        assert_within(y, expected, bound, f"{name} {dtype} y")
+
+
+@pytest.mark.parametrize("one_row", [True, False], ids=["G=1", "G>1"])
+@pytest.mark.parametrize("name", NAMES)
+def test_wide_offsets_and_many_o_blocks(name, one_row, monkeypatch):
+    """Paths that real sizes reach, on small tensors: offsets in 64 bits (WIDE: more than 2^31
+    elements), and more blocks of o than a grid axis takes (spread over axes 1 and 2; the programs
+    past the last read the last row and store nothing), here with the axis limit lowered to 3, with
+    one row (value of o) per program and with the configured several."""
+    real = kernels.config
+    forced = {"WIDE": True, "G": 1} if one_row else {"WIDE": True}
+    monkeypatch.setattr(kernels, "config", lambda *args: {**real(*args), **forced})
+    monkeypatch.setattr(kernels, "GRID_YZ", 3)
+    for shape in ((7, 50, 6), (2, 3000, 8), (10, 3)):
+        x, dy = inputs(shape, torch.float32, KERNEL_DEVICE)
+        check(name, x, dy, 0 if len(shape) == 2 else 1, "triton")
+    if not one_row:
+        assert real(50, 7 * 6, 6)["G"] > 1
+
+
+@triton.jit
+def _probability_of(x_ptr, m_ptr, s_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    at = tl.arange(0, BLOCK)
+    ok = at < n
+    x, m, s = (tl.load(p + at, mask=ok, other=1.0) for p in (x_ptr, m_ptr, s_ptr))
+    tl.store(y_ptr + at, kernels._probability(x, m, s, y_ptr.dtype.element_ty), mask=ok)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_integer_rounding_keeps_every_nan_a_nan(dtype):
+    """The second sweep's integer rounding adds half an ulp to the bits of exp(x - m) / s: for a NaN
+    like the GPU's 0x7fffffff (or its negative) that would carry into the sign and make a number.
+    A row whose sum s is NaN gets no half ulp; every NaN pattern stays NaN, finite rows round."""
+    nan_bits = [0x7FFFFFFF, 0xFFFFFFFF - 2 ** 32, 0x7FC00000, 0xFFC00000 - 2 ** 32, 0x7F800001]
+    s = torch.cat([torch.tensor(nan_bits, dtype=torch.int32).view(torch.float32), torch.tensor([1.0, 3.0, 7.5])])
+    x = torch.tensor([0.0] * len(nan_bits) + [-1.0, 2.0, -20.0])
+    m = torch.tensor([0.0] * len(nan_bits) + [0.5, 2.0, 0.0])
+    y = torch.empty(len(s), dtype=dtype, device=KERNEL_DEVICE)
+    _probability_of[(1,)](x.to(y.device), m.to(y.device), s.to(y.device), y, len(s), BLOCK=16)
+    assert y[:len(nan_bits)].isnan().all(), y
+    exact = (torch.exp(x.double() - m.double()) / s.double())[len(nan_bits):].to(dtype)
+    assert ulps_apart(y[len(nan_bits):], exact).max().item() <= 1
