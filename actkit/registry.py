@@ -36,15 +36,6 @@ SAVE_POLICIES = {
 DEFAULT_SAVE_POLICY = "torch"
 
 
-def check_save_policy(policy, owner: str = "") -> str:
-    """``policy`` if it is one of :data:`SAVE_POLICIES`; ValueError naming them (and ``owner``) otherwise."""
-    if isinstance(policy, str) and policy in SAVE_POLICIES:
-        return policy
-    named = ", ".join(repr(p) for p in SAVE_POLICIES)
-    raise ValueError(f"{owner + ': ' if owner else ''}saves must be one of {named} (what autograd keeps for "
-                     f"backward: torch's choice, the output y where possible, or the input x), got {policy!r}")
-
-
 @dataclass(frozen=True)
 class Param:
     """One scalar parameter of an activation, as ``actkit list`` and the signatures show it."""
@@ -235,6 +226,15 @@ class ActivationSpec:
 
 
 # -- parameter checks ---------------------------------------------------------------------
+def check_save_policy(policy, owner: str = "") -> str:
+    """``policy`` if it is one of :data:`SAVE_POLICIES`; ValueError naming them (and ``owner``) otherwise."""
+    if isinstance(policy, str) and policy in SAVE_POLICIES:
+        return policy
+    named = ", ".join(repr(p) for p in SAVE_POLICIES)
+    raise ValueError(f"{owner + ': ' if owner else ''}saves must be one of {named} (what autograd keeps for "
+                     f"backward: torch's choice, the output y where possible, or the input x), got {policy!r}")
+
+
 def _nonzero(param: str) -> Callable[[Mapping[str, float]], None]:
     def check(values: Mapping[str, float]) -> None:
         if values[param] == 0:

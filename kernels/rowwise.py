@@ -140,20 +140,19 @@ def _flat(x):
 
 
 @triton.jit
-def _slot_max(x, STRIDED: tl.constexpr):
-    """The maximum of each thread's own elements of a row (no shuffle)."""
-    m = tl.max(x, axis=0, keep_dims=True)
+def _slot_reduce(x, STRIDED: tl.constexpr, MAX: tl.constexpr):
+    """Each thread's own elements of a row (axis 0, and axis 3 unless STRIDED) reduced without a
+    shuffle: their maximum where MAX, else their sum."""
+    if MAX:
+        x = tl.max(x, axis=0, keep_dims=True)
+    else:
+        x = tl.sum(x, axis=0, keep_dims=True)
     if not STRIDED:
-        m = tl.max(m, axis=3, keep_dims=True)
-    return m
-
-
-@triton.jit
-def _slot_sum(x, STRIDED: tl.constexpr):
-    s = tl.sum(x, axis=0, keep_dims=True)
-    if not STRIDED:
-        s = tl.sum(s, axis=3, keep_dims=True)
-    return s
+        if MAX:
+            x = tl.max(x, axis=3, keep_dims=True)
+        else:
+            x = tl.sum(x, axis=3, keep_dims=True)
+    return x
 
 
 @triton.jit
@@ -208,13 +207,13 @@ def _row_stats(x_first, lane, lane_ok, rows, N, step, row_step, STRIDED: tl.cons
     for start in range(0, N, BLOCK_N):
         offsets, mask, _ = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
         x = _tile(tl.load(x_first + offsets, mask=mask, other=float("-inf")), STRIDED, BLOCK_N, G, T, W)
-        m_new = tl.maximum(m, _slot_max(x, STRIDED))
+        m_new = tl.maximum(m, _slot_reduce(x, STRIDED, True))
         # While a slot has seen only -inf its maximum is -inf: shift by a finite value instead, so
         # that its terms are exp(-inf) = 0, not exp(-inf + inf) = NaN (a row of only -inf still ends
         # as NaN, below: exp(m - max) with both -inf).
         shift = tl.maximum(m_new, FLT_LOWEST)
         e = tl.exp2((x - shift) * LOG2E)
-        s = s * tl.exp2((m - shift) * LOG2E) + _slot_sum(e, STRIDED)
+        s = s * tl.exp2((m - shift) * LOG2E) + _slot_reduce(e, STRIDED, False)
         m = m_new
     row_max = tl.max(m, axis=2, keep_dims=True)
     return row_max, tl.sum(s * tl.exp2((m - row_max) * LOG2E), axis=2, keep_dims=True)
@@ -231,14 +230,14 @@ def softmax_fwd_kernel(x_ptr, y_ptr, n_rows, N, inner, outer,
     if SINGLE:
         offsets, mask, stored = _chunk(0, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE, BLOCK_N, G, T, W)
         x = _tile(tl.load(x_first + offsets, mask=mask, other=float("-inf")), STRIDED, BLOCK_N, G, T, W)
-        m = tl.max(_slot_max(x, STRIDED), axis=2, keep_dims=True)
+        m = tl.max(_slot_reduce(x, STRIDED, True), axis=2, keep_dims=True)
         if LOG:
             shifted = x - m
-            s = tl.sum(_slot_sum(tl.exp2(shifted * LOG2E), STRIDED), axis=2, keep_dims=True)
+            s = tl.sum(_slot_reduce(tl.exp2(shifted * LOG2E), STRIDED, False), axis=2, keep_dims=True)
             y = shifted - tl.log(s)
         else:
             e = _exp_out(x, m, OUT)
-            s = tl.sum(_slot_sum(e, STRIDED), axis=2, keep_dims=True)
+            s = tl.sum(_slot_reduce(e, STRIDED, False), axis=2, keep_dims=True)
             y = e * (1.0 / s)
         tl.store(y_first + offsets, _flat(y.to(OUT)), mask=mask & stored)
     else:
@@ -280,9 +279,9 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner, outer,
         y = _tile(tl.load(y_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
         dy = _tile(tl.load(dy_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
         if LOG:
-            dot = tl.sum(_slot_sum(dy, STRIDED), axis=2, keep_dims=True)
+            dot = tl.sum(_slot_reduce(dy, STRIDED, False), axis=2, keep_dims=True)
         else:
-            dot = tl.sum(_slot_sum(dy * y, STRIDED), axis=2, keep_dims=True)
+            dot = tl.sum(_slot_reduce(dy * y, STRIDED, False), axis=2, keep_dims=True)
         tl.store(dx_first + offsets, _flat(_dx(y, dy, dot, LOG, OUT).to(OUT)), mask=mask & stored)
     else:
         if STRIDED:
@@ -294,10 +293,10 @@ def softmax_bwd_kernel(y_ptr, dy_ptr, dx_ptr, n_rows, N, inner, outer,
                                       G, T, W)
             dy = _tile(tl.load(dy_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
             if LOG:
-                dot += _slot_sum(dy, STRIDED)
+                dot += _slot_reduce(dy, STRIDED, False)
             else:
                 y = _tile(tl.load(y_first + offsets, mask=mask, other=0.0), STRIDED, BLOCK_N, G, T, W)
-                dot += _slot_sum(dy * y, STRIDED)
+                dot += _slot_reduce(dy * y, STRIDED, False)
         dot = tl.sum(dot, axis=2, keep_dims=True)
         for start in range(0, N, BLOCK_N):
             offsets, mask, stored = _chunk(start, lane, lane_ok, rows, N, step, row_step, STRIDED, WIDE,

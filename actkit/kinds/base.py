@@ -337,6 +337,19 @@ def aside(op, impl: Implementation, *inputs):
     return op.traced(*inputs)
 
 
+def eager2(op, impl: Implementation, grad: bool, x: torch.Tensor, other):
+    """The eager route of the two-input kinds (learnable: x and its weight; row-wise: x and dim; GLU: x and
+    the split dim or b) once the op has picked ``impl``; ``grad``: autograd records the call. Elementwise
+    calls, the hot path, inline the same choice in :meth:`ScalarBoundOp.__call__`."""
+    if grad:
+        if transforms_active() or dispatch_modes():
+            return aside(op, impl, x, other)
+        return EagerFunction2.apply(impl, x, other)
+    if impl.native or not (transforms_active() or dispatch_modes()):
+        return impl.forward(x, other)  # torch ops that transforms and modes handle themselves
+    return aside(op, impl, x, other)
+
+
 def traced(op, *inputs):
     """A call off the eager route (torch.compile, tensor subclasses): the kind's custom op (``op.traced``).
 

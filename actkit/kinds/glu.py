@@ -41,8 +41,8 @@ import torch
 
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, same_device, shown_params, traced, transforms_active)
+from .base import (BoundOp, Implementation, as_int, check_tensor, define_ops, eager2, is_compiling, same_device,
+                   shown_params, traced)
 from .elementwise import ElementwiseOp, bind, resolve as resolve_gate
 from .sharding import Rule, ready
 
@@ -206,13 +206,8 @@ class GluOp(BoundOp):
             other = y
         if type(x) is torch.Tensor and type(y) in (torch.Tensor, type(None)) and not is_compiling():
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()  # the eager route
-            if (x.requires_grad or (y is not None and y.requires_grad)) and torch.is_grad_enabled():
-                if transforms_active() or dispatch_modes():
-                    return aside(self, impl, x, other)
-                return EagerFunction2.apply(impl, x, other)
-            if impl.native or not (transforms_active() or dispatch_modes()):
-                return impl.forward(x, other)
-            return aside(self, impl, x, other)
+            grad = (x.requires_grad or (y is not None and y.requires_grad)) and torch.is_grad_enabled()
+            return eager2(self, impl, grad, x, other)
         if _compile_path == "composite" and is_compiling():
             return self.composite(x, y, dim)
         return traced(self, x, other)

@@ -26,8 +26,8 @@ from torch import nn
 
 from .. import registry
 from ..backend import TORCH, TRITON, TRITON_DTYPES, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, per_activation, same_device, traced, transforms_active)
+from .base import (BoundOp, Implementation, check_tensor, define_ops, eager2, is_compiling, per_activation,
+                   same_device, traced)
 from .sharding import Rule, channel_dim, ready
 
 
@@ -76,13 +76,7 @@ class LearnableOp(BoundOp):
         backend = backend_for(x) if weight.dtype in TRITON_DTYPES else TORCH
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend == TORCH else self._triton or self.triton()
-            if (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled():
-                if transforms_active() or dispatch_modes():
-                    return aside(self, impl, x, weight)
-                return EagerFunction2.apply(impl, x, weight)
-            if impl.native or not (transforms_active() or dispatch_modes()):
-                return impl.forward(x, weight)
-            return aside(self, impl, x, weight)
+            return eager2(self, impl, (x.requires_grad or weight.requires_grad) and torch.is_grad_enabled(), x, weight)
         return traced(self, x, weight)
 
     def traced(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ from torch import nn
 
 from .. import registry
 from ..backend import TORCH, TRITON, backend_for
-from .base import (BoundOp, EagerFunction2, Implementation, as_int, aside, check_tensor, define_ops, dispatch_modes,
-                   is_compiling, like_fake, per_activation, traced, transforms_active)
+from .base import (BoundOp, Implementation, as_int, check_tensor, define_ops, eager2, is_compiling, like_fake,
+                   per_activation, traced)
 from .sharding import Rule, ready
 
 _LOG = {"softmax": False, "log_softmax": True}
@@ -87,13 +87,7 @@ class RowwiseOp(BoundOp):
     def __call__(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         if type(x) is torch.Tensor and not is_compiling():  # the eager route (see .base)
             impl = self.torch if backend_for(x) == TORCH else self._triton or self.triton()
-            if x.requires_grad and torch.is_grad_enabled():
-                if transforms_active() or dispatch_modes():
-                    return aside(self, impl, x, dim)
-                return EagerFunction2.apply(impl, x, dim)
-            if impl.native or not (transforms_active() or dispatch_modes()):
-                return impl.forward(x, dim)
-            return aside(self, impl, x, dim)
+            return eager2(self, impl, x.requires_grad and torch.is_grad_enabled(), x, dim)
         return traced(self, x, dim)
 
     def traced(self, x: torch.Tensor, dim: int) -> torch.Tensor:
