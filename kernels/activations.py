@@ -504,11 +504,16 @@ def _zero_masks() -> dict[int, triton.JITFunction]:
 
 
 # By the derivative's id: a JITFunction hashes its source on every dict lookup; the device
-# functions are module globals, so their ids stay theirs while the process runs.
+# functions are module globals, so their ids stay theirs while the process runs. Rebuilt when the
+# table changes size: an activation added at run time (see README, "Extending actkit") brings its masks.
 _ZERO_MASKS = _zero_masks()
+_MASKED_ENTRIES = len(TABLE)
 
 
 def zero_where(derivative: triton.JITFunction) -> triton.JITFunction | None:
     """The mask of where ATen's backward selects 0 for the activation whose f' is ``derivative``
     (``<name>_bwd`` or ``<name>_bwd_y``), or None where it multiplies dy by f' everywhere."""
+    global _ZERO_MASKS, _MASKED_ENTRIES
+    if _MASKED_ENTRIES != len(TABLE):
+        _ZERO_MASKS, _MASKED_ENTRIES = _zero_masks(), len(TABLE)
     return _ZERO_MASKS.get(id(derivative))

@@ -43,6 +43,12 @@ def toy_shrink_bwd(x, p0, p1, ACC: tl.constexpr):
     return tl.where((x >= -p0) & (x <= p0), 0.0, 1.0)
 
 
+@triton.jit
+def toy_shrink_zero(x, p0, p1):
+    # softshrink_backward selects 0 in the band (dy NaN or inf included), so the kernel must too
+    return (x >= -p0) & (x <= p0)
+
+
 SHRINK = actkit.ActivationSpec(
     "toy_shrink", "f(x) = x - clamp(x, -lambd, lambd)", F.softshrink, "ToyShrink", "(-inf, inf)",
     monotonic=True, smooth=False, zero_centred=True, saturating=False,
@@ -55,7 +61,7 @@ def add_activation() -> None:
     from actkit.kernels.activations import TABLE, DeviceFunctions
 
     actkit.register(SHRINK)
-    TABLE["toy_shrink"] = DeviceFunctions(toy_shrink_fwd, toy_shrink_bwd)
+    TABLE["toy_shrink"] = DeviceFunctions(toy_shrink_fwd, toy_shrink_bwd, zero=toy_shrink_zero)
 
 
 # -- a kind: its math, what it saves, its bound op and custom ops, its hooks --------------------------------
