@@ -293,7 +293,10 @@ def mish_fwd(x, p0, p1, ACC: tl.constexpr):
     # The NaN-propagating clamp keeps n finite (the ratio is 1 long before) and NaN NaN.
     e = fm.exp(tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL), ACC)
     n = e * (e + 2.0)
-    return x * (n * fm.rcp_acc(n + 2.0, ACC))
+    if ACC:
+        return x * (n * fm.rcp_acc(n + 2.0, ACC))
+    else:
+        return x * (n * fm.rcp_pairs(n + 2.0))
 
 
 @triton.jit

@@ -66,6 +66,18 @@ def rcp_acc(x, ACC: tl.constexpr):
 
 
 @triton.jit
+def rcp_pairs(d):
+    """1 / d with one ``MUFU.RCP`` per two elements: the block is taken as pairs (a, b) of
+    neighbours, which sit in one thread, and 1 / a = b / (a b), 1 / b = a / (a b). The product
+    must stay normal: callers pass d in [1, 8] or similar bounded ranges. Relative error about
+    3 fp32 ulp (two roundings more than :func:`rcp`)."""
+    shape: tl.constexpr = d.shape
+    a, b = tl.split(tl.reshape(d, [d.numel // 2, 2]))
+    r = rcp(a * b)
+    return tl.reshape(tl.join(b * r, a * r), shape)
+
+
+@triton.jit
 def rcp_unit(d, ACC: tl.constexpr):
     """1 / d for d in [1, 2]. fp16/bf16 (not ACC): a quadratic seed (relative error 2^-6.6) and two
     Newton steps (2^-26 before rounding), six FMAs and no MUFU: a 16-bit forward kernel stores
