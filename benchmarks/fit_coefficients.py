@@ -99,18 +99,6 @@ def erfc_tail_log2(degree: int, p: float = 0.4):
     return c, np.abs(tt * h * h / (erfc(aa) / 2) - 1).max()
 
 
-def reciprocal_seed(degree: int = 2):
-    """1 / d on [1, 2] (fp32math.rcp_unit's seed); the error printed is after two Newton steps."""
-    d = _nodes(1.0, 2.0)
-    basis = np.stack([d ** k for k in range(degree + 1)], 1)
-    c = _lawson(basis, 1 / d, 1 / d).astype(np.float32)
-    dd = np.linspace(1.0, 2.0, 200001)
-    r = sum(float(ck) * dd ** k for k, ck in enumerate(c))
-    for _ in range(2):
-        r = r + r * (1 - dd * r)
-    return c, np.abs(r * dd - 1).max()
-
-
 def main() -> None:
     for name, (c, err) in {
         "tanh_small ACC (|x| <= 0.55)": tanh_small(0.55, 4),
@@ -122,7 +110,6 @@ def main() -> None:
         "expm1 ACC (|x| <= 0.7)": expm1_small(0.7, 7, 0.7),
         "expm1 fast (|x| <= 0.25)": expm1_small(0.25, 4, 0.25),
         "erfc ACC (p = 0.5)": erfc_tail(9),
-        "rcp_unit seed (after two Newton steps)": reciprocal_seed(2),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
     }.items():
         print(f"{name}: max relative error 2^{np.log2(err):.1f}\n    {', '.join(repr(float(v)) for v in c)}")

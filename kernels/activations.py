@@ -88,13 +88,13 @@ def sigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def tanh_fwd(x, p0, p1, ACC: tl.constexpr):
-    return fm.tanh(x, ACC)
+    return fm.tanh(x, ACC, True)
 
 
 @triton.jit
 def tanh_bwd(x, p0, p1, ACC: tl.constexpr):
     # sech^2 x = 4 z / (1 + z)^2 with z = e^(-2|x|): no cancellation where |tanh x| is near 1.
-    z, r = fm.tanh_parts(x, ACC)
+    z, r = fm.tanh_parts(x, ACC, False)
     return z * r * r * 4.0
 
 
@@ -224,8 +224,20 @@ def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_bwd(x, p0, p1, ACC: tl.constexpr):
-    # Phi(x) + x phi(x), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the same erfc pieces
-    # (see fp32math.erfc_parts), the Gaussian factor shared.
+    phi_cdf, phi_pdf = _gelu_parts(x, ACC)
+    return phi_cdf + x * phi_pdf
+
+
+@triton.jit
+def gelu_fwd_bwd(x, p0, p1, ACC: tl.constexpr):
+    phi_cdf, phi_pdf = _gelu_parts(x, ACC)
+    return x * phi_cdf, phi_cdf + x * phi_pdf
+
+
+@triton.jit
+def _gelu_parts(x, ACC: tl.constexpr):
+    # (Phi(x), phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the erfc pieces
+    # (see fp32math.erfc_parts), the Gaussian factor shared: f' = Phi + x phi.
     t, p = fm.erfc_parts(x, ACC)
     if ACC:
         g = fm.exp(x * x * -0.5, ACC)
@@ -235,28 +247,39 @@ def gelu_bwd(x, p0, p1, ACC: tl.constexpr):
         g = h * h
         u = h * tl.exp2(p)
         q = t * (u * u)
-    return tl.where(x < 0.0, q, 1.0 - q) + x * g * INV_SQRT_2PI
+    return tl.where(x < 0.0, q, 1.0 - q), g * INV_SQRT_2PI
 
 
 @triton.jit
 def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): no cancellation
     # of 1 + tanh u for x < 0, one exp and one reciprocal.
-    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, False)
+    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, True)
 
 
 @triton.jit
 def gelu_tanh_bwd(x, p0, p1, ACC: tl.constexpr):
-    # d/dx x s(v) = s(v) + x s(v) s(-v) v', v = 2u. Beyond |x| = 20 f' is 0 or 1 in fp32; the
-    # (NaN-propagating) clamp keeps x^3 and v' finite, where x s(-v) v' would be 0 * inf.
-    # x - x: NaN at +-inf, as torch's formula (inf * 0) gives there.
+    s, ds = _gelu_tanh_parts(x, ACC)
+    return s + ds + (x - x)  # x - x: NaN at +-inf, as torch's formula (inf * 0) gives there
+
+
+@triton.jit
+def gelu_tanh_fwd_bwd(x, p0, p1, ACC: tl.constexpr):
+    # f = x s(v) from the clamped x's v: beyond |x| = 20, s(v) is already exactly 0 or 1 in fp32.
+    s, ds = _gelu_tanh_parts(x, ACC)
+    return x * s, s + ds + (x - x)
+
+
+@triton.jit
+def _gelu_tanh_parts(x, ACC: tl.constexpr):
+    # (s(v), x s(v) s(-v) v'), v = 2u: d/dx x s(v) is their sum. Beyond |x| = 20 f' is 0 or 1 in
+    # fp32; the (NaN-propagating) clamp keeps x^3 and v' finite, where x s(-v) v' would be 0 * inf.
     xc = tl.minimum(tl.maximum(x, -20.0, propagate_nan=tl.PropagateNan.ALL), 20.0,
                     propagate_nan=tl.PropagateNan.ALL)
     x2 = xc * xc
     v = xc * (GELU_TANH_C1 + x2 * GELU_TANH_C3)
     z, r = fm.sigmoid_parts(v, ACC, False)
-    s = tl.where(v < 0.0, z * r, r)
-    return s + xc * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3) + (x - x)
+    return tl.where(v < 0.0, z * r, r), xc * (z * r * r) * (GELU_TANH_C1 + x2 * GELU_TANH_D3)
 
 
 @triton.jit
@@ -295,7 +318,7 @@ def mish_fwd(x, p0, p1, ACC: tl.constexpr):
     n = e * (e + 2.0)
     if ACC:
         return x * (n * fm.rcp_acc(n + 2.0, ACC))
-    else:
+    else:  # n + 2 in [2, 2.4e17]: the pair's product stays normal
         return x * (n * fm.rcp_pairs(n + 2.0))
 
 
@@ -313,14 +336,14 @@ def mish_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def lisht_fwd(x, p0, p1, ACC: tl.constexpr):
-    return tl.abs(x) * fm.tanh_abs(x, ACC)
+    return tl.abs(x) * fm.tanh_abs(x, ACC, True)
 
 
 @triton.jit
 def lisht_bwd(x, p0, p1, ACC: tl.constexpr):
     # tanh x + x sech^2 x, both from tanh's z = e^(-2|x|) and r = 1 / (1 + z).
-    z, r = fm.tanh_parts(x, ACC)
-    return fm.tanh(x, ACC) + x * (z * r * r * 4.0)
+    z, r = fm.tanh_parts(x, ACC, False)
+    return fm.tanh(x, ACC, False) + x * (z * r * r * 4.0)
 
 
 @triton.jit
@@ -328,7 +351,7 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
     # 1 / beta is a scalar (once per program); the max propagates no NaN but the log1p does.
     bx = x * p0
-    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp(-tl.abs(bx), ACC), ACC)
+    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp(-tl.abs(bx), ACC), ACC, True)
     return tl.where(bx > p1, x, sp * (1.0 / p0))
 
 
@@ -413,7 +436,7 @@ def hardsigmoid_zero_y(y, p0, p1):
 def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow; the min propagates no
     # NaN but the log1p does.
-    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp(-tl.abs(x), ACC), ACC)
+    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp(-tl.abs(x), ACC), ACC, True)
 
 
 @triton.jit
@@ -437,28 +460,32 @@ def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
     # cancellation, matters most; beyond it the cheap exp, whose error x - tanh x no longer
     # magnifies much.
     a = tl.abs(x)
-    z, r = fm.tanh_parts(x, False)
     if ACC:
+        z, r = fm.tanh_parts(x, False, False)
         t = tl.where(a < 0.55, fm.tanh_small(a, ACC), (1.0 - z) * r)
     else:
+        z, r = fm.tanh_parts(x, False, True)
         t = tl.where(a < 0.25, fm.tanh_small(a, ACC), (1.0 - z) * r)
     return tl.where(a < 0.1, series, x - tl.where(x < 0.0, -t, t))
 
 
 @triton.jit
 def tanhshrink_bwd(x, p0, p1, ACC: tl.constexpr):
-    t = fm.tanh(x, ACC)
+    t = fm.tanh(x, ACC, False)
     return t * t
 
 
 class DeviceFunctions(NamedTuple):
     """One activation's device functions: f, f' of x and, where the spec can save the output, f' of y;
-    for activations whose ATen backward selects 0 somewhere, where it does, in x and in y."""
+    for activations whose ATen backward selects 0 somewhere, where it does, in x and in y; and, where
+    f and f' share their costly pieces, both at once (f, f'), for kernels that need both of x (the GLU
+    backward), which would otherwise compute those pieces twice."""
     fwd: triton.JITFunction
     bwd: triton.JITFunction
     bwd_y: triton.JITFunction | None = None
     zero: triton.JITFunction | None = None
     zero_y: triton.JITFunction | None = None
+    fwd_bwd: triton.JITFunction | None = None
 
 
 # The table the registry points to: ``ActivationSpec.kernel`` (default: its name) is a key here.
@@ -480,8 +507,8 @@ TABLE: dict[str, DeviceFunctions] = {
     "elu": DeviceFunctions(elu_fwd, elu_bwd, elu_bwd_y),
     "celu": DeviceFunctions(celu_fwd, celu_bwd, celu_bwd_y),
     "selu": DeviceFunctions(selu_fwd, selu_bwd, selu_bwd_y),
-    "gelu": DeviceFunctions(gelu_fwd, gelu_bwd),
-    "gelu_tanh": DeviceFunctions(gelu_tanh_fwd, gelu_tanh_bwd),
+    "gelu": DeviceFunctions(gelu_fwd, gelu_bwd, fwd_bwd=gelu_fwd_bwd),
+    "gelu_tanh": DeviceFunctions(gelu_tanh_fwd, gelu_tanh_bwd, fwd_bwd=gelu_tanh_fwd_bwd),
     "gelu_sigmoid": DeviceFunctions(gelu_sigmoid_fwd, gelu_sigmoid_bwd),
     "silu": DeviceFunctions(silu_fwd, silu_bwd),
     "mish": DeviceFunctions(mish_fwd, mish_bwd),
@@ -496,27 +523,41 @@ TABLE: dict[str, DeviceFunctions] = {
 }
 
 
-def _zero_masks() -> dict[int, triton.JITFunction]:
+def _by_derivative() -> tuple[dict[int, triton.JITFunction], dict[int, triton.JITFunction]]:
+    """(zero masks, fused f-and-f' functions), each by the id of the derivative of x or y it goes with."""
     masks: dict[int, triton.JITFunction] = {}
+    fused: dict[int, triton.JITFunction] = {}
     for entry in TABLE.values():
         for derivative, zero in ((entry.bwd, entry.zero), (entry.bwd_y, entry.zero_y)):
             if derivative is not None and zero is not None:
                 if masks.setdefault(id(derivative), zero) is not zero:
                     raise ValueError(f"{derivative.fn.__name__} is given two different zero masks")
-    return masks
+        if entry.fwd_bwd is not None:
+            fused[id(entry.bwd)] = entry.fwd_bwd
+    return masks, fused
 
 
 # By the derivative's id: a JITFunction hashes its source on every dict lookup; the device
 # functions are module globals, so their ids stay theirs while the process runs. Rebuilt when the
-# table changes size: an activation added at run time (see README, "Extending actkit") brings its masks.
-_ZERO_MASKS = _zero_masks()
-_MASKED_ENTRIES = len(TABLE)
+# table changes size: an activation added at run time (see README, "Extending actkit") brings its own.
+_ZERO_MASKS, _FUSED = _by_derivative()
+_MAPPED_ENTRIES = len(TABLE)
+
+
+def _maps() -> tuple[dict, dict]:
+    global _ZERO_MASKS, _FUSED, _MAPPED_ENTRIES
+    if _MAPPED_ENTRIES != len(TABLE):
+        (_ZERO_MASKS, _FUSED), _MAPPED_ENTRIES = _by_derivative(), len(TABLE)
+    return _ZERO_MASKS, _FUSED
 
 
 def zero_where(derivative: triton.JITFunction) -> triton.JITFunction | None:
     """The mask of where ATen's backward selects 0 for the activation whose f' is ``derivative``
     (``<name>_bwd`` or ``<name>_bwd_y``), or None where it multiplies dy by f' everywhere."""
-    global _ZERO_MASKS, _MASKED_ENTRIES
-    if _MASKED_ENTRIES != len(TABLE):
-        _ZERO_MASKS, _MASKED_ENTRIES = _zero_masks(), len(TABLE)
-    return _ZERO_MASKS.get(id(derivative))
+    return _maps()[0].get(id(derivative))
+
+
+def fused_with(derivative: triton.JITFunction) -> triton.JITFunction | None:
+    """The device function giving (f, f') of x at once for the activation whose f' of x is
+    ``derivative``, or None where f and f' share nothing worth fusing."""
+    return _maps()[1].get(id(derivative))

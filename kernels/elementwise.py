@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fp32math as fm
 from .activations import zero_where
 from .launch import Kernel
 from .layout import BLOCK, NUM_WARPS, check_dtype, in_layout
@@ -28,7 +29,7 @@ def activation_fwd_kernel(x_ptr, y_ptr, n_elements, p0, p1,
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)
     mask = offsets < n_elements
-    x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
+    x = fm.to_fp32(tl.load(x_ptr + offsets, mask=mask))
     y = F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -39,8 +40,8 @@ def activation_bwd_kernel(s_ptr, dy_ptr, dx_ptr, n_elements, p0, p1,
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)
     mask = offsets < n_elements
-    s = tl.load(s_ptr + offsets, mask=mask).to(tl.float32)
-    dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
+    s = fm.to_fp32(tl.load(s_ptr + offsets, mask=mask))
+    dy = fm.to_fp32(tl.load(dy_ptr + offsets, mask=mask))
     dx = dy * DF(s, p0, p1, dx_ptr.dtype.element_ty == tl.float32)
     if ZERO is not None:
         dx = tl.where(ZERO(s, p0, p1), 0.0, dx)

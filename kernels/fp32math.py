@@ -36,6 +36,7 @@ INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"
 
 LOG2E = tl.constexpr(1.4426950408889634)
 HALF_LOG2E = tl.constexpr(0.7213475204444817)
+NEG_LOG2E = tl.constexpr(-1.4426950408889634)
 QUARTER_LOG2E = tl.constexpr(-0.36067376022224085)  # -log2(e) / 4
 # log2(e) - fp32(log2(e)): the part of log2(e) an fp32 product x * LOG2E leaves out.
 LOG2E_LO = tl.constexpr(1.925963033500123e-08)
@@ -44,6 +45,21 @@ LN2 = tl.constexpr(0.6931471805599453)
 # is computed on x clamped to that range, so that it stays finite where exp(x) does not.
 EXP_MIN = tl.constexpr(-104.0)
 EXP_MAX = tl.constexpr(89.0)
+SIGN_BIT = tl.constexpr(-0x80000000)  # an fp32's sign bit, as int32
+PAIR_MAX = tl.constexpr(2.0 ** 60)  # rcp_pairs: the product of two such stays a normal fp32 number, and 1 / it
+
+
+@triton.jit
+def to_fp32(v):
+    """v (a loaded block of any float dtype) in fp32. bf16 is the high half of an fp32, and a 32-bit
+    register holds two: ``shl`` and ``and`` widen a pair in two instructions, where ptxas's own
+    conversion spends three (a ``PRMT`` to move the high one down, then a shift for each). Inline
+    PTX on GPUs; the interpreter, which runs no assembly, converts."""
+    if INTERPRET or v.dtype != tl.bfloat16:
+        return v.to(tl.float32)
+    else:
+        return tl.inline_asm_elementwise("{ shl.b32 $0, $2, 16; and.b32 $1, $2, 0xffff0000; }", "=r,=r,r", [v],
+                                         dtype=tl.float32, is_pure=True, pack=2)
 
 
 @triton.jit
@@ -69,26 +85,32 @@ def rcp_acc(x, ACC: tl.constexpr):
 def rcp_pairs(d):
     """1 / d with one ``MUFU.RCP`` per two elements: the block is taken as pairs (a, b) of
     neighbours, which sit in one thread, and 1 / a = b / (a b), 1 / b = a / (a b). The product
-    must stay normal: callers pass d in [1, 8] or similar bounded ranges. Relative error about
-    3 fp32 ulp (two roundings more than :func:`rcp`)."""
+    must stay normal: callers pass d in [1, PAIR_MAX], and a result for NaN d that is not NaN. Relative error about
+    3 fp32 ulp (two roundings more than :func:`rcp`): for fp16/bf16 results only."""
     shape: tl.constexpr = d.shape
-    a, b = tl.split(tl.reshape(d, [d.numel // 2, 2]))
+    # A NaN d would make its partner's result NaN too: the clamp (min.f32 drops NaN) turns it into
+    # PAIR_MAX, so a NaN element's own result is finite and meaningless: callers carry its NaN
+    # through another factor (z, x), as every caller here does. One ALU instruction per element.
+    a, b = tl.split(tl.reshape(tl.minimum(d, PAIR_MAX), [d.numel // 2, 2]))
     r = rcp(a * b)
     return tl.reshape(tl.join(b * r, a * r), shape)
 
 
 @triton.jit
-def rcp_unit(d, ACC: tl.constexpr):
-    """1 / d for d in [1, 2]. fp16/bf16 (not ACC): a quadratic seed (relative error 2^-6.6) and two
-    Newton steps (2^-26 before rounding), six FMAs and no MUFU: a 16-bit forward kernel stores
-    through F2FP on the same 16-per-clock unit as MUFU, and two MUFU per element would bind it
-    on an H200 (benchmarks/roofline). ACC: :func:`rcp_acc`."""
+def rcp_fast(d, ACC: tl.constexpr, PAIRED: tl.constexpr):
+    """1 / d at the result's precision: ACC, :func:`rcp_acc`; fp16/bf16, one ``MUFU.RCP`` per element,
+    or, with PAIRED, per two (:func:`rcp_pairs`; d must then keep its pair's product normal). A 16-bit
+    forward kernel stores through ``F2FP`` on the same 16-per-clock unit as MUFU, so an exp and a
+    reciprocal per element (2.5 of that unit's slots with the store) would bind it at headroom 1.34
+    on an H200 (actkit.bench.roofline); paired, 2.0 slots. Backward kernels have that unit to spare
+    and issue slots to save: they pass PAIRED False."""
     if ACC:
         return rcp_acc(d, ACC)
     else:
-        r = 2.1212005615234375 + d * (-1.4545294046401978 + d * 0.32322704792022705)
-        r = tl.fma(r, tl.fma(-d, r, 1.0), r)
-        return tl.fma(r, tl.fma(-d, r, 1.0), r)
+        if PAIRED:
+            return rcp_pairs(d)
+        else:
+            return rcp(d)
 
 
 @triton.jit
@@ -123,11 +145,17 @@ def exp(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def tanh_parts(x, ACC: tl.constexpr):
+def tanh_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """(z, r): z = e^(-2|x|) in (0, 1] and r = 1 / (1 + z), from which tanh |x| = (1 - z) r and
-    sech^2 x = 4 z r^2, with no overflow at any x."""
-    z = exp(tl.abs(x) * -2.0, ACC)
-    return z, rcp_acc(1.0 + z, ACC)
+    sech^2 x = 4 z r^2, with no overflow at any x (1 + z in [1, 2]: pairs allowed, :func:`rcp_fast`)."""
+    if ACC:
+        z = exp(tl.abs(x) * -2.0, ACC)
+    else:
+        # exp's fast form with the -2 folded into its constant: -2 |x| is exact, so
+        # |x| (-2 log2(e) / 2) rounds as (-2 |x|) (log2(e) / 2) does, one multiplication fewer.
+        h = tl.exp2(tl.abs(x) * NEG_LOG2E)
+        z = h * h
+    return z, rcp_fast(1.0 + z, ACC, PAIRED)
 
 
 @triton.jit
@@ -144,11 +172,11 @@ def tanh_small(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def tanh_abs(x, ACC: tl.constexpr):
+def tanh_abs(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """tanh |x|. Beyond the series range (1 - z) / (1 + z), z = e^(-2|x|): the subtraction
     loses at most a bit there. fp16/bf16 take a shorter series over a shorter range."""
     a = tl.abs(x)
-    z, r = tanh_parts(x, ACC)
+    z, r = tanh_parts(x, ACC, PAIRED)
     if ACC:
         return tl.where(a < 0.55, tanh_small(a, ACC), (1.0 - z) * r)
     else:
@@ -156,36 +184,39 @@ def tanh_abs(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def tanh(x, ACC: tl.constexpr):
-    t = tanh_abs(x, ACC)
-    return tl.where(x < 0.0, -t, t)
+def tanh(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
+    return copysign(tanh_abs(x, ACC, PAIRED), x)
 
 
 @triton.jit
-def sigmoid_parts(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
+def copysign(magnitude, x):
+    """magnitude (>= 0 or NaN) with x's sign: one ``LOP3`` on the bits, where ``where(x < 0, -m, m)``
+    is a compare and a select (and keeps -0's sign, as torch does)."""
+    sign = x.to(tl.int32, bitcast=True) & SIGN_BIT
+    return (magnitude.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def sigmoid_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """(z, r): z = e^(-|x|) and r = 1 / (1 + z). sigmoid(|x|) = r, sigmoid(-|x|) = z r, and
-    sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing.
-    NO_MUFU: the reciprocal by FMAs (:func:`rcp_unit`), for 16-bit forward kernels, where a
-    second MUFU would bind; backward kernels have MUFU to spare and issue slots to save."""
+    sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing
+    (1 + z in [1, 2]: pairs allowed, :func:`rcp_fast`)."""
     z = exp(-tl.abs(x), ACC)
-    if NO_MUFU:
-        return z, rcp_unit(1.0 + z, ACC)
-    else:
-        return z, rcp_acc(1.0 + z, ACC)
+    return z, rcp_fast(1.0 + z, ACC, PAIRED)
 
 
 @triton.jit
-def sigmoid(x, ACC: tl.constexpr, NO_MUFU: tl.constexpr):
-    z, r = sigmoid_parts(x, ACC, NO_MUFU)
-    return tl.where(x < 0.0, z * r, r)
+def sigmoid(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
+    z, r = sigmoid_parts(x, ACC, PAIRED)
+    return tl.where(x >= 0.0, r, z * r)  # NaN x takes z r, which is NaN (r need not be: rcp_pairs)
 
 
 @triton.jit
-def log1p_unit(z, ACC: tl.constexpr):
+def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """log(1 + z) for z in [0, 1]: 2 atanh(s) with s = z / (2 + z) in [0, 1/3], an odd
     polynomial in s (no rounding of 1 + z, no cancellation at small z); relative error of the
     polynomial 2^-27.5 (ACC) and 2^-22.3 (fitted by benchmarks/fit_coefficients.py)."""
-    s = z * rcp_acc(2.0 + z, ACC)
+    s = z * rcp_fast(2.0 + z, ACC, PAIRED)  # 2 + z in [2, 3]: pairs allowed
     s2 = s * s
     if ACC:
         p = s2 * (0.666664183139801 + s2 * (0.4002152681350708 + s2 * (0.2800181210041046
@@ -196,9 +227,9 @@ def log1p_unit(z, ACC: tl.constexpr):
 
 
 @triton.jit
-def softplus(x, ACC: tl.constexpr):
+def softplus(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|); the max is a `where` so that NaN propagates.
-    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp(-tl.abs(x), ACC), ACC)
+    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp(-tl.abs(x), ACC), ACC, PAIRED)
 
 
 @triton.jit

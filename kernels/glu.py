@@ -25,7 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .activations import zero_where
+from . import fp32math as fm
+from .activations import fused_with, zero_where
 from .launch import kernel
 from .layout import BLOCK, NUM_WARPS, check_dtype
 
@@ -46,8 +47,8 @@ def _tile(rows, cols, ROWS: tl.constexpr, COLS: tl.constexpr):
 def glu_fwd_kernel(a_ptr, b_ptr, y_ptr, rows, cols, a_row, b_row, y_row, p0, p1,
                    F: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
     r, c, mask = _tile(rows, cols, ROWS, COLS)
-    a = tl.load(a_ptr + (r * a_row + c), mask=mask).to(tl.float32)
-    b = tl.load(b_ptr + (r * b_row + c), mask=mask).to(tl.float32)
+    a = fm.to_fp32(tl.load(a_ptr + (r * a_row + c), mask=mask))
+    b = fm.to_fp32(tl.load(b_ptr + (r * b_row + c), mask=mask))
     y = F(a, p0, p1, y_ptr.dtype.element_ty == tl.float32) * b
     tl.store(y_ptr + (r * y_row + c), y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -55,20 +56,23 @@ def glu_fwd_kernel(a_ptr, b_ptr, y_ptr, rows, cols, a_row, b_row, y_row, p0, p1,
 @triton.jit
 def glu_bwd_kernel(a_ptr, b_ptr, dy_ptr, da_ptr, db_ptr, rows, cols, a_row, b_row, dy_row, da_row, db_row,
                    p0, p1, F: tl.constexpr, DF: tl.constexpr, DF_OF_Y: tl.constexpr, ZERO: tl.constexpr,
-                   ROWS: tl.constexpr, COLS: tl.constexpr):
+                   FUSED: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
     r, c, mask = _tile(rows, cols, ROWS, COLS)
-    a = tl.load(a_ptr + (r * a_row + c), mask=mask).to(tl.float32)
-    b = tl.load(b_ptr + (r * b_row + c), mask=mask).to(tl.float32)
-    dy = tl.load(dy_ptr + (r * dy_row + c), mask=mask).to(tl.float32)
+    a = fm.to_fp32(tl.load(a_ptr + (r * a_row + c), mask=mask))
+    b = fm.to_fp32(tl.load(b_ptr + (r * b_row + c), mask=mask))
+    dy = fm.to_fp32(tl.load(dy_ptr + (r * dy_row + c), mask=mask))
     # The same order of products as autograd of the composite: (dy * b) * f'(a), f' read from f(a)
     # where torch's autograd of the gate reads it from its output (sigmoid, tanh: so f'(a) is 0, and
     # dy * b = inf gives NaN, where sigmoid(a) rounds to 1, as in torch), and 0 where the gate's ATen
     # backward selects 0 (ReLU's a <= 0), whatever dy * b is.
     acc: tl.constexpr = da_ptr.dtype.element_ty == tl.float32
-    if DF_OF_Y:
+    if FUSED is not None:  # f and f' from pieces computed once (activations.fused_with)
+        fa, dfa = FUSED(a, p0, p1, acc)
+        da = dy * b * dfa
+    elif DF_OF_Y:
         fa = F(a, p0, p1, acc)
         da = dy * b * DF(fa, p0, p1, acc)
-    else:  # f' first, then f: the order the SASS counts of the GELU gates were taken in
+    else:
         da = dy * b * DF(a, p0, p1, acc)
         fa = F(a, p0, p1, acc)
     if ZERO is not None:
@@ -169,7 +173,8 @@ def backward(x: torch.Tensor, y: torch.Tensor | None, grad: torch.Tensor, dim: i
         if grad.dtype != x.dtype:
             grad = grad.to(x.dtype)
         grad, g_row = _as_rows(grad, cols)
-        _launch(glu_bwd_kernel, {"F": fn, "DF": dfn, "DF_OF_Y": dfn_of_y, "ZERO": zero_where(dfn)}, rows, cols,
+        _launch(glu_bwd_kernel, {"F": fn, "DF": dfn, "DF_OF_Y": dfn_of_y, "ZERO": zero_where(dfn),
+                                 "FUSED": None if dfn_of_y else fused_with(dfn)}, rows, cols,
                 a, b, grad, da, db,
                 rows, cols, a_row, b_row, g_row, d_row, d_row, float(p0), float(p1))
     return (da, None) if y is None else (da, db)
