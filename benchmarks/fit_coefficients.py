@@ -108,7 +108,7 @@ def main() -> None:
         "expm1_neg ACC (-0.7 <= x <= 0)": expm1_small(0.7, 6),
         "expm1_neg fast (-0.25 <= x <= 0)": expm1_small(0.25, 3),
         "expm1 ACC (|x| <= 0.7)": expm1_small(0.7, 7, 0.7),
-        "expm1 fast (|x| <= 0.25)": expm1_small(0.25, 4, 0.25),
+        "expm1 fast (|x| <= 0.125)": expm1_small(0.125, 3, 0.125),
         "erfc ACC (p = 0.5)": erfc_tail(9),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
     }.items():

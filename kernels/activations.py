@@ -254,7 +254,7 @@ def _gelu_parts(x, ACC: tl.constexpr):
 def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): no cancellation
     # of 1 + tanh u for x < 0, one exp and one reciprocal.
-    return x * fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, True)
+    return fm.times_half_and_more(x, fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, True), ACC)
 
 
 @triton.jit
@@ -284,7 +284,7 @@ def _gelu_tanh_parts(x, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * fm.sigmoid(x * GELU_SIGMOID_K, ACC, True)
+    return fm.times_half_and_more(x, fm.sigmoid(x * GELU_SIGMOID_K, ACC, True), ACC)
 
 
 @triton.jit
@@ -299,7 +299,7 @@ def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def silu_fwd(x, p0, p1, ACC: tl.constexpr):
-    return x * fm.sigmoid(x, ACC, True)
+    return fm.times_half_and_more(x, fm.sigmoid(x, ACC, True), ACC)
 
 
 @triton.jit

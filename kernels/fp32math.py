@@ -212,6 +212,22 @@ def sigmoid(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
 
 
 @triton.jit
+def times_half_and_more(x, s, ACC: tl.constexpr):
+    """x s for s = sigmoid(c x), c > 0: f(x) = x / 2 + c x^2 / 4 + ..., which lies above x / 2 at
+    every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
+    for a 16-bit result can be a tie that round-to-nearest-even sends the wrong way (bf16 keeps
+    fp32's exponent range, so its subnormal inputs meet this). For 16-bit results the product is
+    fused with the smallest subnormal, 2^-149, standing for the part above x / 2: it breaks such a
+    tie the right way, and changes no result of normal size (far below their fp32 ulp). One FFMA,
+    as the product alone."""
+    if ACC:
+        return x * s
+    else:
+        # 2^-149 from its bits: a subnormal Python float would make the constant (and the FMA) fp64.
+        return tl.fma(x, s, tl.full(x.shape, 1, tl.int32).to(tl.float32, bitcast=True))
+
+
+@triton.jit
 def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """log(1 + z) for z in [0, 1]: 2 atanh(s) with s = z / (2 + z) in [0, 1/3], an odd
     polynomial in s (no rounding of 1 + z, no cancellation at small z); relative error of the
@@ -293,13 +309,14 @@ def phi_lower(x, ACC: tl.constexpr):
 @triton.jit
 def expm1(x, ACC: tl.constexpr):
     """e^x - 1 for any x: :func:`expm1_neg`'s scheme with a polynomial fitted on both sides of
-    0 (relative error 2^-27 on |x| <= 0.7 for ACC, 2^-23.4 on |x| <= 0.25 otherwise)."""
+    0 (relative error 2^-27 on |x| <= 0.7 for ACC, 2^-21.4 on |x| <= 0.125 otherwise)."""
     e = exp(x, ACC)
     if ACC:
         p = x * (0.5 + x * (0.16666673123836517 + x * (0.04166661947965622 + x * (0.008332601748406887 + x * (
             0.0013890485279262066 + x * (0.00020100566325709224 + x * 2.4780769308563322e-05))))))
         return tl.where(tl.abs(x) < 0.7, tl.fma(x, p, x), e - 1.0)
     else:
-        p = x * (0.4999983608722687 + x * (0.16666710376739502 + x * (0.041774194687604904
-                                                                    + x * 0.008335944265127182)))
-        return tl.where(tl.abs(x) < 0.25, tl.fma(x, p, x), e - 1.0)
+        # The series only up to 0.125, one coefficient fewer: e - 1 beyond it is within 2^-19 of the
+        # value (e's error over e - 1 >= 0.125), far below a 16-bit result's rounding.
+        p = x * (0.5000002980232239 + x * (0.16677454113960266 + x * 0.04165922850370407))
+        return tl.where(tl.abs(x) < 0.125, tl.fma(x, p, x), e - 1.0)

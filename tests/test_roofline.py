@@ -33,12 +33,11 @@ runner = CliRunner()
 # (activation, launch) -> dtypes whose headroom on the H200 model is below 1.5 today (triton 3.8;
 # actkit roofline --arch sm_90 --below 1.5 prints them with their headroom and binding resource).
 KNOWN_BELOW_1_5 = {
-    # Elementwise, 16-bit: issue-bound forwards (celu fp16, softplus, tanhshrink: more than ~17.9
+    # Elementwise, 16-bit: issue-bound forwards (softplus, tanhshrink: more than ~17.9
     # instructions per element) and GELU (erf: an exp and a reciprocal per element plus the F2FP store
     # on the 16-per-clock XU). Few-bit forward: the activation plus a code per element (a cell-table
     # gather and two compares, or a one- or two-step search); few-bit backward of 3, 5 and 6 bits:
     # strided scalar accesses.
-    ("celu", "forward"): "fp16",
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
     ("gelu", "forward"): "bf16 fp16",
     ("gelu", "backward from x"): "bf16 fp16",
