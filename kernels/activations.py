@@ -36,6 +36,7 @@ from . import fp32math as fm
 # constexpr on the left by a tensor. tests/test_gpu_compile.py and the interpreter tests
 # between them catch either mistake.
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)    # 1 / sqrt(2 pi)
+LOG2_INV_SQRT_2PI = tl.constexpr(-1.3257480647361593)  # log2(1 / sqrt(2 pi))
 GELU_SIGMOID_K = tl.constexpr(1.702)
 SELU_ALPHA = tl.constexpr(1.6732632423543772)
 SELU_SCALE = tl.constexpr(1.0507009873554805)
@@ -219,7 +220,7 @@ def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
     # x Phi(x) with Phi(x) = q or 1 - q, q = Phi(-|x|) computed from erfc: 1 + erf(x / sqrt 2)
     # cancels for x < 0, so the lower tail is computed directly.
     q = fm.phi_lower(x, ACC)
-    return x * tl.where(x < 0.0, q, 1.0 - q)
+    return fm.times_half_and_more(x, tl.where(x < 0.0, q, 1.0 - q), ACC)  # x Phi(x) > x / 2 too
 
 
 @triton.jit
@@ -238,16 +239,22 @@ def gelu_fwd_bwd(x, p0, p1, ACC: tl.constexpr):
 def _gelu_parts(x, ACC: tl.constexpr):
     # (Phi(x), phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the erfc pieces
     # (see fp32math.erfc_parts), the Gaussian factor shared: f' = Phi + x phi.
-    t, p = fm.erfc_parts(x, ACC)
     if ACC:
+        t, p = fm.erfc_parts(x, ACC, False, 1.0, 0.0)
         g = fm.exp(x * x * -0.5, ACC)
         q = t * g * tl.exp2(p * fm.LOG2E) * 0.5
+        return tl.where(x < 0.0, q, 1.0 - q), g * INV_SQRT_2PI
     else:
-        h = tl.exp2(x * x * fm.QUARTER_LOG2E)  # g = h^2, never subnormal before the square
-        g = h * h
-        u = h * tl.exp2(p)
-        q = t * (u * u)
-    return tl.where(x < 0.0, q, 1.0 - q), g * INV_SQRT_2PI
+        # phi = h^2, h = 2^(-x^2 log2(e) / 4 + log2(1 / sqrt(2 pi)) / 2): the constant rides in the
+        # exponent, and h is never subnormal before the square. Phi's lower tail is then
+        # t e^(-x^2/2) 2^(2p) = (t phi) 2^(2p - log2(1 / sqrt(2 pi))), that exponent folded into p's
+        # coefficients (erfc_parts' SCALE, SHIFT). Paired reciprocal: three MUFU per element (two
+        # ex2, the store's F2FP) would bind an H200's XU.
+        t, p2 = fm.erfc_parts(x, ACC, True, 2.0, -LOG2_INV_SQRT_2PI)
+        h = tl.exp2(tl.fma(x * x, fm.QUARTER_LOG2E, LOG2_INV_SQRT_2PI * 0.5))
+        phi = h * h
+        q = (t * phi) * tl.exp2(p2)
+        return tl.where(x < 0.0, q, 1.0 - q), phi
 
 
 @triton.jit

@@ -213,8 +213,8 @@ def sigmoid(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
 
 @triton.jit
 def times_half_and_more(x, s, ACC: tl.constexpr):
-    """x s for s = sigmoid(c x), c > 0: f(x) = x / 2 + c x^2 / 4 + ..., which lies above x / 2 at
-    every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
+    """x s for s = sigmoid(c x), c > 0, or s = Phi(x): f(x) = x / 2 + c x^2 / 4 + ... (x / 2 +
+    x^2 / sqrt(2 pi) + ...), which lies above x / 2 at every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
     for a 16-bit result can be a tie that round-to-nearest-even sends the wrong way (bf16 keeps
     fp32's exponent range, so its subnormal inputs meet this). For 16-bit results the product is
     fused with the smallest subnormal, 2^-149, standing for the part above x / 2: it breaks such a
@@ -264,12 +264,14 @@ def expm1_neg(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def erfc_parts(x, ACC: tl.constexpr):
+def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, SHIFT: tl.constexpr):
     """(t, p): erfc(|x| / sqrt 2) = t e^(p - x^2 / 2) for every x (ACC), or
     erfc(|x| / sqrt 2) / 2 = t (2^(p - x^2 log2(e) / 4))^2 (fast: the constants of the exp folded
     into p's coefficients), t = 1 / (1 + k |x|) and p a polynomial in t; relative error of the
     fit 2^-23.7 (ACC) and 2^-18.7 (fitted by benchmarks/fit_coefficients.py in a = |x| / sqrt 2,
-    so k = 0.5 / sqrt 2 or 0.4 / sqrt 2)."""
+    so k = 0.5 / sqrt 2 or 0.4 / sqrt 2). The fast p comes as SCALE p + SHIFT, folded into its
+    coefficients at compile time (a caller's own exponent, free); PAIRED: see :func:`rcp_fast`
+    (1 + k |x| is clamped there; beyond the clamp erfc is 0 in fp32 anyway)."""
     if ACC:
         t = rcp(tl.abs(x) * 0.35355339059327373 + 1.0)
         p = -1.2654414176940918 + t * (0.9984925389289856 + t * (0.3878994286060333 + t * (
@@ -278,10 +280,10 @@ def erfc_parts(x, ACC: tl.constexpr):
                                                                    + t * 0.14219491183757782))))))))
     else:
         # Held as (P(t) - ln 2) log2(e) / 2, for phi_lower's ex2 (see there).
-        t = rcp(tl.abs(x) * 0.28284271247461906 + 1.0)
-        p = -1.5737038850784302 + t * (0.7176278829574585 + t * (0.33858197927474976 + t * (
-            -0.038478560745716095 + t * (0.41380366683006287 + t * (-0.5261754989624023
-                                                                   + t * 0.1683461219072342)))))
+        t = rcp_fast(tl.abs(x) * 0.28284271247461906 + 1.0, ACC, PAIRED)
+        p = (-1.5737038850784302 * SCALE + SHIFT) + t * (0.7176278829574585 * SCALE + t * (
+            0.33858197927474976 * SCALE + t * (-0.038478560745716095 * SCALE + t * (
+                0.41380366683006287 * SCALE + t * (-0.5261754989624023 * SCALE + t * (0.1683461219072342 * SCALE))))))
     return t, p
 
 
@@ -289,7 +291,7 @@ def erfc_parts(x, ACC: tl.constexpr):
 def phi_lower(x, ACC: tl.constexpr):
     """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal CDF's lower tail, to full relative
     precision down to its underflow (no 1 - erf cancellation)."""
-    t, p = erfc_parts(x, ACC)
+    t, p = erfc_parts(x, ACC, False, 1.0, 0.0)
     if ACC:
         # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
         # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.

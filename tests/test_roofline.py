@@ -40,7 +40,6 @@ KNOWN_BELOW_1_5 = {
     # strided scalar accesses.
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
     ("gelu", "forward"): "bf16 fp16",
-    ("gelu", "backward from x"): "bf16 fp16",
     ("gelu_tanh", "few-bit forward, 3 bits"): "fp32 bf16 fp16",
     ("gelu_tanh", "few-bit backward, 3 bits"): "bf16 fp16",
     ("gelu_sigmoid", "few-bit forward, 4 bits"): "fp32 bf16 fp16",
