@@ -69,13 +69,6 @@ KNOWN_BELOW_1_5 = {
     ("geglu_tanh", "split dim 0 backward"): "bf16",
     ("geglu_tanh", "two tensors backward"): "bf16",
     ("geglu_tanh", "two strided halves backward"): "bf16 fp16",
-    # Learnable: Swish-beta's math (sigmoids) in 16-bit dtypes.
-    ("swish_beta", "NCHW forward"): "bf16 fp16",
-    ("swish_beta", "NCHW backward"): "bf16 fp16",
-    ("swish_beta", "NCHW backward, frozen parameter"): "bf16 fp16",
-    ("swish_beta", "NC forward"): "bf16 fp16",
-    ("swish_beta", "NC backward"): "bf16 fp16",
-    ("swish_beta", "NC backward, frozen parameter"): "bf16 fp16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
          for dtype in dtypes.split()}
