@@ -61,35 +61,49 @@ def prelu_bwd(x, a, dy, ACC: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_of_product(x, b, ACC: tl.constexpr, PAIRS: tl.constexpr):
-    """(v, z, r) of t = b x: v = t (ACC) or t log2(e) / 2 (16-bit), z = e^-|t| and r = 1 / (1 + z),
-    so s(t) = r for v >= 0, z r for v < 0, and s(t) s(-t) = z r^2 (fm.sigmoid_parts).
-    16-bit: z = (2^-|v|)^2 (fm.exp's fast form), the constant folded into the per-channel b; the
-    reciprocal one MUFU.RCP and a Newton step (about half an ulp: s(1 - s) = z r^2 near t = 0
-    decides between two 16-bit values by its last fp32 bits), or with PAIRS (forwards, whose
-    F2FP store shares the XU with MUFU) one MUFU.RCP per two elements (fm.rcp_pairs)."""
-    if ACC:
-        t = b * x
-        z, r = fm.sigmoid_parts(t, ACC, False)
-        return t, z, r
+def sigmoid_parts_16(x, b, PAIRS: tl.constexpr):
+    """16-bit outputs: (v, z, r), v = b x log2(e) / 2 (the sign of t = b x), z = e^-|t| = (2^-|v|)^2
+    (fm.exp's fast form, the constant folded into the per-channel b) and r = 1 / (1 + z): s(t) = r
+    for v >= 0, z r for v < 0, and s(t) s(-t) = z r^2 (fm.sigmoid_parts). The reciprocal is one
+    MUFU.RCP and a Newton step (about half an ulp: near t = 0, z r^2 = 1/4 - t^2/16 decides
+    between two 16-bit values by its last fp32 bits), or with PAIRS (forwards, whose F2FP store
+    shares the XU with MUFU) one MUFU.RCP per two elements (fm.rcp_pairs)."""
+    v = x * (b * fm.HALF_LOG2E)
+    h = tl.exp2(-tl.abs(v))
+    z = h * h
+    if PAIRS:
+        r = fm.rcp_pairs(1.0 + z)
     else:
-        v = x * (b * fm.HALF_LOG2E)
-        h = tl.exp2(-tl.abs(v))
-        z = h * h
-        if PAIRS:
-            r = fm.rcp_pairs(1.0 + z)
-        else:
-            r = fm.rcp_acc(1.0 + z, True)
-        return v, z, r
+        r = fm.rcp_acc(1.0 + z, True)
+    return v, z, r
+
+
+@triton.jit
+def sigmoid_parts_32(x, b):
+    """fp32 outputs: (t, e, deep, r), t = b x, r = 1 / (1 + e^-|t|), and e^-|t| as e (deep: |t| > 86,
+    where e^-|t| would be subnormal and keep few bits, e = e^(-|t|/2) and e^-|t| = e^2)."""
+    t = b * x
+    a = tl.abs(t)
+    deep = a > 86.0
+    e = fm.exp(-tl.where(deep, a * 0.5, a), True)
+    return t, e, deep, fm.rcp_acc(1.0 + tl.where(deep, e * e, e), True)
+
+
+@triton.jit
+def times_exp(y, e, deep):
+    """y e^-|t| of :func:`sigmoid_parts_32`'s e, rounded once where e^-|t| is subnormal."""
+    ye = y * e
+    return tl.where(deep, ye * e, ye)
 
 
 @triton.jit
 def swish_beta_fwd(x, b, ACC: tl.constexpr):
     # x s(bx) = x r, or (x z) r for bx < 0. +-inf: inf r = inf, -inf * 0 = NaN, as torch's x * s.
-    v, z, r = sigmoid_of_product(x, b, ACC, not ACC)
     if ACC:
-        return tl.where(v < 0.0, x * z, x) * r
+        t, e, deep, r = sigmoid_parts_32(x, b)
+        return tl.where(t < 0.0, times_exp(x, e, deep), x) * r
     else:
+        v, z, r = sigmoid_parts_16(x, b, True)
         # |bx| < 2^-23.5: s = 1/2 to within half an fp32 ulp, so x / 2 exactly. At bf16's smallest x,
         # x / 2 is a tie between two 16-bit values that the last bits of x r (r from a 2-ulp exp)
         # would decide.
@@ -98,15 +112,26 @@ def swish_beta_fwd(x, b, ACC: tl.constexpr):
 
 @triton.jit
 def swish_beta_bwd(x, b, dy, ACC: tl.constexpr):
-    # y = x s(bx): dy/dx = s + b w, dy/db = x w, w = x s (1 - s) = x z r^2, with 1 - s = s(-bx)
-    # = z r exact to the last bits (1 - s would cancel to a few bits). Products in autograd's
-    # order so that +-inf gives NaN exactly where torch does (x w: inf * 0).
-    v, z, r = sigmoid_of_product(x, b, ACC, False)
-    zr = z * r
-    s = tl.where(v < 0.0, zr, r)
+    # y = x s(t), t = bx: dy/dx = s + b w, dy/db = x w, w = x s (1 - s) = x z r^2, with 1 - s =
+    # s(-t) = z r or r, exact to the last bits (1 - s would cancel to a few bits). Products in
+    # autograd's order so that +-inf gives NaN exactly where torch does (inf * 0).
+    if ACC:
+        t, e, deep, r = sigmoid_parts_32(x, b)
+        zr = times_exp(r, e, deep)
+        negative = t < 0.0
+        s = tl.where(negative, zr, r)
+        # s + (s x)(b (1 - s)) in one FMA: one rounding where the sum cancels (dy/dx = 0 at t = -1.28).
+        # x and b apart, not t: a finite x whose b x overflows keeps torch's finite dy/dx (s x = 0).
+        dx = tl.fma(s * x, b * tl.where(negative, r, zr), s)
+    else:
+        v, z, r = sigmoid_parts_16(x, b, False)
+        zr = z * r
+        s = tl.where(v < 0.0, zr, r)
     w = (x * zr) * r
-    w, b = tl.broadcast(w, b)
-    return dy * tl.fma(w, b, s), dy * (w * x)
+    if not ACC:
+        w, b = tl.broadcast(w, b)
+        dx = tl.fma(w, b, s)
+    return dy * dx, dy * (w * x)
 
 
 # The table the learnable specs point to (``ActivationSpec.kernel``, default the name): F(x, a)
@@ -246,7 +271,8 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
     tiles, (n_ob, n_cb, n_ib), programs = _grid(C, inner, outer)
     n_rows = n_ob * n_ib  # one row of partial sums per tile position outside the channels
     partials = torch.empty((n_rows if weight_grad else 1, C), device=x.device, dtype=torch.float32)
-    kernel(learnable_bwd_kernel, DF=dfn, **tiles, WEIGHT_GRAD=weight_grad, num_warps=LEARNABLE_BWD_WARPS)(
+    kernel(learnable_bwd_kernel, DF=dfn, **tiles, WEIGHT_GRAD=weight_grad,
+           num_warps=LEARNABLE_BWD_WARPS if weight_grad else NUM_WARPS)(
         (programs,), in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx,
         partials, outer, C, inner, n_cb, n_ib)
     if weight_grad:
