@@ -22,6 +22,11 @@ NUM_WARPS = 4
 # Few-bit kernels whose 32 // bits codes per word is not a power of two (3, 5, 6, 7 bits) walk
 # words, not elements: 1024 words is 8 per thread, one 128-bit load of 16-bit data.
 FEWBIT_WORDS = 1024
+# The learnable backward with a parameter gradient takes the block on 2 warps (32 elements per
+# thread): its per-channel partial sums cross threads and warps (shuffles, shared memory) once per
+# thread, so twice the elements per thread halve that cost per element (Swish-beta's 16-bit
+# backward: 31 -> 25 instructions per element on sm_90). Without one (frozen) it keeps NUM_WARPS.
+LEARNABLE_BWD_WARPS = 2
 # The learnable backward's final reduction adds this many partial-sum rows per step, per block
 # of this many channels.
 LEARNABLE_SUM_ROWS = 64

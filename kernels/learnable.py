@@ -34,42 +34,104 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fp32math as fm
 from .launch import kernel
-from .layout import BLOCK, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, check_dtype, in_layout
+from .layout import (BLOCK, LEARNABLE_BWD_WARPS, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, check_dtype,
+                     in_layout)
 
-
+TINY = tl.constexpr(2.0 ** -24)
 
 
 # -- device functions: F(x, a) and, given dy, (dy * dF/dx, dy * dF/da) ----------------------
-# The backward ones take dy so that they can select as ATen does rather than multiply: PReLU's
-# weight gradient is 0 where x > 0 even for dy = NaN or inf (torch selects, dy * 0 would be NaN).
+# ACC (a constexpr) is whether the output is fp32: 16-bit outputs take fp32math's cheaper forms
+# (see there). The backward ones take dy so that they can select as ATen does rather than
+# multiply: PReLU's weight gradient is 0 where x > 0 even for dy = NaN or inf (torch selects,
+# dy * 0 would be NaN).
 @triton.jit
-def prelu_fwd(x, a):
+def prelu_fwd(x, a, ACC: tl.constexpr):
     # NaN takes the a * x branch, as torch's prelu kernel (x > 0 ? x : a * x).
     return tl.where(x > 0.0, x, a * x)
 
 
 @triton.jit
-def prelu_bwd(x, a, dy):
+def prelu_bwd(x, a, dy, ACC: tl.constexpr):
     # torch: dx = x > 0 ? dy : a * dy, da = x > 0 ? 0 : x * dy (so NaN x gives a finite dx).
     pos = x > 0.0
     return tl.where(pos, dy, a * dy), tl.where(pos, 0.0, x * dy)
 
 
 @triton.jit
-def swish_beta_fwd(x, b):
-    return x * tl.sigmoid(b * x)
+def sigmoid_parts_16(x, b, PAIRS: tl.constexpr):
+    """16-bit outputs: (v, z, r), v = b x log2(e) / 2 (the sign of t = b x), z = e^-|t| = (2^-|v|)^2
+    (fm.exp's fast form, the constant folded into the per-channel b) and r = 1 / (1 + z): s(t) = r
+    for v >= 0, z r for v < 0, and s(t) s(-t) = z r^2 (fm.sigmoid_parts). The reciprocal is one
+    MUFU.RCP and a Newton step (about half an ulp: near t = 0, z r^2 = 1/4 - t^2/16 decides
+    between two 16-bit values by its last fp32 bits), or with PAIRS (forwards, whose F2FP store
+    shares the XU with MUFU) one MUFU.RCP per two elements (fm.rcp_pairs)."""
+    v = x * (b * fm.HALF_LOG2E)
+    h = tl.exp2(-tl.abs(v))
+    z = h * h
+    if PAIRS:
+        r = fm.rcp_pairs(1.0 + z)
+    else:
+        r = fm.rcp_acc(1.0 + z, True)
+    return v, z, r
 
 
 @triton.jit
-def swish_beta_bwd(x, b, dy):
-    # y = x s(bx): dy/dx = s + b x s (1 - s), dy/db = x^2 s (1 - s), written in the same
-    # order as autograd of the formula so +-inf gives NaN exactly where torch does.
-    # 1 - s is computed as s(-bx): for large |bx| the subtraction would cancel to a few bits.
-    bx = b * x
-    s = tl.sigmoid(bx)
-    ds = s * tl.sigmoid(-bx)
-    return dy * (s + (x * ds) * b), dy * ((x * ds) * x)
+def sigmoid_parts_32(x, b):
+    """fp32 outputs: (t, e, deep, r), t = b x, r = 1 / (1 + e^-|t|), and e^-|t| as e (deep: |t| > 86,
+    where e^-|t| would be subnormal and keep few bits, e = e^(-|t|/2) and e^-|t| = e^2)."""
+    t = b * x
+    a = tl.abs(t)
+    deep = a > 86.0
+    e = fm.exp(-tl.where(deep, a * 0.5, a), True)
+    return t, e, deep, fm.rcp_acc(1.0 + tl.where(deep, e * e, e), True)
+
+
+@triton.jit
+def times_exp(y, e, deep):
+    """y e^-|t| of :func:`sigmoid_parts_32`'s e, rounded once where e^-|t| is subnormal."""
+    ye = y * e
+    return tl.where(deep, ye * e, ye)
+
+
+@triton.jit
+def swish_beta_fwd(x, b, ACC: tl.constexpr):
+    # x s(bx) = x r, or (x z) r for bx < 0. +-inf: inf r = inf, -inf * 0 = NaN, as torch's x * s.
+    if ACC:
+        t, e, deep, r = sigmoid_parts_32(x, b)
+        return tl.where(t < 0.0, times_exp(x, e, deep), x) * r
+    else:
+        v, z, r = sigmoid_parts_16(x, b, True)
+        # |bx| < 2^-23.5: s = 1/2 to within half an fp32 ulp, so x / 2 exactly. At bf16's smallest x,
+        # x / 2 is a tie between two 16-bit values that the last bits of x r (r from a 2-ulp exp)
+        # would decide.
+        return tl.where(v < -TINY, x * z, x) * tl.where(tl.abs(v) < TINY, 0.5, r)
+
+
+@triton.jit
+def swish_beta_bwd(x, b, dy, ACC: tl.constexpr):
+    # y = x s(t), t = bx: dy/dx = s + b w, dy/db = x w, w = x s (1 - s) = x z r^2, with 1 - s =
+    # s(-t) = z r or r, exact to the last bits (1 - s would cancel to a few bits). Products in
+    # autograd's order so that +-inf gives NaN exactly where torch does (inf * 0).
+    if ACC:
+        t, e, deep, r = sigmoid_parts_32(x, b)
+        zr = times_exp(r, e, deep)
+        negative = t < 0.0
+        s = tl.where(negative, zr, r)
+        # s + (s x)(b (1 - s)) in one FMA: one rounding where the sum cancels (dy/dx = 0 at t = -1.28).
+        # x and b apart, not t: a finite x whose b x overflows keeps torch's finite dy/dx (s x = 0).
+        dx = tl.fma(s * x, b * tl.where(negative, r, zr), s)
+    else:
+        v, z, r = sigmoid_parts_16(x, b, False)
+        zr = z * r
+        s = tl.where(v < 0.0, zr, r)
+    w = (x * zr) * r
+    if not ACC:
+        w, b = tl.broadcast(w, b)
+        dx = tl.fma(w, b, s)
+    return dy * dx, dy * (w * x)
 
 
 # The table the learnable specs point to (``ActivationSpec.kernel``, default the name): F(x, a)
@@ -107,7 +169,8 @@ def learnable_fwd_kernel(x_ptr, a_ptr, y_ptr, outer, C, inner, n_cb, n_ib,
     offsets, mask, c, _ = _channel_tile(outer, C, inner, n_cb, n_ib, BLOCK_O, BLOCK_C, BLOCK_I)
     x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
     a = tl.load(a_ptr + c, mask=c < C).to(tl.float32)
-    tl.store(y_ptr + offsets, F(x, a[None, :, None]).to(y_ptr.dtype.element_ty), mask=mask)
+    y = F(x, a[None, :, None], y_ptr.dtype.element_ty == tl.float32)
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -119,7 +182,7 @@ def learnable_bwd_kernel(x_ptr, dy_ptr, a_ptr, dx_ptr, partial_ptr, outer, C, in
     x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
     dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
     a = tl.load(a_ptr + c, mask=c_mask).to(tl.float32)
-    dx, da = DF(x, a[None, :, None], dy)
+    dx, da = DF(x, a[None, :, None], dy, dx_ptr.dtype.element_ty == tl.float32)
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     if WEIGHT_GRAD:
         partial = tl.sum(tl.sum(tl.where(mask, da, 0.0), axis=2), axis=0)
@@ -163,6 +226,15 @@ def _grid(C: int, inner: int, outer: int) -> tuple[dict, tuple[int, int, int], i
     return dict(BLOCK_O=block_o, BLOCK_C=block_c, BLOCK_I=block_i), (n_ob, n_cb, n_ib), n_ob * n_cb * n_ib
 
 
+def _sum_block(n_rows: int, C: int) -> tuple[int, int, int]:
+    """(ROWS, COLS, num_warps) of the column sum: at most LEARNABLE_SUM_ROWS x LEARNABLE_SUM_COLS,
+    no larger than the partials, and a warp per 1024 of its elements: a small problem (few tiles,
+    few channels) launches one warp, not four over a mostly masked 64 x 64 block."""
+    rows = min(LEARNABLE_SUM_ROWS, triton.next_power_of_2(n_rows))
+    cols = min(LEARNABLE_SUM_COLS, triton.next_power_of_2(C))
+    return rows, cols, max(1, min(NUM_WARPS, rows * cols // 1024))
+
+
 def forward(x: torch.Tensor, a: torch.Tensor, fn) -> torch.Tensor:
     """y = fn(x, a[channel]) with a of 1 or C = x.shape[1] entries; y is laid out like x."""
     check_dtype(x, "x", "learnable-activation")
@@ -199,10 +271,11 @@ def backward(x: torch.Tensor, a: torch.Tensor, grad: torch.Tensor, dfn,
     tiles, (n_ob, n_cb, n_ib), programs = _grid(C, inner, outer)
     n_rows = n_ob * n_ib  # one row of partial sums per tile position outside the channels
     partials = torch.empty((n_rows if weight_grad else 1, C), device=x.device, dtype=torch.float32)
-    kernel(learnable_bwd_kernel, DF=dfn, **tiles, WEIGHT_GRAD=weight_grad, num_warps=NUM_WARPS)(
+    kernel(learnable_bwd_kernel, DF=dfn, **tiles, WEIGHT_GRAD=weight_grad,
+           num_warps=LEARNABLE_BWD_WARPS if weight_grad else NUM_WARPS)(
         (programs,), in_layout(x, dx), in_layout(grad.to(x.dtype), dx), a.contiguous(), dx,
         partials, outer, C, inner, n_cb, n_ib)
     if weight_grad:
-        kernel(column_sum_kernel, ROWS=LEARNABLE_SUM_ROWS, COLS=LEARNABLE_SUM_COLS, num_warps=NUM_WARPS)(
-            (triton.cdiv(C, LEARNABLE_SUM_COLS),), partials, da, n_rows, C)
+        rows, cols, warps = _sum_block(n_rows, C)
+        kernel(column_sum_kernel, ROWS=rows, COLS=cols, num_warps=warps)((triton.cdiv(C, cols),), partials, da, n_rows, C)
     return dx, da

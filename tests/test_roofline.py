@@ -55,13 +55,6 @@ KNOWN_BELOW_1_5 = {
     # GLUs with GELU gates: the gate's math plus a second input.
     ("geglu", "split last dim forward"): "bf16",
     ("geglu", "two strided halves forward"): "bf16",
-    # Learnable: Swish-beta's math (sigmoids) in 16-bit dtypes.
-    ("swish_beta", "NCHW forward"): "bf16 fp16",
-    ("swish_beta", "NCHW backward"): "bf16 fp16",
-    ("swish_beta", "NCHW backward, frozen parameter"): "bf16 fp16",
-    ("swish_beta", "NC forward"): "bf16 fp16",
-    ("swish_beta", "NC backward"): "bf16 fp16",
-    ("swish_beta", "NC backward, frozen parameter"): "bf16 fp16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
          for dtype in dtypes.split()}
