@@ -132,19 +132,20 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
     lanes = tl.arange(0, W)
     acc: tl.constexpr = y_ptr.dtype.element_ty == tl.float32
     # Elements past the end read -inf, whose code is 0: the last word's unused bits stay 0 unmasked.
-    if ROWS:  # 32 // K a power of two: the block is contiguous, rows of C (one 128-bit vector or a word)
-        C: tl.constexpr = min(per_word, 128 // x_ptr.dtype.element_ty.primitive_bitwidth)
-        column = tl.arange(0, C)
-        offsets = tl.arange(0, W * per_word // C)[:, None] * C + column[None, :]
+    if ROWS:  # 32 // K a power of two: the block is contiguous, rows of one 128-bit vector
+        V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
+        column = tl.arange(0, V)
+        offsets = tl.arange(0, W * per_word // V)[:, None] * V + column[None, :]
         mask = offsets < left
         x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
         tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
-        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
-        # Each row's codes shifted by constants (disjoint bits: the sum is an or), then the rows of a word.
-        packed = tl.sum(code << (column[None, :] * K), axis=1)
-        if per_word > C:
-            packed = tl.sum(tl.reshape(packed, [W, per_word // C]) << (tl.arange(0, per_word // C)[None, :] * (C * K)),
-                            axis=1)
+        # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word.
+        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE) << (column[None, :] % per_word * K)
+        if per_word > V:  # a word spans per_word // V rows
+            packed = tl.sum(tl.reshape(tl.sum(code, axis=1), [W, per_word // V])
+                            << (tl.arange(0, per_word // V)[None, :] * (V * K)), axis=1)
+        else:  # a row holds V // per_word words
+            packed = tl.reshape(tl.sum(tl.reshape(code, [W, per_word]), axis=1), [W])
         tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
     else:  # each thread owns V consecutive words (V elements of 128 bits), per_word vectors of them
         V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
