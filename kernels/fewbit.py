@@ -6,21 +6,37 @@ whatever dy is (``SELECTS``); ``NAN_CODE`` sends x = NaN to the interval torch's
 where that is not the top one (Leaky ReLU's NaN takes the negative slope).
 
 A program owns ``W`` words of ``PER_WORD = 32 // K`` codes, i.e. ``W * PER_WORD`` consecutive
-elements. Forward reads them twice (the second read hits the cache): as ``PER_WORD`` contiguous
-chunks of ``W`` elements for y = F(x) (full-width vector loads and stores), and once per code
-position c as the strided tile ``word * PER_WORD + c``, whose codes are shifted into place in
-their own thread's word, so packing costs one shift-or per element and no cross-thread sum.
-Backward reads dy and writes dx in that strided tile, beside its words.
+elements, and the forward reads x once: y = F(x) and the codes come from the same registers.
+Where PER_WORD is a power of two (1, 2, 4, 7, 8 bits) the block is a tile of rows of one
+128-bit vector, each row a word, several words or a part of a word: codes are shifted into
+place by constants and summed in the thread, and a word spanning several rows adds their sums
+(across threads: a shuffle). Otherwise (3, 5, 6 bits) each thread owns as many consecutive words
+as a vector holds elements (V = 8 of 16-bit x, 4 of fp32) and reads their V * PER_WORD elements
+as PER_WORD vectors; element j of its run is position ``j % PER_WORD`` of its word
+``j // PER_WORD``, both known when compiling, so the selects that move each code into its word
+fold away. Backward reads dy and writes dx in the strided tile ``word * PER_WORD + c``, beside
+its words. Past the end x reads -inf, whose code is 0: the last word's unused bits stay 0.
 
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
-code). Instead of a binary search (K dependent gathers per element), one gather from a table of
-uniform cells (:func:`code_table`): x's cell is ``round((max(x, lo) - lo) * s)`` for a power of
-two s, which is exact in fp32 (the product is exact, the rounding is the one addition of
-1.5 * 2^23), clamped to the last cell, which also takes NaN; the cell's entry holds T + 1 and the
-breakpoints around T (the code of the cell's middle, give or take one), and two comparisons
-correct T to the exact code: ``code = T + 1 - (x <= b[T]) - (x <= b[T - 1])``. s is the
-coarsest for which no cell spans more than two breakpoints; breakpoints too close together for
-a table of ``MAX_CELLS`` fall back to the binary search.
+code, or ``NAN_CODE``), found one of four ways (``HOW``):
+
+* 16-bit x (2 bits and more): one byte gather from a table of the code of every 16-bit value,
+  indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
+  For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
+  shift-add. Its hot part: 99% of x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16
+  (2.3 KiB; a warp's 32 gathers touch about 11 lines), 172 for fp16 (22 KiB; about 26 lines a
+  warp), against 1 to 14 lines a warp for the fp32 cell tables of 3 to 8 bits. No GPU measured
+  what the L1 makes of that; the static roofline counts a gather as one instruction, and the
+  table's 64 KiB as traffic of its 2^16-element probe (1 byte per element, nothing in a launch
+  of millions of elements).
+* fp32 x, 3 bits and more: one 64-bit gather from a table of uniform cells (:func:`code_table`):
+  x's cell is ``round((max(x, lo) - lo) * s)`` for a power of two s, which is exact in fp32 (the
+  product is exact, the rounding is the one addition of 1.5 * 2^23), clamped to the last cell,
+  which also takes NaN; the cell's entry holds T, the number of breakpoints below the cell, and
+  b[T], and ``code = T + (x > b[T])``. s is the coarsest for which no cell holds two breakpoints;
+  breakpoints too close together for a table of ``MAX_CELLS`` fall back to a binary search (K
+  dependent gathers).
+* 1 bit, and 2 bits of fp32 x: comparisons with every breakpoint (at most 3), read once per program.
 """
 from __future__ import annotations
 
@@ -31,7 +47,7 @@ import triton.language as tl
 
 from .fp32math import INTERPRET
 from .launch import kernel
-from .layout import BLOCK, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
+from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
 MAX_CELLS = 1 << 13  # 64 KiB of 8-byte entries at most
 NEG_INF = tl.constexpr(float("-inf"))
@@ -129,7 +145,6 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
     y_ptr += base
     code_ptr += word0
     words_left = tl.minimum(n_words - word0, W).to(tl.int32)
-    lanes = tl.arange(0, W)
     acc: tl.constexpr = y_ptr.dtype.element_ty == tl.float32
     # Elements past the end read -inf, whose code is 0: the last word's unused bits stay 0 unmasked.
     if ROWS:  # 32 // K a power of two: the block is contiguous, rows of one 128-bit vector
@@ -140,12 +155,14 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
         tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
         # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word.
-        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE) << (column[None, :] % per_word * K)
+        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
+        code = code << (column[None, :] % per_word * K)
         if per_word > V:  # a word spans per_word // V rows
             packed = tl.sum(tl.reshape(tl.sum(code, axis=1), [W, per_word // V])
                             << (tl.arange(0, per_word // V)[None, :] * (V * K)), axis=1)
         else:  # a row holds V // per_word words
             packed = tl.reshape(tl.sum(tl.reshape(code, [W, per_word]), axis=1), [W])
+        lanes = tl.arange(0, W)
         tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
     else:  # each thread owns V consecutive words (V elements of 128 bits), per_word vectors of them
         V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
@@ -201,13 +218,22 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
             tl.store(dx_ptr + offsets, _times_level(dy, level, SELECTS).to(dx_ptr.dtype.element_ty), mask=c < rest)
 
 
-def _words(bits: int, element_size: int) -> tuple[int, bool]:
-    """(words per program, ROWS): about 2048 elements in rows when 32 // bits is a power of two;
-    otherwise one 128-bit vector's elements' worth of words per thread."""
+def _words(bits: int) -> tuple[int, bool]:
+    """(words per program, ROWS) of the backward: about 2048 elements in rows when 32 // bits is a power
+    of two; otherwise FEWBIT_WORDS words, their positions strided."""
     per_word = 32 // bits
     if per_word & (per_word - 1) == 0:
         return BLOCK // per_word, True
-    return NUM_WARPS * 32 * 16 // element_size, False
+    return FEWBIT_WORDS, False
+
+
+def _forward_launch(bits: int, element_size: int) -> tuple[int, bool, int]:
+    """(words per program, ROWS, warps) of the forward: the backward's rows; otherwise one 128-bit
+    vector's elements' worth of words to each of FEWBIT_FORWARD_WARPS warps' threads."""
+    words, rows = _words(bits)
+    if rows:
+        return words, rows, NUM_WARPS
+    return FEWBIT_FORWARD_WARPS * 32 * 16 // element_size, False, FEWBIT_FORWARD_WARPS
 
 
 def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] | None:
@@ -290,9 +316,9 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     codes = torch.empty(n_words, dtype=torch.int32, device=x.device)
     if n:
         how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
-        words, rows = _words(bits, x.element_size())
+        words, rows, warps = _forward_launch(bits, x.element_size())
         kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, HOW=int(how), NAN_CODE=nan_code, ROWS=rows,
-               num_warps=NUM_WARPS)(
+               num_warps=warps)(
             (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints, table, n, n_words,
             float(p0), float(p1), float(lo), float(scale), int(last))
     return y, codes
@@ -307,7 +333,7 @@ def backward(codes: torch.Tensor, levels: torch.Tensor, grad: torch.Tensor, stri
     n = dx.numel()
     if n:
         n_words = codes.numel()
-        words, rows = _words(bits, 2)
+        words, rows = _words(bits)
         kernel(fewbit_bwd_kernel, K=bits, W=words, SELECTS=bool(selects), ROWS=rows, num_warps=NUM_WARPS)(
             (triton.cdiv(n_words, words),), codes, levels, in_layout(grad, dx), dx, n, n_words)
     return dx
