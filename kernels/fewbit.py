@@ -6,21 +6,37 @@ whatever dy is (``SELECTS``); ``NAN_CODE`` sends x = NaN to the interval torch's
 where that is not the top one (Leaky ReLU's NaN takes the negative slope).
 
 A program owns ``W`` words of ``PER_WORD = 32 // K`` codes, i.e. ``W * PER_WORD`` consecutive
-elements. Forward reads them twice (the second read hits the cache): as ``PER_WORD`` contiguous
-chunks of ``W`` elements for y = F(x) (full-width vector loads and stores), and once per code
-position c as the strided tile ``word * PER_WORD + c``, whose codes are shifted into place in
-their own thread's word, so packing costs one shift-or per element and no cross-thread sum.
-Backward reads dy and writes dx in that strided tile, beside its words.
+elements, and the forward reads x once: y = F(x) and the codes come from the same registers.
+Where PER_WORD is a power of two (1, 2, 4, 7, 8 bits) the block is a tile of rows of one
+128-bit vector, each row a word, several words or a part of a word: codes are shifted into
+place by constants and summed in the thread, and a word spanning several rows adds their sums
+(across threads: a shuffle). Otherwise (3, 5, 6 bits) each thread owns as many consecutive words
+as a vector holds elements (V = 8 of 16-bit x, 4 of fp32) and reads their V * PER_WORD elements
+as PER_WORD vectors; element j of its run is position ``j % PER_WORD`` of its word
+``j // PER_WORD``, both known when compiling, so the selects that move each code into its word
+fold away. Backward reads dy and writes dx in the strided tile ``word * PER_WORD + c``, beside
+its words. Past the end x reads -inf, whose code is 0: the last word's unused bits stay 0.
 
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
-code). Instead of a binary search (K dependent gathers per element), one gather from a table of
-uniform cells (:func:`code_table`): x's cell is ``round((max(x, lo) - lo) * s)`` for a power of
-two s, which is exact in fp32 (the product is exact, the rounding is the one addition of
-1.5 * 2^23), clamped to the last cell, which also takes NaN; the cell's entry holds T + 1 and the
-breakpoints around T (the code of the cell's middle, give or take one), and two comparisons
-correct T to the exact code: ``code = T + 1 - (x <= b[T]) - (x <= b[T - 1])``. s is the
-coarsest for which no cell spans more than two breakpoints; breakpoints too close together for
-a table of ``MAX_CELLS`` fall back to the binary search.
+code, or ``NAN_CODE``), found one of four ways (``HOW``):
+
+* 16-bit x (2 bits and more): one byte gather from a table of the code of every 16-bit value,
+  indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
+  For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
+  shift-add. Its hot part: 99% of x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16
+  (2.3 KiB; a warp's 32 gathers touch about 11 lines), 172 for fp16 (22 KiB; about 26 lines a
+  warp), against 1 to 14 lines a warp for the fp32 cell tables of 3 to 8 bits. No GPU measured
+  what the L1 makes of that; the static roofline counts a gather as one instruction, and the
+  table's 64 KiB as traffic of its 2^16-element probe (1 byte per element, nothing in a launch
+  of millions of elements).
+* fp32 x, 3 bits and more: one 64-bit gather from a table of uniform cells (:func:`code_table`):
+  x's cell is ``round((max(x, lo) - lo) * s)`` for a power of two s, which is exact in fp32 (the
+  product is exact, the rounding is the one addition of 1.5 * 2^23), clamped to the last cell,
+  which also takes NaN; the cell's entry holds T, the number of breakpoints below the cell, and
+  b[T], and ``code = T + (x > b[T])``. s is the coarsest for which no cell holds two breakpoints;
+  breakpoints too close together for a table of ``MAX_CELLS`` fall back to a binary search (K
+  dependent gathers).
+* 1 bit, and 2 bits of fp32 x: comparisons with every breakpoint (at most 3), read once per program.
 """
 from __future__ import annotations
 
@@ -29,27 +45,58 @@ import torch
 import triton
 import triton.language as tl
 
+from .fp32math import INTERPRET
 from .launch import kernel
-from .layout import BLOCK, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
+from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
-MAX_CELLS = 1 << 13  # 128 KiB of 16-byte entries at most
+MAX_CELLS = 1 << 13  # 64 KiB of 8-byte entries at most
+NEG_INF = tl.constexpr(float("-inf"))
+# How a kernel finds the codes (HOW): by the bits of 16-bit x, a cell table, comparisons with every
+# breakpoint, a binary search.
+LUT, CELLS, COUNT, SEARCH = (tl.constexpr(i) for i in range(4))
 MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds to an integer in the low bits
 MAGIC_BITS = tl.constexpr(0x4B400000)
 NEG_ZERO_BITS = tl.constexpr(-0x80000000)  # -0.0 as int32: a level that selects 0 (see backward)
 
 
 @triton.jit
-def _table_code(x, table_ptr, lo, scale, n_cells):
+def _exact_f32(x):
+    """x as fp32. The interpreter's bf16 conversion flushes subnormals (a GPU's is exact): there, by its bits."""
+    if INTERPRET and x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _lut_code(x, lut_ptr):
+    """The code of 16-bit x read from its 65536-entry table by x's bits (NaN's code included)."""
+    if x.dtype == tl.bfloat16:  # the top half of the fp32 x that F converts anyway: one shift-add address
+        i = _exact_f32(x).to(tl.uint32, bitcast=True) >> 16
+    else:
+        i = x.to(tl.uint16, bitcast=True).to(tl.uint32)
+    return tl.load(lut_ptr + i).to(tl.int32)
+
+
+@triton.jit
+def _table_code(x, table_ptr, lo, scale, last):
     # The cell: round((x - lo) * scale) from the bits of x * scale + (MAGIC - lo * scale), x * scale
-    # exact (a power of two); NaN stays NaN through the max and lands, as anything above the table,
-    # in the last cell (an unsigned clamp also sends a NaN's bits there).
+    # exact (a power of two); NaN stays NaN through the max, and an unsigned clamp sends its bits, as
+    # anything above the table, to the last cell. The clamp keeps MAGIC's bits (the table's pointer
+    # was moved down by them), so the address is one multiply-add of the clamped bits.
     t = tl.maximum(x, lo, propagate_nan=tl.PropagateNan.ALL) * scale + (MAGIC - lo * scale)
-    cell = tl.minimum((t.to(tl.int32, bitcast=True) - MAGIC_BITS).to(tl.uint32), n_cells.to(tl.uint32))
-    entry = table_ptr + cell.to(tl.int32) * 4  # three gathers at one address: no 2-D tile to convert
-    below = tl.load(entry).to(tl.float32, bitcast=True)  # b[T - 1]; NaN for T = 0 (never >= x)
-    above = tl.load(entry + 1).to(tl.float32, bitcast=True)  # b[T]; +inf for the top code
-    t_plus_1 = tl.load(entry + 2)
-    return t_plus_1 - (x <= above).to(tl.int32) - (x <= below).to(tl.int32)
+    cell = tl.minimum(t.to(tl.uint32, bitcast=True), (last + MAGIC_BITS).to(tl.uint32))
+    entry = tl.load(table_ptr - MAGIC_BITS + cell.to(tl.int32))  # (T << 32) | bits of b[T]: one 64-bit gather
+    return (entry >> 32).to(tl.int32) + (x > entry.to(tl.int32).to(tl.float32, bitcast=True)).to(tl.int32)
+
+
+@triton.jit
+def _count_code(x, breakpoint_ptr, K: tl.constexpr):
+    # 2^K - 1 comparisons with breakpoints read once per program; NaN is <= none: the top code.
+    code = tl.full(x.shape, (1 << K) - 1, tl.int32)
+    for i in tl.static_range((1 << K) - 1):
+        code -= (x <= tl.load(breakpoint_ptr + i)).to(tl.int32)
+    return code
 
 
 @triton.jit
@@ -62,14 +109,20 @@ def _search_code(x, breakpoint_ptr, K: tl.constexpr):
 
 
 @triton.jit
-def _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K: tl.constexpr, TABLE: tl.constexpr,
+def _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K: tl.constexpr, HOW: tl.constexpr,
           NAN_CODE: tl.constexpr):
-    if TABLE:
-        code = _table_code(x, table_ptr, lo, scale, n_cells)
+    if HOW == LUT:
+        code = _lut_code(x, table_ptr)  # NaN's code is in the table
     else:
-        code = _search_code(x, breakpoint_ptr, K)
-    if NAN_CODE is not None:  # NaN's interval where torch's f'(NaN) is not the top code's level
-        code = tl.where(x != x, NAN_CODE, code)
+        xf = _exact_f32(x)
+        if HOW == CELLS:
+            code = _table_code(xf, table_ptr, lo, scale, last)
+        elif HOW == COUNT:
+            code = _count_code(xf, breakpoint_ptr, K)
+        else:
+            code = _search_code(xf, breakpoint_ptr, K)
+        if NAN_CODE is not None:  # NaN's interval where torch's f'(NaN) is not the top code's level
+            code = tl.where(xf != xf, NAN_CODE, code)
     return code
 
 
@@ -84,37 +137,48 @@ def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
 
 @triton.jit
 def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_elements, n_words, p0, p1,
-                      lo, scale, n_cells, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
-                      TABLE: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr):
+                      lo, scale, last, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
+                      HOW: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr):
     per_word: tl.constexpr = 32 // K
     word0, base, left = _span(n_elements, per_word, W)
     x_ptr += base
     y_ptr += base
     code_ptr += word0
     words_left = tl.minimum(n_words - word0, W).to(tl.int32)
-    lanes = tl.arange(0, W)
-    if ROWS:  # 32 // K a power of two: a [W, 32 // K] tile is contiguous, one row per word
-        column = tl.arange(0, per_word)
-        offsets = lanes[:, None] * per_word + column[None, :]
+    acc: tl.constexpr = y_ptr.dtype.element_ty == tl.float32
+    # Elements past the end read -inf, whose code is 0: the last word's unused bits stay 0 unmasked.
+    if ROWS:  # 32 // K a power of two: the block is contiguous, rows of one 128-bit vector
+        V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
+        column = tl.arange(0, V)
+        offsets = tl.arange(0, W * per_word // V)[:, None] * V + column[None, :]
         mask = offsets < left
-        x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-        tl.store(y_ptr + offsets, F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32).to(y_ptr.dtype.element_ty), mask=mask)
-        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE, NAN_CODE)
-        packed = tl.sum(tl.where(mask, code << (column[None, :] * K), 0), axis=1)
-    else:  # per_word chunks of W contiguous elements for y; each word's code position c strided
+        x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
+        tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
+        # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word.
+        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
+        code = code << (column[None, :] % per_word * K)
+        if per_word > V:  # a word spans per_word // V rows
+            packed = tl.sum(tl.reshape(tl.sum(code, axis=1), [W, per_word // V])
+                            << (tl.arange(0, per_word // V)[None, :] * (V * K)), axis=1)
+        else:  # a row holds V // per_word words
+            packed = tl.reshape(tl.sum(tl.reshape(code, [W, per_word]), axis=1), [W])
+        lanes = tl.arange(0, W)
+        tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
+    else:  # each thread owns V consecutive words (V elements of 128 bits), per_word vectors of them
+        V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
+        thread = tl.arange(0, W // V)[:, None]
+        v = tl.arange(0, V)[None, :]
+        packed = tl.zeros([W // V, V], dtype=tl.int32)
         for c in tl.static_range(per_word):
-            offsets = c * W + lanes
+            offsets = thread * (V * per_word) + c * V + v
             mask = offsets < left
-            x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-            tl.store(y_ptr + offsets, F(x, p0, p1, y_ptr.dtype.element_ty == tl.float32).to(y_ptr.dtype.element_ty), mask=mask)
-        packed = tl.zeros([W], dtype=tl.int32)
-        for c in tl.static_range(per_word):  # the second read of x hits the cache
-            offsets = lanes * per_word + c
-            mask = offsets < left
-            x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-            code = _code(x, breakpoint_ptr, table_ptr, lo, scale, n_cells, K, TABLE, NAN_CODE)
-            packed = packed | tl.where(mask, code << (c * K), 0)  # the last word's unused bits stay 0
-    tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
+            x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
+            tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
+            code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
+            for i in tl.static_range(V):  # element j of the thread's run: position j % per_word of word j // per_word
+                column = tl.sum(tl.where(v == i, code, 0), axis=1)[:, None]
+                packed += tl.where(v == (c * V + i) // per_word, column << ((c * V + i) % per_word * K), 0)
+        tl.store(code_ptr + thread * V + v, packed, mask=thread * V + v < words_left)
 
 
 @triton.jit
@@ -146,21 +210,30 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
                  mask=mask)
     else:  # position c of each word, strided, beside the word in the same thread
         words = tl.load(code_ptr + lanes, mask=lanes < tl.minimum(n_words - word0, W).to(tl.int32), other=0)
+        rest = left - lanes * per_word  # elements of each word that exist: compared with c, one per element
         for c in tl.static_range(per_word):
             offsets = lanes * per_word + c
-            mask = offsets < left
-            dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
+            dy = tl.load(dy_ptr + offsets, mask=c < rest).to(tl.float32)
             level = tl.load(level_ptr + ((words >> (c * K)) & ((1 << K) - 1)))
-            tl.store(dx_ptr + offsets, _times_level(dy, level, SELECTS).to(dx_ptr.dtype.element_ty), mask=mask)
+            tl.store(dx_ptr + offsets, _times_level(dy, level, SELECTS).to(dx_ptr.dtype.element_ty), mask=c < rest)
 
 
 def _words(bits: int) -> tuple[int, bool]:
-    """(words per program, ROWS): about 2048 elements in rows when 32 // bits is a power of two;
-    otherwise FEWBIT_WORDS words, their positions strided."""
+    """(words per program, ROWS) of the backward: about 2048 elements in rows when 32 // bits is a power
+    of two; otherwise FEWBIT_WORDS words, their positions strided."""
     per_word = 32 // bits
     if per_word & (per_word - 1) == 0:
         return BLOCK // per_word, True
     return FEWBIT_WORDS, False
+
+
+def _forward_launch(bits: int, element_size: int) -> tuple[int, bool, int]:
+    """(words per program, ROWS, warps) of the forward: the backward's rows; otherwise one 128-bit
+    vector's elements' worth of words to each of FEWBIT_FORWARD_WARPS warps' threads."""
+    words, rows = _words(bits)
+    if rows:
+        return words, rows, NUM_WARPS
+    return FEWBIT_FORWARD_WARPS * 32 * 16 // element_size, False, FEWBIT_FORWARD_WARPS
 
 
 def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] | None:
@@ -169,13 +242,13 @@ def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] 
 
     Cell i holds the x whose ``round((max(x, lo) - lo) * scale)`` is i, i.e. [lo + (i - 1/2) / s,
     lo + (i + 1/2) / s] (ends included: ties may round either way), the first cell everything
-    below and the last everything above and NaN. Its entry is (b[T - 1], b[T], T + 1, 0) as int32
-    (the breakpoints' fp32 bits), for a T within one of every code in the cell; the last cell's T is M - 1 so that NaN,
-    which fails both comparisons, gets T + 1 = M, the top code.
+    below and the last everything above and NaN. With T the number of breakpoints below the cell
+    and at most one breakpoint from its left end up to (not including) its right end, every x in it
+    has code ``T + (x > b[T])``; the entry is ``(T << 32) | bits of b[T]`` (b[M] = +inf). The last
+    cell lies above every breakpoint: T = M, the top code, also for NaN (which is > nothing).
     """
     b = np.asarray(breakpoints, dtype=np.float32).astype(np.float64)
-    m = len(b)
-    padded = np.concatenate([[np.nan], b, [np.inf]]).astype(np.float32)  # padded[j] = b[j - 1]
+    padded = np.concatenate([b, [np.inf]]).astype(np.float32)  # padded[T] = b[T]
     for log2_scale in range(-4, 24):
         scale = 2.0 ** log2_scale
         first = np.floor(b[0] * scale) - 1  # lo * scale: an integer, so lo * scale is exact in fp32
@@ -187,33 +260,48 @@ def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] 
         i = np.arange(last + 1, dtype=np.float64)
         left = np.where(i == 0, -np.inf, (first + i - 0.5) / scale)
         right = np.where(i == last, np.inf, (first + i + 0.5) / scale)
-        lowest = np.searchsorted(b, left, side="left")  # codes of the cell: #{b < left}..#{b < right}
-        highest = np.searchsorted(b, right, side="left")
-        if np.any(highest - lowest > 2):
+        t = np.searchsorted(b, left, side="left")  # codes of the cell: #{b < left}..#{b < right}
+        if np.any(np.searchsorted(b, right, side="left") - t > 1):
             continue
-        t = np.minimum(lowest + 1, m)
-        t[-1] = m - 1
-        entries = np.zeros((last + 1, 4), dtype=np.int32)
-        entries[:, 0], entries[:, 1] = padded[t].view(np.int32), padded[t + 1].view(np.int32)
-        entries[:, 2] = t + 1
+        entries = (t.astype(np.int64) << 32) | padded[t].view(np.uint32).astype(np.int64)
         return entries, first / scale, scale, last
     return None
 
 
-_TABLES: dict[int, tuple] = {}  # id(breakpoints) -> (breakpoints, table or None, lo, scale, last cell)
+def code_lut(breakpoints: np.ndarray, dtype: torch.dtype, nan_code: int | None) -> np.ndarray:
+    """The code of every 16-bit ``dtype`` value, indexed by its bits: ``#{b < x}``, NaN ``nan_code``
+    (None: the top code)."""
+    x = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype).float().numpy()
+    codes = np.searchsorted(np.asarray(breakpoints, dtype=np.float32), x, side="left")
+    codes[np.isnan(x)] = len(breakpoints) if nan_code is None else nan_code
+    return codes.astype(np.uint8)
 
 
-def _table_for(breakpoints: torch.Tensor) -> tuple:
-    found = _TABLES.get(id(breakpoints))
+# (id(breakpoints), dtype, nan_code) -> (breakpoints, HOW, table, lo, scale, last cell)
+_TABLES: dict[tuple, tuple] = {}
+
+
+def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: int | None) -> tuple:
+    """How the forward finds the codes of ``dtype`` x, and its table: 16-bit x by its bits; fp32 x by
+    comparisons with all (at most 3) breakpoints for 1 or 2 bits, else the cell table where one fits."""
+    key = (id(breakpoints), dtype, nan_code)
+    found = _TABLES.get(key)
     if found is None or found[0] is not breakpoints:
-        made = code_table(breakpoints.cpu().numpy())
-        if made is None:
-            found = (breakpoints, None, 0.0, 1.0, 0)
+        b = breakpoints.cpu().numpy()
+        if bits == 1 or (bits == 2 and dtype == torch.float32):
+            found = (breakpoints, COUNT, breakpoints, 0.0, 1.0, 0)
+        elif dtype != torch.float32:
+            lut = torch.from_numpy(code_lut(b, dtype, nan_code)).to(breakpoints.device)
+            found = (breakpoints, LUT, lut, 0.0, 1.0, 0)
         else:
-            entries, lo, scale, last = made
-            found = (breakpoints, torch.from_numpy(entries).to(breakpoints.device), lo, scale, last)
-        _TABLES[id(breakpoints)] = found  # keeps the breakpoints alive, so the id stays theirs
-    return found
+            made = code_table(b)
+            if made is None:
+                found = (breakpoints, SEARCH, breakpoints, 0.0, 1.0, 0)
+            else:
+                entries, lo, scale, last = made
+                found = (breakpoints, CELLS, torch.from_numpy(entries).to(breakpoints.device), lo, scale, last)
+        _TABLES[key] = found  # keeps the breakpoints alive, so the id stays theirs
+    return found[1:]
 
 
 def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor, bits: int,
@@ -227,14 +315,12 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     n_words = -(-n // per_word)
     codes = torch.empty(n_words, dtype=torch.int32, device=x.device)
     if n:
-        # A binary search of one or two steps is cheaper than the table's three gathers.
-        _, table, lo, scale, last = _table_for(breakpoints) if bits > 2 else (None, None, 0.0, 1.0, 0)
-        words, rows = _words(bits)
-        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, TABLE=table is not None, NAN_CODE=nan_code, ROWS=rows,
-               num_warps=NUM_WARPS)(
-            (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints,
-            breakpoints if table is None else table, n, n_words, float(p0), float(p1), float(lo), float(scale),
-            int(last))
+        how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
+        words, rows, warps = _forward_launch(bits, x.element_size())
+        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, HOW=int(how), NAN_CODE=nan_code, ROWS=rows,
+               num_warps=warps)(
+            (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints, table, n, n_words,
+            float(p0), float(p1), float(lo), float(scale), int(last))
     return y, codes
 
 

@@ -19,9 +19,13 @@ import torch
 # word) kernels all take this block.
 BLOCK = 2048
 NUM_WARPS = 4
-# Few-bit kernels whose 32 // bits codes per word is not a power of two (3, 5, 6, 7 bits) walk
-# words, not elements: 1024 words is 8 per thread, one 128-bit load of 16-bit data.
+# Few-bit kernels whose 32 // bits codes per word is not a power of two (3, 5, 6 bits) walk words,
+# not elements. The backward takes 1024 words, 8 per thread (one 128-bit load of their 16-bit dy
+# per code position). The forward gives each thread as many words as one 128-bit vector holds
+# elements (8 for 16-bit x, 4 for fp32) and so reads 10, 6 or 5 vectors per thread: programs of 2
+# warps keep the unused part of the last program small.
 FEWBIT_WORDS = 1024
+FEWBIT_FORWARD_WARPS = 2
 # The learnable backward with a parameter gradient takes the block on 2 warps (32 elements per
 # thread): its per-channel partial sums cross threads and warps (shuffles, shared memory) once per
 # thread, so twice the elements per thread halve that cost per element (Swish-beta's 16-bit

@@ -260,12 +260,13 @@ def test_modules_with_saved_bits_pickle_and_show_it():
         torch.testing.assert_close(torch.autograd.grad(clone(x).sum(), x)[0], torch.autograd.grad(m(x).sum(), x)[0])
 
 
-@pytest.mark.parametrize("table", [True, False], ids=["cell table", "binary search"])
+@pytest.mark.parametrize("how", ["CELLS", "COUNT", "SEARCH"], ids=["cell table", "comparisons", "binary search"])
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits, table):
-    """The Triton forward's packed codes are exactly the PyTorch implementation's (torch.bucketize)
-    on every breakpoint, its fp32 neighbours, NaN of both signs, +-inf, huge and tiny values: the
-    cell table (used from 3 bits) and the binary search (its fallback, and 1 or 2 bits) alike."""
+def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits, how):
+    """The Triton forward's packed codes of fp32 x are exactly the PyTorch implementation's (torch.bucketize)
+    on every breakpoint, its fp32 neighbours, NaN of both signs, +-inf, huge and tiny values: the cell
+    table (used from 3 bits), the comparisons with every breakpoint (1 or 2 bits) and the binary search
+    (the fallback where no cell table fits) alike."""
     from actkit.kernels import fewbit as kernels
 
     spec = actkit.get("silu")
@@ -275,23 +276,43 @@ def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits
     special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-30, 3.4e38, -3.4e38]
     points = np.concatenate([bf, np.nextafter(bf, np.float32(np.inf)), np.nextafter(bf, np.float32(-np.inf)),
                              special]).astype(np.float32)
-    x = torch.cat([torch.from_numpy(points), torch.randn(700, generator=torch.Generator().manual_seed(bits)) * 4])
+    x = torch.cat([torch.from_numpy(points), torch.randn(12000, generator=torch.Generator().manual_seed(bits)) * 4])
     b = b.to(KERNEL_DEVICE)
     made = kernels.code_table(bf)
     assert made is not None and made[3] < kernels.MAX_CELLS
-    kernels._TABLES[id(b)] = (b, None, 0.0, 1.0, 0) if not table else \
-        (b, torch.from_numpy(made[0]).to(KERNEL_DEVICE), made[1], made[2], made[3])
+    entries, lo, scale, last = made
+    plan = {"CELLS": (kernels.CELLS, torch.from_numpy(entries).to(KERNEL_DEVICE), lo, scale, last),
+            "COUNT": (kernels.COUNT, b, 0.0, 1.0, 0), "SEARCH": (kernels.SEARCH, b, 0.0, 1.0, 0)}[how]
+    kernels._TABLES[id(b), torch.float32, None] = (b, *plan)
     try:
         y, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], 0.0, 0.0, b, bits)
     finally:
-        kernels._TABLES.pop(id(b), None)
+        kernels._TABLES.pop((id(b), torch.float32, None), None)
     assert torch.equal(codes.cpu(), fewbit.pack_codes(x, q))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name, bits", [("silu", b) for b in range(1, 9)] + [("leaky_relu", 1), ("hardtanh", 2)])
+def test_kernel_codes_of_every_16_bit_value_equal_bucketize(name, bits, dtype):
+    """16-bit x takes its code from a table indexed by its bits: on all 65536 values (every NaN, both
+    infinities and zeros, the subnormals) the packed codes are torch.bucketize's of x in fp32, and NaN
+    takes the quantiser's NaN code where it has one (Leaky ReLU's negative slope, hardtanh's pass)."""
+    from actkit.kernels import fewbit as kernels
+
+    spec = actkit.get(name)
+    q = fewbit.quantizer(spec, spec.defaults, bits)
+    x = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype)
+    x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(bits))]  # mixed within each word
+    b, _ = q.tables(KERNEL_DEVICE)
+    p0, p1 = spec.kernel_args(spec.defaults)
+    _, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], p0, p1, b, bits, q.nan_code)
+    assert torch.equal(codes.cpu(), fewbit.pack_codes(x.float(), q))
 
 
 def test_cell_table_refuses_breakpoints_it_cannot_separate():
     from actkit.kernels import fewbit as kernels
 
-    # Three breakpoints within 2e-7: a cell that narrow needs more than MAX_CELLS cells over [0, 1].
-    assert kernels.code_table(np.array([0.0, 1e-7, 2e-7, 1.0], dtype=np.float32)) is None
+    # Two breakpoints within 1e-7: a cell that narrow needs more than MAX_CELLS cells over [0, 1].
+    assert kernels.code_table(np.array([0.0, 1e-7, 1.0], dtype=np.float32)) is None
     entries, lo, scale, last = kernels.code_table(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
-    assert entries.shape == (last + 1, 4) and lo * scale == int(lo * scale)
+    assert entries.shape == (last + 1,) and lo * scale == int(lo * scale)
