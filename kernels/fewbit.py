@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .fp32math import INTERPRET
+from . import fp32math as fm
 from .launch import kernel
 from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
@@ -60,19 +60,10 @@ NEG_ZERO_BITS = tl.constexpr(-0x80000000)  # -0.0 as int32: a level that selects
 
 
 @triton.jit
-def _exact_f32(x):
-    """x as fp32. The interpreter's bf16 conversion flushes subnormals (a GPU's is exact): there, by its bits."""
-    if INTERPRET and x.dtype == tl.bfloat16:
-        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
 def _lut_code(x, lut_ptr):
     """The code of 16-bit x read from its 65536-entry table by x's bits (NaN's code included)."""
     if x.dtype == tl.bfloat16:  # the top half of the fp32 x that F converts anyway: one shift-add address
-        i = _exact_f32(x).to(tl.uint32, bitcast=True) >> 16
+        i = fm.to_fp32(x).to(tl.uint32, bitcast=True) >> 16
     else:
         i = x.to(tl.uint16, bitcast=True).to(tl.uint32)
     return tl.load(lut_ptr + i).to(tl.int32)
@@ -114,7 +105,7 @@ def _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K: tl.constexpr, HOW: t
     if HOW == LUT:
         code = _lut_code(x, table_ptr)  # NaN's code is in the table
     else:
-        xf = _exact_f32(x)
+        xf = fm.to_fp32(x)
         if HOW == CELLS:
             code = _table_code(xf, table_ptr, lo, scale, last)
         elif HOW == COUNT:
@@ -153,7 +144,7 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         offsets = tl.arange(0, W * per_word // V)[:, None] * V + column[None, :]
         mask = offsets < left
         x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
-        tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
         # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word.
         code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
         code = code << (column[None, :] % per_word * K)
@@ -173,7 +164,7 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
             offsets = thread * (V * per_word) + c * V + v
             mask = offsets < left
             x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
-            tl.store(y_ptr + offsets, F(x.to(tl.float32), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
+            tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
             code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
             for i in tl.static_range(V):  # element j of the thread's run: position j % per_word of word j // per_word
                 column = tl.sum(tl.where(v == i, code, 0), axis=1)[:, None]
@@ -205,7 +196,7 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
         mask = offsets < left
         words = tl.load(code_ptr + offsets // per_word, mask=mask, other=0)
         code = (words >> ((offsets % per_word) * K)) & ((1 << K) - 1)
-        dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
+        dy = fm.to_fp32(tl.load(dy_ptr + offsets, mask=mask))
         tl.store(dx_ptr + offsets, _times_level(dy, tl.load(level_ptr + code), SELECTS).to(dx_ptr.dtype.element_ty),
                  mask=mask)
     else:  # position c of each word, strided, beside the word in the same thread
@@ -213,7 +204,7 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
         rest = left - lanes * per_word  # elements of each word that exist: compared with c, one per element
         for c in tl.static_range(per_word):
             offsets = lanes * per_word + c
-            dy = tl.load(dy_ptr + offsets, mask=c < rest).to(tl.float32)
+            dy = tl.load(dy_ptr + offsets, mask=c < rest).to(tl.float32)  # scalar loads: no pairs to widen
             level = tl.load(level_ptr + ((words >> (c * K)) & ((1 << K) - 1)))
             tl.store(dx_ptr + offsets, _times_level(dy, level, SELECTS).to(dx_ptr.dtype.element_ty), mask=c < rest)
 

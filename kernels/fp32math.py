@@ -54,9 +54,12 @@ def to_fp32(v):
     """v (a loaded block of any float dtype) in fp32. bf16 is the high half of an fp32, and a 32-bit
     register holds two: ``shl`` and ``and`` widen a pair in two instructions, where ptxas's own
     conversion spends three (a ``PRMT`` to move the high one down, then a shift for each). Inline
-    PTX on GPUs; the interpreter, which runs no assembly, converts."""
-    if INTERPRET or v.dtype != tl.bfloat16:
+    PTX on GPUs. The interpreter runs no assembly, and its own bf16 conversion flushes subnormals
+    (a GPU's is exact): there, the same shift of the bits."""
+    if v.dtype != tl.bfloat16:
         return v.to(tl.float32)
+    elif INTERPRET:
+        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
     else:
         return tl.inline_asm_elementwise("{ shl.b32 $0, $2, 16; and.b32 $1, $2, 0xffff0000; }", "=r,=r,r", [v],
                                          dtype=tl.float32, is_pure=True, pack=2)

@@ -39,8 +39,6 @@ from .launch import kernel
 from .layout import (BLOCK, LEARNABLE_BWD_WARPS, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, check_dtype,
                      in_layout)
 
-TINY = tl.constexpr(2.0 ** -24)
-
 
 # -- device functions: F(x, a) and, given dy, (dy * dF/dx, dy * dF/da) ----------------------
 # ACC (a constexpr) is whether the output is fp32: 16-bit outputs take fp32math's cheaper forms
@@ -104,10 +102,13 @@ def swish_beta_fwd(x, b, ACC: tl.constexpr):
         return tl.where(t < 0.0, times_exp(x, e, deep), x) * r
     else:
         v, z, r = sigmoid_parts_16(x, b, True)
-        # |bx| < 2^-23.5: s = 1/2 to within half an fp32 ulp, so x / 2 exactly. At bf16's smallest x,
-        # x / 2 is a tie between two 16-bit values that the last bits of x r (r from a 2-ulp exp)
-        # would decide.
-        return tl.where(v < -TINY, x * z, x) * tl.where(tl.abs(v) < TINY, 0.5, r)
+        # x s(bx) = x / 2 + b x^2 / 4 + ...: on b's side of x / 2. Where x / 2 is subnormal (bf16's
+        # smallest x) it can be a tie between two 16-bit values, which fp32's x s (exactly x / 2, or
+        # off by far less than 2^-149) cannot break: the product is fused with 2^-149 on b's side
+        # (0 for b = 0, where x / 2 is exact), as fp32math.times_half_and_more does for b > 0.
+        tiny = tl.full(b.shape, 1, tl.int32).to(tl.float32, bitcast=True)  # 2^-149, from its bits
+        nudge = tl.where(b > 0.0, tiny, tl.where(b < 0.0, -tiny, 0.0))
+        return tl.fma(x, tl.where(v < 0.0, z * r, r), nudge)
 
 
 @triton.jit
@@ -167,7 +168,7 @@ def _channel_tile(outer, C, inner, n_cb, n_ib, BLOCK_O: tl.constexpr, BLOCK_C: t
 def learnable_fwd_kernel(x_ptr, a_ptr, y_ptr, outer, C, inner, n_cb, n_ib,
                          F: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
     offsets, mask, c, _ = _channel_tile(outer, C, inner, n_cb, n_ib, BLOCK_O, BLOCK_C, BLOCK_I)
-    x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
+    x = fm.to_fp32(tl.load(x_ptr + offsets, mask=mask))
     a = tl.load(a_ptr + c, mask=c < C).to(tl.float32)
     y = F(x, a[None, :, None], y_ptr.dtype.element_ty == tl.float32)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -179,8 +180,8 @@ def learnable_bwd_kernel(x_ptr, dy_ptr, a_ptr, dx_ptr, partial_ptr, outer, C, in
                          WEIGHT_GRAD: tl.constexpr):
     offsets, mask, c, partial_row = _channel_tile(outer, C, inner, n_cb, n_ib, BLOCK_O, BLOCK_C, BLOCK_I)
     c_mask = c < C
-    x = tl.load(x_ptr + offsets, mask=mask).to(tl.float32)
-    dy = tl.load(dy_ptr + offsets, mask=mask).to(tl.float32)
+    x = fm.to_fp32(tl.load(x_ptr + offsets, mask=mask))
+    dy = fm.to_fp32(tl.load(dy_ptr + offsets, mask=mask))
     a = tl.load(a_ptr + c, mask=c_mask).to(tl.float32)
     dx, da = DF(x, a[None, :, None], dy, dx_ptr.dtype.element_ty == tl.float32)
     tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)

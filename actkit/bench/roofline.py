@@ -31,7 +31,8 @@ re-read (the row-wise two-pass paths read x twice) is taken to hit L2. Where the
 loads and stores (their widths in the SASS) request fewer bytes than that, those: a tensor the
 kernel never reads (identity's backward needs no x) moves nothing. Gathers from small tables (the
 few-bit breakpoints, a channel's weight) request more than their tensors hold and are taken to hit
-the caches. Launch sizes are the
+the caches; lookup tables whose size is fixed, not per element (:data:`LOOKUP_TABLES`: the few-bit
+code tables, up to 64 KiB), count no bytes at all. Launch sizes are the
 probe's (2^16 elements for elementwise kernels): per-element figures do not depend on the size for
 straight-line kernels with full programs; row-wise and learnable ones depend on the shape
 (row length, channels), which the ``what`` column names.
@@ -143,10 +144,20 @@ def _evaluate(expression: str, names: Mapping[str, int]) -> int:
     return int(eval(expression, {"__builtins__": {}, "cdiv": lambda a, b: -(-a // b)}, dict(names)))
 
 
+# Lookup tables by parameter name: their size does not grow with the launch (the few-bit kernels'
+# breakpoints, cell and code tables, levels), so over a real launch their one read amortises to
+# nothing; counted at the probe's size they would dilute its bytes per element (a 64 KiB code
+# table is a byte per element at 2^16 elements) and flatter the headroom. Not counted.
+LOOKUP_TABLES = frozenset({"breakpoint_ptr", "table_ptr", "level_ptr"})
+
+
 def _tensor_bytes(tensors: Mapping[str, Mapping]) -> int:
-    """Every tensor once; tensors on one storage (views) count as their union, at most the storage."""
+    """Every tensor once (lookup tables none); tensors on one storage (views) count as their union,
+    at most the storage."""
     by_storage: dict[int, list] = {}
-    for t in tensors.values():
+    for name, t in tensors.items():
+        if name in LOOKUP_TABLES:
+            continue
         by_storage.setdefault(t["storage"], []).append(t)
     return sum(min(ts[0]["storage_bytes"], sum(t["numel"] * t["element_size"] for t in ts))
                for ts in by_storage.values())
