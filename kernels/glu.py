@@ -28,7 +28,7 @@ import triton.language as tl
 from . import fp32math as fm
 from .activations import fused_with, zero_where
 from .launch import kernel
-from .layout import BLOCK, NUM_WARPS, check_dtype
+from .layout import BLOCK, GLU_WARPS, check_dtype
 
 
 
@@ -93,7 +93,7 @@ def tile(cols: int) -> tuple[int, int]:
 def _launch(fn, fns: dict, rows: int, cols: int, *args) -> None:
     n_rows, width = tile(cols)
     grid = (triton.cdiv(rows, n_rows) * triton.cdiv(cols, width),)
-    kernel(fn, **fns, ROWS=n_rows, COLS=width, num_warps=NUM_WARPS)(grid, *args)
+    kernel(fn, **fns, ROWS=n_rows, COLS=width, num_warps=GLU_WARPS)(grid, *args)
 
 
 def row_stride(t: torch.Tensor, cols: int) -> int | None:

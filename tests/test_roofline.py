@@ -49,10 +49,6 @@ KNOWN_BELOW_1_5 = {
     ("mish", "few-bit forward, 6 bits"): "fp16",
     ("lisht", "few-bit forward, 7 bits"): "fp32 bf16 fp16",
     ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
-    # GELU-gated GLU forward over rows of the last dim: the gate's math, a second input, the tile's
-    # row and column indices.
-    ("geglu", "split last dim forward"): "bf16",
-    ("geglu", "two strided halves forward"): "bf16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
          for dtype in dtypes.split()}
