@@ -111,6 +111,7 @@ def main() -> None:
         "expm1 fast (|x| <= 0.125)": expm1_small(0.125, 3, 0.125),
         "erfc ACC (p = 0.5)": erfc_tail(9),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
+        "erfc fast FINE (p = 0.45), scaled for ex2": erfc_tail_log2(7, 0.45),
     }.items():
         print(f"{name}: max relative error 2^{np.log2(err):.1f}\n    {', '.join(repr(float(v)) for v in c)}")
 

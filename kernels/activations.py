@@ -219,8 +219,13 @@ def selu_bwd_y(y, p0, p1, ACC: tl.constexpr):
 def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
     # x Phi(x) with Phi(x) = q or 1 - q, q = Phi(-|x|) computed from erfc: 1 + erf(x / sqrt 2)
     # cancels for x < 0, so the lower tail is computed directly.
+    # x Phi(x) > x / 2 too: the subnormal tie-breaker applies. It needs the product on the exact
+    # value's side of x / 2, so q (<= 1/2 exactly) is clamped there: near x = 0 the fit and a 2-ulp
+    # ex2 can put it a few ulp above 1/2, and at bf16's smallest x that decides the tie.
     q = fm.phi_lower(x, ACC)
-    return fm.times_half_and_more(x, tl.where(x < 0.0, q, 1.0 - q), ACC)  # x Phi(x) > x / 2 too
+    if not ACC:
+        q = tl.minimum(q, 0.5)
+    return fm.times_half_and_more(x, tl.where(x < 0.0, q, 1.0 - q), ACC)
 
 
 @triton.jit
@@ -240,7 +245,7 @@ def _gelu_parts(x, ACC: tl.constexpr):
     # (Phi(x), phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the erfc pieces
     # (see fp32math.erfc_parts), the Gaussian factor shared: f' = Phi + x phi.
     if ACC:
-        t, p = fm.erfc_parts(x, ACC, False, 1.0, 0.0)
+        t, p = fm.erfc_parts(x, ACC, False, 1.0, 0.0, False)
         g = fm.exp(x * x * -0.5, ACC)
         q = t * g * tl.exp2(p * fm.LOG2E) * 0.5
         return tl.where(x < 0.0, q, 1.0 - q), g * INV_SQRT_2PI
@@ -250,7 +255,7 @@ def _gelu_parts(x, ACC: tl.constexpr):
         # t e^(-x^2/2) 2^(2p) = (t phi) 2^(2p - log2(1 / sqrt(2 pi))), that exponent folded into p's
         # coefficients (erfc_parts' SCALE, SHIFT). Paired reciprocal: three MUFU per element (two
         # ex2, the store's F2FP) would bind an H200's XU.
-        t, p2 = fm.erfc_parts(x, ACC, True, 2.0, -LOG2_INV_SQRT_2PI)
+        t, p2 = fm.erfc_parts(x, ACC, True, 2.0, -LOG2_INV_SQRT_2PI, False)
         h = tl.exp2(tl.fma(x * x, fm.QUARTER_LOG2E, LOG2_INV_SQRT_2PI * 0.5))
         phi = h * h
         q = (t * phi) * tl.exp2(p2)
