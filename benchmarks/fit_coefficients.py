@@ -109,6 +109,8 @@ def main() -> None:
         "expm1_neg fast (-0.25 <= x <= 0)": expm1_small(0.25, 3),
         "expm1 ACC (|x| <= 0.7)": expm1_small(0.7, 7, 0.7),
         "expm1 fast (|x| <= 0.125)": expm1_small(0.125, 3, 0.125),
+        # fp32math.exp_scaled: e^f = 1 + f + f^2 P(f) on the reduced range |f| <= ln(2) / 2.
+        "exp_scaled (|f| <= ln(2) / 2)": expm1_small(np.log(2) / 2, 5, np.log(2) / 2),
         "erfc ACC (p = 0.5)": erfc_tail(9),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
         "erfc fast FINE (p = 0.45), scaled for ex2": erfc_tail_log2(7, 0.45),

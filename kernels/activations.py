@@ -266,7 +266,11 @@ def _gelu_parts(x, ACC: tl.constexpr):
 def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
     # x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): no cancellation
     # of 1 + tanh u for x < 0, one exp and one reciprocal.
-    return fm.times_half_and_more(x, fm.sigmoid(x * (GELU_TANH_C1 + x * x * GELU_TANH_C3), ACC, True), ACC)
+    v = x * (GELU_TANH_C1 + x * x * GELU_TANH_C3)
+    if ACC:
+        return times_sigmoid_32(x, v)
+    else:
+        return fm.times_half_and_more(x, fm.sigmoid(v, ACC, True), ACC)
 
 
 @triton.jit
@@ -295,8 +299,29 @@ def _gelu_tanh_parts(x, ACC: tl.constexpr):
 
 
 @triton.jit
+def times_sigmoid_32(x, v):
+    """fp32 results: x sigmoid(v), v = c x with c > 0, rounded once where it is subnormal (v < 0:
+    x e^v / (1 + e^v), e^v scaled by 2^32, the scale taken off last)."""
+    m, r = fm.sigmoid_parts_scaled(v, False)
+    return tl.where(x < 0.0, (x * (m * r)) * fm.TWO_M32, x * r)
+
+
+@triton.jit
+def sigmoid_slope_32(x, v):
+    """fp32 results: s(v) + x s(v) s(-v) (silu's f' for v = x, gelu_sigmoid's for x = v = c x),
+    s(v) s(-v) = e^-|v| r^2; summed in units of 2^-32 and scaled last, so that it rounds once where
+    it is subnormal (v < -87). NaN or +-inf v: m is NaN or 0, and x * that NaN, as torch's inf * 0."""
+    m, r = fm.sigmoid_parts_scaled(v, True)
+    mr = m * r
+    return tl.fma(x, mr * r, tl.where(v < 0.0, mr, r * fm.TWO_P32)) * fm.TWO_M32
+
+
+@triton.jit
 def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
-    return fm.times_half_and_more(x, fm.sigmoid(x * GELU_SIGMOID_K, ACC, True), ACC)
+    if ACC:
+        return times_sigmoid_32(x, x * GELU_SIGMOID_K)
+    else:
+        return fm.times_half_and_more(x, fm.sigmoid(x * GELU_SIGMOID_K, ACC, True), ACC)
 
 
 @triton.jit
@@ -304,6 +329,8 @@ def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
     # f' is 0 or 1 in fp32 beyond |v| = 200; the clamp keeps v * z finite (1.702 x overflows).
     v = tl.minimum(tl.maximum(x * GELU_SIGMOID_K, -200.0, propagate_nan=tl.PropagateNan.ALL), 200.0,
                    propagate_nan=tl.PropagateNan.ALL)
+    if ACC:
+        return sigmoid_slope_32(v, v) + (x - x)
     z, r = fm.sigmoid_parts(v, ACC, False)
     s = tl.where(v < 0.0, z * r, r)
     return s + v * (z * r * r) + (x - x)  # NaN at +-inf, as torch's inf * 0
@@ -311,12 +338,17 @@ def gelu_sigmoid_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def silu_fwd(x, p0, p1, ACC: tl.constexpr):
-    return fm.times_half_and_more(x, fm.sigmoid(x, ACC, True), ACC)
+    if ACC:
+        return times_sigmoid_32(x, x)
+    else:
+        return fm.times_half_and_more(x, fm.sigmoid(x, ACC, True), ACC)
 
 
 @triton.jit
 def silu_bwd(x, p0, p1, ACC: tl.constexpr):
     # s + x s (1 - s), s (1 - s) = z r^2 from the same exp and reciprocal as s.
+    if ACC:
+        return sigmoid_slope_32(x, x)
     z, r = fm.sigmoid_parts(x, ACC, False)
     s = tl.where(x < 0.0, z * r, r)
     return s + x * (z * r * r)
@@ -326,12 +358,19 @@ def silu_bwd(x, p0, p1, ACC: tl.constexpr):
 def mish_fwd(x, p0, p1, ACC: tl.constexpr):
     # tanh(softplus x) = n / (n + 2) with n = e^x (e^x + 2): one exp, one reciprocal, no log.
     # The NaN-propagating clamp keeps n finite (the ratio is 1 long before) and NaN NaN.
+    if ACC:
+        # n and e^x scaled by 2^32 (fp32math.exp_scaled), the scale taken off last, so that x n /
+        # (n + 2), subnormal below x = -87, rounds once; beyond the clamp the ratio is 1 and f = x
+        # (x 2^32 would overflow). rcp.approx without a Newton step: 3.3 ulp at p99.9 (the few-bit
+        # fp32 forward has no issue slots for it).
+        xc = tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL)
+        m = fm.exp_scaled(xc)
+        n = m * tl.fma(m, fm.TWO_M32, 2.0)
+        t = n * fm.rcp(tl.fma(n, fm.TWO_M32, 2.0))
+        return tl.where(x > MISH_CLAMP, x, (xc * t) * fm.TWO_M32)
     e = fm.exp(tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL), ACC)
     n = e * (e + 2.0)
-    if ACC:
-        return x * (n * fm.rcp_acc(n + 2.0, ACC))
-    else:  # n + 2 in [2, 2.4e17]: the pair's product stays normal
-        return x * (n * fm.rcp_pairs(n + 2.0))
+    return x * (n * fm.rcp_pairs(n + 2.0))  # n + 2 in [2, 2.4e17]: the pair's product stays normal
 
 
 @triton.jit
@@ -340,6 +379,13 @@ def mish_bwd(x, p0, p1, ACC: tl.constexpr):
     # tanh(sp) = n q, sech^2(sp) = 4 (n + 1) q^2 = 4 (1 + e)^2 q^2, sigmoid(x) = e / (1 + e), so
     # f' = q (n + 4 x e (1 + e) q). x - x is NaN at +-inf, where torch's formula gives inf * 0.
     xc = tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL)
+    if ACC:
+        # As mish_fwd: n and e (1 + e) scaled by 2^32, the scale taken off last (f' <= 1.1).
+        m = fm.exp_scaled(xc)
+        e = m * fm.TWO_M32
+        n = m * (e + 2.0)
+        q = fm.rcp_acc(tl.fma(n, fm.TWO_M32, 2.0), ACC)
+        return (q * (n + xc * (tl.fma(m, e, m) * 4.0 * q))) * fm.TWO_M32 + (x - x)
     e = fm.exp(xc, ACC)
     n = e * (e + 2.0)
     q = fm.rcp_acc(n + 2.0, ACC)
@@ -363,7 +409,7 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
     # 1 / beta is a scalar (once per program); the max propagates no NaN but the log1p does.
     bx = x * p0
-    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp(-tl.abs(bx), ACC), ACC, True)
+    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
     return tl.where(bx > p1, x, sp * (1.0 / p0))
 
 
@@ -448,7 +494,7 @@ def hardsigmoid_zero_y(y, p0, p1):
 def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow; the min propagates no
     # NaN but the log1p does.
-    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp(-tl.abs(x), ACC), ACC, True)
+    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp_low(-tl.abs(x), ACC), ACC, True)
 
 
 @triton.jit

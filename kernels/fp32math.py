@@ -12,17 +12,25 @@ benchmarks/roofline.py), so each one is written for its SASS, not only for its v
   that stay accurate over the whole line, and a series branch is kept only where a formula
   cancels.
 
-``ACC`` (a ``tl.constexpr``, True for fp32 outputs) selects the precision: fp32 results get
-an ``exp`` corrected for the rounding of its argument (:func:`exp`); fp16/bf16 results, which
-keep 11 or 8 bits, take the cheaper forms, whose error (a few fp32 ulp near the saturation
-tails) is far below their rounding. benchmarks/accuracy.py measures both against exact
-references, with each approximate instruction's documented PTX error bound applied.
+``ACC`` (a ``tl.constexpr``, True for fp32 outputs) selects the precision. fp32 results get an
+``exp`` corrected for the rounding of its argument (:func:`exp`), or, in the sigmoid family
+(sigmoid, softplus, logsigmoid, silu, mish, gelu_sigmoid, gelu_tanh), :func:`exp_scaled`: a
+polynomial on the FMA pipe with no ``ex2`` (whose 2 ulp, with the reciprocal's and the
+roundings, took those past 4 ulp at p99.9), returned times 2^32 so that x e^x, subnormal below
+x = -87, rounds once. fp16/bf16 results, which keep 11 or 8 bits, take the cheaper forms, whose
+error (a few fp32 ulp near the saturation tails) is far below their rounding.
+benchmarks/accuracy.py measures both against exact references, with each approximate
+instruction's documented PTX error bound applied.
 
 Hardware approximations used, with their PTX ISA bounds: ``ex2.approx.ftz.f32`` (2 ulp,
 subnormal results flushed to zero: :func:`exp` squares a half-range ``ex2`` so that no flushed
-value is ever reached), ``ex2.approx.f32`` behind ``tl.exp`` (2 ulp), ``rcp.approx.ftz.f32`` (1
-ulp; its operands here are never subnormal). ``rcp`` is inline PTX on GPUs; the interpreter
-(which cannot run inline assembly) divides exactly instead.
+value is ever reached), ``ex2.approx.f32`` behind ``tl.exp`` (2 ulp; fp32 results of
+:func:`exp` correct its argument's rounding, not this), ``rcp.approx.ftz.f32`` (1 ulp; its
+operands here are never subnormal; fp32 results take a Newton step, :func:`rcp_acc`, except the
+forwards of silu, gelu_sigmoid, gelu_tanh and mish, whose few-bit fp32 kernels have no issue
+slots for it and which stay within 3.3 ulp at p99.9 without). :func:`exp_scaled` uses none
+(0.8 ulp at most). ``rcp`` is inline PTX on GPUs; the interpreter (which cannot run inline
+assembly) divides exactly instead.
 
 Constants are ``tl.constexpr``: module-level floats compile under the interpreter but not for a
 GPU. Write them after a tensor operand (``x * K``), which the interpreter requires.
@@ -46,6 +54,13 @@ LN2 = tl.constexpr(0.6931471805599453)
 EXP_MIN = tl.constexpr(-104.0)
 EXP_MAX = tl.constexpr(89.0)
 SIGN_BIT = tl.constexpr(-0x80000000)  # an fp32's sign bit, as int32
+# exp_scaled: 1.5 2^23 + 159, whose fp32 ulp is 1, so that fma(x, log2(e), EXP_SHIFT) rounds
+# x log2(e) to an integer n and holds n + 159 in its low bits.
+EXP_SHIFT = tl.constexpr(12583071.0)
+LN2_HI = tl.constexpr(0.6931471824645996)  # fp32(ln 2)
+LN2_LO = tl.constexpr(-1.9046542121259336e-09)  # ln 2 - LN2_HI
+TWO_M32 = tl.constexpr(2.3283064365386963e-10)  # 2^-32: exp_scaled's scale
+TWO_P32 = tl.constexpr(4294967296.0)
 PAIR_MAX = tl.constexpr(2.0 ** 60)  # rcp_pairs: the product of two such stays a normal fp32 number, and 1 / it
 
 
@@ -128,6 +143,39 @@ def exp_corrected(x, xc):
 
 
 @triton.jit
+def exp_scaled(x):
+    """e^x 2^32 for x <= 65 (larger x: any value), NaN for NaN, to about 1 fp32 ulp, on the FMA pipe
+    (no ``MUFU.EX2``, whose 2 ulp alone would take the sigmoid forms past 4 ulp).
+
+    e^x = 2^n e^f, n = round(x log2(e)), f = x - n ln 2 in [-ln(2) / 2, ln(2) / 2] (n ln 2 in two
+    parts, each FMA exact or nearly), e^f = 1 + f (1 + f P(f)), P of degree 4 (relative error
+    2^-25.8, fitted by benchmarks/fit_coefficients.py), and 2^(n + 32) from n's bits (one shift).
+    The 2^32 keeps results normal down to x = -110, where e^x is far below fp32's smallest normal:
+    a caller multiplies by :data:`TWO_M32` last (x e^x, z / (1 + z)), so that a subnormal result
+    rounds once, not once as e^x and again as the product. x is clamped at -110 (propagating NaN),
+    which keeps f finite down to -inf and gives n = -159 there, whose scale bits are 0: e^x is 0
+    from x = -110 down, where e^x and x e^x are below 2^-150 and round to 0 anyway. Above, n + 159
+    must stay below 255 (an exponent field), hence x <= 65."""
+    xc = tl.maximum(x, -110.0, propagate_nan=tl.PropagateNan.ALL)
+    j = tl.fma(xc, LOG2E, EXP_SHIFT)
+    n = j - EXP_SHIFT
+    f = tl.fma(n, -LN2_LO, tl.fma(n, -LN2_HI, xc))
+    p = 0.4999999701976776 + f * (0.1666654348373413 + f * (0.04166720062494278 + f * (
+        0.00836651399731636 + f * 0.0013882520142942667)))
+    scale = (j.to(tl.int32, bitcast=True) << 23).to(tl.float32, bitcast=True)  # 2^(n + 32), or 0
+    return tl.fma(f, tl.fma(f, p, 1.0), 1.0) * scale
+
+
+@triton.jit
+def exp_low(x, ACC: tl.constexpr):
+    """e^x for x <= 65: ACC, :func:`exp_scaled`, scaled back; else :func:`exp`'s fast form."""
+    if ACC:
+        return exp_scaled(x) * TWO_M32
+    else:
+        return exp(x, ACC)
+
+
+@triton.jit
 def exp(x, ACC: tl.constexpr):
     """e^x with subnormal results kept.
 
@@ -203,15 +251,34 @@ def copysign(magnitude, x):
 def sigmoid_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """(z, r): z = e^(-|x|) and r = 1 / (1 + z). sigmoid(|x|) = r, sigmoid(-|x|) = z r, and
     sigmoid(x) sigmoid(-x) = z r^2: every form from one exp and one reciprocal, none overflowing
-    (1 + z in [1, 2]: pairs allowed, :func:`rcp_fast`)."""
-    z = exp(-tl.abs(x), ACC)
-    return z, rcp_fast(1.0 + z, ACC, PAIRED)
+    (1 + z in [1, 2]: pairs allowed, :func:`rcp_fast`). ACC: from :func:`sigmoid_parts_scaled`."""
+    if ACC:
+        m, r = sigmoid_parts_scaled(x, True)
+        return m * TWO_M32, r
+    else:
+        z = exp(-tl.abs(x), ACC)
+        return z, rcp_fast(1.0 + z, ACC, PAIRED)
+
+
+@triton.jit
+def sigmoid_parts_scaled(x, NEWTON: tl.constexpr):
+    """fp32 results: (m, r), m = e^-|x| 2^32 (:func:`exp_scaled`) and r = 1 / (1 + e^-|x|), so that a
+    product with e^-|x| can round once where e^-|x| is subnormal (x < -87): (y m) 2^-32. r is
+    ``rcp.approx`` (1 ulp), or with NEWTON :func:`rcp_acc` (two FMAs more): sigmoid's own 1 ulp and
+    the exp's keep x s(x) within 3.3 ulp at p99.9 without it (the few-bit fp32 forwards have no
+    issue slots for it), f' = s + x s (1 - s) needs it near its root."""
+    m = exp_scaled(-tl.abs(x))
+    return m, rcp_acc(tl.fma(m, TWO_M32, 1.0), NEWTON)
 
 
 @triton.jit
 def sigmoid(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
-    z, r = sigmoid_parts(x, ACC, PAIRED)
-    return tl.where(x >= 0.0, r, z * r)  # NaN x takes z r, which is NaN (r need not be: rcp_pairs)
+    if ACC:
+        m, r = sigmoid_parts_scaled(x, True)
+        return tl.where(x >= 0.0, r, (m * r) * TWO_M32)  # NaN x: m is NaN
+    else:
+        z, r = sigmoid_parts(x, ACC, PAIRED)
+        return tl.where(x >= 0.0, r, z * r)  # NaN x takes z r, which is NaN (r need not be: rcp_pairs)
 
 
 @triton.jit
@@ -248,7 +315,7 @@ def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
 @triton.jit
 def softplus(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|); the max is a `where` so that NaN propagates.
-    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp(-tl.abs(x), ACC), ACC, PAIRED)
+    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp_low(-tl.abs(x), ACC), ACC, PAIRED)
 
 
 @triton.jit

@@ -34,17 +34,6 @@ COMMITTED = json.loads((ROOT / "benchmarks" / "results" / "accuracy.json").read_
 # Bars the math does not meet yet, with the reason (strict: a fixed kernel must come off the list).
 # Measured by this test (2^14 random fp32 inputs; benchmarks/accuracy.py uses 2^18).
 KNOWN_SHORT: dict[tuple[str, str, str], str] = {
-    # fp32 p99.9 just above 4 ulp: ex2.approx's 2 ulp plus rcp and roundings, every bound applied
-    # the same way at once (PyTorch's libm exp is within 1 ulp).
-    ("sigmoid", "forward", "fp32"): "p99.9 4.05 ulp (bar 4)",
-    ("softplus", "forward", "fp32"): "p99.9 4.19 ulp (bar 4)",
-    ("logsigmoid", "forward", "fp32"): "p99.9 4.11 ulp (bar 4)",
-    # fp32, x e^x forms near x = -87..-104: e^x is subnormal and keeps few bits (PyTorch's op loses
-    # them too, but less often on these inputs).
-    ("silu", "forward", "fp32"): "p99.9 5.5 ulp (bar 4)", ("silu", "backward", "fp32"): "p99.9 54 (bar 22)",
-    ("mish", "forward", "fp32"): "p99.9 6.1 ulp (bar 4)", ("mish", "backward", "fp32"): "p99.9 63 (bar 48)",
-    ("gelu_sigmoid", "forward", "fp32"): "p99.9 42 (bar 39)",
-    ("gelu_sigmoid", "backward", "fp32"): "p99.9 64 (bar 62)",
     # 16-bit GELU backward near its root (x = -0.752), where Phi + x phi cancels: the fp32 sum of two
     # terms of 0.23, each within 2^-22, leaves a few fp16 ulp on results near 3e-5.
     ("gelu", "backward", "fp16"): "99.791%, max 6 ulp",
