@@ -34,8 +34,8 @@ libdevice ``logf``/``log2f`` 1 ulp, ``erff`` 2 ulp. Not modelled: the GPU compil
 of a multiply and an add into one FMA (one rounding fewer, so at most half an ulp per contraction,
 either way).
 
-"Before" is the kernel source at a git revision (``--before``, default ``main``), loaded as a
-separate module; its device functions take no ``ACC`` argument.
+"Before" is the kernel source at a git revision (``--before``, default :data:`BEFORE`, main before
+issue 16's cheaper math), loaded as a separate module; its device functions take no ``ACC`` argument.
 """
 from __future__ import annotations
 
@@ -474,9 +474,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+BEFORE = "22b9251"  # main before issue 16's cheaper math: the committed results' "before"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default="main", help="git revision of the kernels to compare with ('' for none)")
+    parser.add_argument("--before", default=BEFORE, help="git revision of the kernels to compare with ('' for none)")
     parser.add_argument("--sweep", type=int, default=1 << 18, help="random fp32 inputs besides the bf16 grid")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--only", nargs="*", help="activations (default: all)")
