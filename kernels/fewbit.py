@@ -7,14 +7,16 @@ where that is not the top one (Leaky ReLU's NaN takes the negative slope).
 
 A program owns ``W`` words of ``PER_WORD = 32 // K`` codes, i.e. ``W * PER_WORD`` consecutive
 elements, and the forward reads x once: y = F(x) and the codes come from the same registers.
-Where PER_WORD is a power of two (1, 2, 4, 7, 8 bits) the block is a tile of rows of one
-128-bit vector, each row a word, several words or a part of a word: codes are shifted into
-place by constants and summed in the thread, and a word spanning several rows adds their sums
-(across threads: a shuffle). Otherwise (3, 5, 6 bits) each thread owns as many consecutive words
-as a vector holds elements (V = 8 of 16-bit x, 4 of fp32) and reads their V * PER_WORD elements
-as PER_WORD vectors; element j of its run is position ``j % PER_WORD`` of its word
-``j // PER_WORD``, both known when compiling, so the selects that move each code into its word
-fold away. Backward reads dy and writes dx in the strided tile ``word * PER_WORD + c``, beside
+Every thread of the forward packs whole words of its own consecutive elements and stores them from
+its registers (no exchange between threads; Triton is steered off its re-layouts through shared
+memory by the tiles' shapes: ``[T, threads, V]`` tiles, a strided word order where no store vectors).
+Where PER_WORD is a power of two (1, 2, 4, 7, 8 bits) a thread owns T = ``FEWBIT_THREAD_VECTORS``
+128-bit vectors (V = 8 elements of 16-bit x, 4 of fp32), or one word if longer (1 bit of fp32):
+codes are shifted into place by constants and summed (disjoint bits) per word. Otherwise (3, 5,
+6 bits) each thread owns V consecutive words and reads their V * PER_WORD elements as PER_WORD
+vectors; element j of its run is position ``j % PER_WORD`` of its word ``j // PER_WORD``, both
+known when compiling, so the selects that move each code into its word fold away. Backward reads
+dy and writes dx in rows, or for 3, 5, 6 bits in the strided tile ``word * PER_WORD + c``, beside
 its words. Past the end x reads -inf, whose code is 0: the last word's unused bits stay 0.
 
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
@@ -23,7 +25,8 @@ code, or ``NAN_CODE``), found one of four ways (``HOW``):
 * 16-bit x (2 bits and more): one byte gather from a table of the code of every 16-bit value,
   indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
   For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
-  shift-add. Its hot part: 99% of x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16
+  shift-add (and its carry); for fp16 a pair's register is split by a mask and a shift (PTX), which
+  ptxas folds into the high one's address as well. Its hot part: 99% of x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16
   (2.3 KiB; a warp's 32 gathers touch about 11 lines), 172 for fp16 (22 KiB; about 26 lines a
   warp), against 1 to 14 lines a warp for the fp32 cell tables of 3 to 8 bits. No GPU measured
   what the L1 makes of that; the static roofline counts a gather as one instruction, and the
@@ -47,7 +50,7 @@ import triton.language as tl
 
 from . import fp32math as fm
 from .launch import kernel
-from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
+from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_THREAD_VECTORS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
 MAX_CELLS = 1 << 13  # 64 KiB of 8-byte entries at most
 NEG_INF = tl.constexpr(float("-inf"))
@@ -64,8 +67,11 @@ def _lut_code(x, lut_ptr):
     """The code of 16-bit x read from its 65536-entry table by x's bits (NaN's code included)."""
     if x.dtype == tl.bfloat16:  # the top half of the fp32 x that F converts anyway: one shift-add address
         i = fm.to_fp32(x).to(tl.uint32, bitcast=True) >> 16
-    else:
+    elif fm.INTERPRET:
         i = x.to(tl.uint16, bitcast=True).to(tl.uint32)
+    else:  # a pair's register split by a mask and a shift, which ptxas folds into the high one's address
+        i = tl.inline_asm_elementwise("{ and.b32 $0, $2, 0xffff; shr.u32 $1, $2, 16; }", "=r,=r,r", [x],
+                                      dtype=tl.uint32, is_pure=True, pack=2)
     return tl.load(lut_ptr + i).to(tl.int32)
 
 
@@ -120,8 +126,10 @@ def _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K: tl.constexpr, HOW: t
 @triton.jit
 def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
     """This program's first word and first element, and how many of its W * per_word elements exist.
-    int64 only per program (the starts): offsets and masks within it are int32."""
-    word0 = tl.program_id(0).to(tl.int64) * W
+    The starts take n_elements' type (Triton passes it as int64 from 2^31 on, int32 below, where every
+    start fits; a constant 1 as such): adding 0 * n_elements gives it. Offsets and masks within a
+    program are int32."""
+    word0 = (tl.program_id(0) + 0 * n_elements) * W
     base = word0 * per_word
     return word0, base, tl.minimum(n_elements - base, W * per_word).to(tl.int32)
 
@@ -129,7 +137,7 @@ def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
 @triton.jit
 def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_elements, n_words, p0, p1,
                       lo, scale, last, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
-                      HOW: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr):
+                      HOW: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr, T: tl.constexpr):
     per_word: tl.constexpr = 32 // K
     word0, base, left = _span(n_elements, per_word, W)
     x_ptr += base
@@ -138,27 +146,34 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
     words_left = tl.minimum(n_words - word0, W).to(tl.int32)
     acc: tl.constexpr = y_ptr.dtype.element_ty == tl.float32
     # Elements past the end read -inf, whose code is 0: the last word's unused bits stay 0 unmasked.
-    if ROWS:  # 32 // K a power of two: the block is contiguous, rows of one 128-bit vector
+    if ROWS:  # 32 // K a power of two: each thread owns E consecutive elements, T vectors of V
         V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
-        column = tl.arange(0, V)
-        offsets = tl.arange(0, W * per_word // V)[:, None] * V + column[None, :]
+        E: tl.constexpr = T * V
+        threads: tl.constexpr = W * per_word // E
+        # [T, threads, V]: Triton lays the threads along the middle dimension, T vectors each
+        inner = tl.arange(0, T)[:, None, None] * V + tl.arange(0, V)[None, None, :]  # the thread's element
+        offsets = tl.arange(0, threads)[None, :, None] * E + inner
         mask = offsets < left
         x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
-        tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
-        # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word.
+        # The gathers before F: ptxas then recomputes less of F to spare registers (measured on sm_90).
         code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
-        code = code << (column[None, :] % per_word * K)
-        if per_word > V:  # a word spans per_word // V rows
-            packed = tl.sum(tl.reshape(tl.sum(code, axis=1), [W, per_word // V])
-                            << (tl.arange(0, per_word // V)[None, :] * (V * K)), axis=1)
-        else:  # a row holds V // per_word words
-            packed = tl.reshape(tl.sum(tl.reshape(code, [W, per_word]), axis=1), [W])
-        lanes = tl.arange(0, W)
-        tl.store(code_ptr + lanes, packed, mask=lanes < words_left)
+        tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
+        # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word
+        # in the thread, which then holds whole words: stored as they lie, no exchange between threads,
+        # in G vectors of Q words laid out as x's ([G, threads, Q]).
+        code = tl.permute(code << (inner % per_word * K), (1, 0, 2))
+        Q: tl.constexpr = min(E // per_word, 4)
+        G: tl.constexpr = E // per_word // Q
+        packed = tl.permute(tl.reshape(tl.sum(tl.reshape(code, [threads, E // per_word, per_word]), axis=2),
+                                       [threads, G, Q]), (1, 0, 2))
+        words = (tl.arange(0, threads)[None, :, None] * (E // per_word) + tl.arange(0, G)[:, None, None] * Q
+                 + tl.arange(0, Q)[None, None, :])
+        tl.store(code_ptr + words, packed, mask=words < words_left)
     else:  # each thread owns V consecutive words (V elements of 128 bits), per_word vectors of them
         V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
         thread = tl.arange(0, W // V)[:, None]
         v = tl.arange(0, V)[None, :]
+        word = (v * 3) % V  # the word each column of packed holds
         packed = tl.zeros([W // V, V], dtype=tl.int32)
         for c in tl.static_range(per_word):
             offsets = thread * (V * per_word) + c * V + v
@@ -168,8 +183,11 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
             code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
             for i in tl.static_range(V):  # element j of the thread's run: position j % per_word of word j // per_word
                 column = tl.sum(tl.where(v == i, code, 0), axis=1)[:, None]
-                packed += tl.where(v == (c * V + i) // per_word, column << ((c * V + i) % per_word * K), 0)
-        tl.store(code_ptr + thread * V + v, packed, mask=thread * V + v < words_left)
+                packed += tl.where(word == (c * V + i) // per_word, column << ((c * V + i) % per_word * K), 0)
+        # Stored from the registers they are in, a thread's words strided by 3 and transposed: with no
+        # contiguity to exploit (the mask's would not allow vectors anyway) Triton keeps the layout.
+        words = tl.trans(thread * V + word)
+        tl.store(code_ptr + words, tl.trans(packed), mask=words < words_left)
 
 
 @triton.jit
@@ -218,13 +236,16 @@ def _words(bits: int) -> tuple[int, bool]:
     return FEWBIT_WORDS, False
 
 
-def _forward_launch(bits: int, element_size: int) -> tuple[int, bool, int]:
-    """(words per program, ROWS, warps) of the forward: the backward's rows; otherwise one 128-bit
-    vector's elements' worth of words to each of FEWBIT_FORWARD_WARPS warps' threads."""
+def _forward_launch(bits: int, element_size: int) -> tuple[int, bool, int, int]:
+    """(words per program, ROWS, warps, T) of the forward. Rows: the backward's words, each thread
+    T = FEWBIT_THREAD_VECTORS 128-bit vectors, or one word where that is longer (1 bit, fp32).
+    Otherwise one 128-bit vector's elements' worth of words to each of FEWBIT_FORWARD_WARPS warps'
+    threads."""
     words, rows = _words(bits)
     if rows:
-        return words, rows, NUM_WARPS
-    return FEWBIT_FORWARD_WARPS * 32 * 16 // element_size, False, FEWBIT_FORWARD_WARPS
+        vectors = max(FEWBIT_THREAD_VECTORS, 32 // bits * element_size // 16)
+        return words, rows, words * (32 // bits) * element_size // (16 * vectors * 32), vectors
+    return FEWBIT_FORWARD_WARPS * 32 * 16 // element_size, False, FEWBIT_FORWARD_WARPS, 1
 
 
 def code_table(breakpoints: np.ndarray) -> tuple[np.ndarray, float, float, int] | None:
@@ -307,8 +328,8 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     codes = torch.empty(n_words, dtype=torch.int32, device=x.device)
     if n:
         how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
-        words, rows, warps = _forward_launch(bits, x.element_size())
-        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, HOW=int(how), NAN_CODE=nan_code, ROWS=rows,
+        words, rows, warps, vectors = _forward_launch(bits, x.element_size())
+        kernel(fewbit_fwd_kernel, F=fn, K=bits, W=words, HOW=int(how), NAN_CODE=nan_code, ROWS=rows, T=vectors,
                num_warps=warps)(
             (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints, table, n, n_words,
             float(p0), float(p1), float(lo), float(scale), int(last))

@@ -31,6 +31,12 @@ FEWBIT_FORWARD_WARPS = 2
 # elements per thread halve them per element (GELU-gated forwards in bf16: 27.4 -> 23.9 instructions
 # per element on sm_90; no spills, sm_80 or sm_90).
 GLU_WARPS = 2
+# The few-bit forward of power-of-two codes per word gives each thread 4 consecutive 128-bit vectors
+# (32 elements of 16-bit x, 16 of fp32; a word of 32 1-bit fp32 codes, 8 vectors), so that a thread
+# packs whole words and stores them itself, and more elements share its fixed instructions
+# (gelu_sigmoid's 4-bit fp16 forward: 20.8 instructions per element at 2 vectors, 19.5 at 4). Not 8
+# for fp32: lisht's 7-bit forward took 42.7 there against 41.0 (ptxas recomputes parts of F).
+FEWBIT_THREAD_VECTORS = 4
 # The learnable backward with a parameter gradient takes the block on 2 warps (32 elements per
 # thread): its per-channel partial sums cross threads and warps (shuffles, shared memory) once per
 # thread, so twice the elements per thread halve that cost per element (Swish-beta's 16-bit

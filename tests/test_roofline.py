@@ -42,12 +42,12 @@ KNOWN_BELOW_1_5 = {
     ("softplus", "forward"): "bf16 fp16",
     ("tanhshrink", "forward"): "bf16 fp16",
     # Few-bit forwards: the activation plus its code (a byte-table gather by x's bits for 16-bit x,
-    # a cell-table gather or comparisons for fp32), where the activation alone nearly fills the budget.
+    # about 3 instructions, and its place in the word, 1; a cell-table gather or comparisons for
+    # fp32), where the activation alone nearly fills the budget (GELU's and tanhshrink's 16-bit
+    # elementwise forwards are below it already).
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
     ("gelu_tanh", "few-bit forward, 3 bits"): "bf16 fp16",
-    ("gelu_sigmoid", "few-bit forward, 4 bits"): "bf16 fp16",
-    ("mish", "few-bit forward, 6 bits"): "fp16",
-    ("lisht", "few-bit forward, 7 bits"): "fp32 bf16 fp16",
+    ("lisht", "few-bit forward, 7 bits"): "fp32",
     ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
