@@ -1,8 +1,8 @@
 """Elementary functions for the activation kernels, evaluated in fp32 at a cost a GPU can afford.
 
-Every function here costs instructions on every element, and an activation kernel has about 25
-issue slots per element before it stops running at memory speed (H200, bf16; see
-benchmarks/roofline.py), so each one is written for its SASS, not only for its value:
+Every function here costs instructions on every element, and a 16-bit forward kernel has about 18
+issue slots per element before it stops running at memory speed with headroom 1.5 (H200; see
+actkit.bench.roofline), so each one is written for its SASS, not only for its value:
 
 * ``tl.exp2`` is one ``MUFU.EX2`` (``ex2.approx.ftz.f32``); ``tl.exp`` adds the scaling and
   subnormal handling (~5); ``tl.log`` is libdevice's software ``logf`` (~24) and is not used;
@@ -19,6 +19,14 @@ polynomial on the FMA pipe with no ``ex2`` (whose 2 ulp, with the reciprocal's a
 roundings, took those past 4 ulp at p99.9), returned times 2^32 so that x e^x, subnormal below
 x = -87, rounds once. fp16/bf16 results, which keep 11 or 8 bits, take the cheaper forms, whose
 error (a few fp32 ulp near the saturation tails) is far below their rounding.
+
+16-bit forward kernels store through ``F2FP``, which shares the 16-per-clock XU with MUFU: an exp,
+a reciprocal and the store (2.5 XU slots per element) would cap them at headroom 1.34 on an H200.
+``PAIRED`` (tanh, sigmoid, log1p and erfc's pieces; :func:`rcp_fast`) shares one ``MUFU.RCP``
+between neighbouring elements (:func:`rcp_pairs`); backward kernels, with XU to spare and issue
+slots to save, pass False. bf16 is widened two at a time by ``shl``/``and`` (:func:`to_fp32`),
+tanh's sign is a ``LOP3`` (:func:`copysign`), and forwards of the form x s(x) with f(x) > x / 2
+break fp32's subnormal ties the way the exact value does (:func:`times_half_and_more`).
 benchmarks/accuracy.py measures both against exact references, with each approximate
 instruction's documented PTX error bound applied.
 
@@ -28,9 +36,10 @@ value is ever reached), ``ex2.approx.f32`` behind ``tl.exp`` (2 ulp; fp32 result
 :func:`exp` correct its argument's rounding, not this), ``rcp.approx.ftz.f32`` (1 ulp; its
 operands here are never subnormal; fp32 results take a Newton step, :func:`rcp_acc`, except the
 forwards of silu, gelu_sigmoid, gelu_tanh and mish, whose few-bit fp32 kernels have no issue
-slots for it and which stay within 3.3 ulp at p99.9 without). :func:`exp_scaled` uses none
-(0.8 ulp at most). ``rcp`` is inline PTX on GPUs; the interpreter (which cannot run inline
-assembly) divides exactly instead.
+slots for it and which stay within 3.3 ulp at p99.9 without; :func:`rcp_pairs` adds two
+roundings, about 3 ulp, for 16-bit results only). :func:`exp_scaled` uses none (0.8 ulp at most).
+``rcp`` and :func:`to_fp32` are inline PTX on GPUs; the interpreter (which cannot run inline
+assembly) divides exactly and shifts the bits instead.
 
 Constants are ``tl.constexpr``: module-level floats compile under the interpreter but not for a
 GPU. Write them after a tensor operand (``x * K``), which the interpreter requires.
