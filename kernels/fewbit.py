@@ -162,7 +162,8 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         # in the thread, which then holds whole words: stored as they lie, no exchange between threads,
         # in G vectors of Q words laid out as x's ([G, threads, Q]).
         code = tl.permute(code << (inner % per_word * K), (1, 0, 2))
-        Q: tl.constexpr = min(E // per_word, 4)
+        # (not min(): Triton 3.3 takes it for tl.minimum, which needs tensors)
+        Q: tl.constexpr = E // per_word if E // per_word < 4 else 4
         G: tl.constexpr = E // per_word // Q
         packed = tl.permute(tl.reshape(tl.sum(tl.reshape(code, [threads, E // per_word, per_word]), axis=2),
                                        [threads, G, Q]), (1, 0, 2))
