@@ -99,6 +99,38 @@ def erfc_tail_log2(degree: int, p: float = 0.4):
     return c, np.abs(tt * h * h / (erfc(aa) / 2) - 1).max()
 
 
+def gelu_slope_ratio(degree: int = 6, k: float = 0.36, amax: float = 13.5, split: float = 6.0):
+    """GELU's fast 16-bit backward: f'(x) = phi(a) D(a) for x < 0 and 1 - phi(a) D(a) for x >= 0, a = |x|,
+    D(a) = M(a) - a with M the Mills ratio Phi(-a) / phi(a) = sqrt(pi / 2) erfcx(a / sqrt 2). D has a
+    root at a0 = 0.75179 (GELU's minimum), where a float evaluation of M - a cancels; it is held as
+    D(a) = (A0 - a) S(t) + D(A0), A0 = fp32(a0), so that A0 - a is exact and S smooth and positive:
+    coefficients of S, a polynomial in t = 1 / (1 + k a), and (A0, D(A0)). The references are mpmath's
+    (float64 itself cancels near a0). Weighted: fp16's results need a <= 6 (f' underflows beyond) to
+    about 2^-21; bf16's reach a = 13.5 with 8 bits, so the tail counts an 8th as much."""
+    import mpmath as mp
+
+    mp.mp.dps = 40
+
+    def d_of(a):
+        return mp.sqrt(mp.pi / 2) * mp.erfc(a / mp.sqrt(2)) * mp.exp(a * a / 2) - a
+
+    a0 = float(np.float32(float(mp.findroot(d_of, 0.75))))
+    d0 = d_of(mp.mpf(a0))
+
+    def s_of(a):
+        return float((d_of(mp.mpf(a)) - d0) / (mp.mpf(a0) - mp.mpf(a)))
+
+    t = _nodes(1 / (1 + k * amax), 1.0, 600)
+    a = (1 / t - 1) / k
+    target = np.array([s_of(v) for v in a])
+    basis = np.stack([t ** j for j in range(degree + 1)], 1)
+    c = _lawson(basis, target, target * np.where(a <= split, 1.0, 8.0)).astype(np.float32)
+    aa = np.linspace(0, amax, 3001)
+    approx = sum(float(cj) * (1 / (1 + k * aa)) ** j for j, cj in enumerate(c))
+    exact = np.array([s_of(v) for v in aa])
+    return np.append(c, [a0, float(d0)]), np.abs(approx / exact - 1)[aa <= split].max()
+
+
 def main() -> None:
     for name, (c, err) in {
         "tanh_small ACC (|x| <= 0.55)": tanh_small(0.55, 4),
@@ -114,6 +146,7 @@ def main() -> None:
         "erfc ACC (p = 0.5)": erfc_tail(9),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
         "erfc fast FINE (p = 0.45), scaled for ex2": erfc_tail_log2(7, 0.45),
+        "GELU 16-bit backward: S(t) (k = 0.36), then A0, D(A0); error on a <= 6": gelu_slope_ratio(),
     }.items():
         print(f"{name}: max relative error 2^{np.log2(err):.1f}\n    {', '.join(repr(float(v)) for v in c)}")
 

@@ -47,6 +47,10 @@ GELU_TANH_D3 = tl.constexpr(3 * 2 * 0.7978845608028654 * 0.044715)
 # mish's ratio n / (n + 2) is 1 in fp32 from x = 9 on; clamping the exponent at 20 keeps
 # n = e^x (e^x + 2) finite without changing any result.
 MISH_CLAMP = tl.constexpr(20.0)
+# GELU's 16-bit backward (gelu_bwd): fp32 of its minimum's |x|, a0 = 0.75179..., and D(A0) there
+# (benchmarks/fit_coefficients.py, gelu_slope_ratio).
+GELU_A0 = tl.constexpr(0.7517915368080139)
+GELU_D_A0 = tl.constexpr(-1.738192718040505e-08)
 
 
 @triton.jit
@@ -230,8 +234,25 @@ def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_bwd(x, p0, p1, ACC: tl.constexpr):
-    phi_cdf, phi_pdf = _gelu_parts(x, ACC)
-    return phi_cdf + x * phi_pdf
+    if ACC:
+        phi_cdf, phi_pdf = _gelu_parts(x, ACC)
+        return phi_cdf + x * phi_pdf
+    else:
+        # With a = |x|: f' = Phi(x) + x phi(x) = phi(a) D(a) for x < 0 and 1 - phi(a) D(a) for x >= 0,
+        # D(a) = M(a) - a, M(a) = Phi(-a) / phi(a) (the Mills ratio). Phi + x phi cancels near GELU's
+        # minimum, x = -a0 = -0.752 (the root of D): computed as above, fp16 results there were off by
+        # up to 6 ulp. Held as D = (A0 - a) S(t) + D(A0), A0 - a exact and S a smooth positive
+        # polynomial in t = 1 / (1 + 0.36 a) (relative error 2^-21.9 for a <= 6, where fp16's f' is
+        # nonzero; 2^-19 to a = 13.5 for bf16), the root is kept to S's relative precision. One exp and
+        # one reciprocal (the sum of two Phi and phi exps before); phi = h^2 taken as (h D) h, so that
+        # a subnormal f' rounds once.
+        t = fm.rcp(tl.abs(x) * 0.36 + 1.0)
+        s = 1.0002870559692383 + t * (0.2659711241722107 + t * (0.2447481006383896 + t * (
+            0.03952435776591301 + t * (0.2619377374649048 + t * (-0.18037445843219757 + t * 0.03500896319746971)))))
+        d = tl.fma(tl.abs(x) - GELU_A0, -s, GELU_D_A0)
+        h = tl.exp2(tl.fma(x * x, fm.QUARTER_LOG2E, LOG2_INV_SQRT_2PI * 0.5))
+        p = (h * d) * h
+        return tl.where(x < 0.0, p, 1.0 - p)
 
 
 @triton.jit
