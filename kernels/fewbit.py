@@ -57,6 +57,8 @@ NEG_INF = tl.constexpr(float("-inf"))
 # How a kernel finds the codes (HOW): by the bits of 16-bit x, a cell table, comparisons with every
 # breakpoint, a binary search.
 LUT, CELLS, COUNT, SEARCH = (tl.constexpr(i) for i in range(4))
+LOW_WORD_CLEAR = tl.constexpr(-(1 << 32))  # an int64 with its low 32 bits clear
+LUT_ALIGN = 1 << 16  # the 16-bit code tables' alignment: a table never crosses a 4 GiB boundary
 MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds to an integer in the low bits
 MAGIC_BITS = tl.constexpr(0x4B400000)
 NEG_ZERO_BITS = tl.constexpr(-0x80000000)  # -0.0 as int32: a level that selects 0 (see backward)
@@ -72,7 +74,12 @@ def _lut_code(x, lut_ptr):
     else:  # a pair's register split by a mask and a shift, which ptxas folds into the high one's address
         i = tl.inline_asm_elementwise("{ and.b32 $0, $2, 0xffff; shr.u32 $1, $2, 16; }", "=r,=r,r", [x],
                                       dtype=tl.uint32, is_pure=True, pack=2)
-    return tl.load(lut_ptr + i).to(tl.int32)
+    # The table starts on a 64 KiB boundary (:func:`_aligned_lut`), so that its low address word plus
+    # i never carries: the address is the table's high word and one 32-bit add, not a 64-bit add
+    # (its carry one instruction more per element).
+    base = lut_ptr.to(tl.int64)
+    low = base.to(tl.uint32) + i
+    return tl.load(((base & LOW_WORD_CLEAR) | low.to(tl.int64)).to(tl.pointer_type(tl.uint8))).to(tl.int32)
 
 
 @triton.jit
@@ -290,6 +297,16 @@ def code_lut(breakpoints: np.ndarray, dtype: torch.dtype, nan_code: int | None) 
     return codes.astype(np.uint8)
 
 
+def _aligned_lut(codes: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The 65536 codes in device memory starting on a LUT_ALIGN boundary (the kernel's address
+    arithmetic relies on it): a view of a buffer one alignment longer."""
+    buffer = torch.empty(len(codes) + LUT_ALIGN, dtype=torch.uint8, device=device)
+    start = -buffer.data_ptr() % LUT_ALIGN
+    lut = buffer[start:start + len(codes)]
+    lut.copy_(torch.from_numpy(codes))
+    return lut
+
+
 # (id(breakpoints), dtype, nan_code) -> (breakpoints, HOW, table, lo, scale, last cell)
 _TABLES: dict[tuple, tuple] = {}
 
@@ -304,7 +321,7 @@ def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: in
         if bits == 1 or (bits == 2 and dtype == torch.float32):
             found = (breakpoints, COUNT, breakpoints, 0.0, 1.0, 0)
         elif dtype != torch.float32:
-            lut = torch.from_numpy(code_lut(b, dtype, nan_code)).to(breakpoints.device)
+            lut = _aligned_lut(code_lut(b, dtype, nan_code), breakpoints.device)
             found = (breakpoints, LUT, lut, 0.0, 1.0, 0)
         else:
             made = code_table(b)
