@@ -428,7 +428,7 @@ def lisht_fwd(x, p0, p1, ACC: tl.constexpr):
 def lisht_bwd(x, p0, p1, ACC: tl.constexpr):
     # tanh x + x sech^2 x, both from tanh's z = e^(-2|x|) and r = 1 / (1 + z).
     z, r = fm.tanh_parts(x, ACC, False)
-    return fm.tanh(x, ACC, False) + x * (z * r * r * 4.0)
+    return fm.copysign(fm.tanh_abs_of_parts(tl.abs(x), z, r, ACC), x) + x * (z * r * r * 4.0)
 
 
 @triton.jit

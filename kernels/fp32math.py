@@ -219,6 +219,18 @@ def tanh_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
 
 
 @triton.jit
+def exp_neg_flushed(x):
+    """e^x for x <= 0 (or NaN) to :func:`exp`'s ACC accuracy where e^x >= 2^-126, 0 below: for tanh's
+    1 +- e^(-2|x|), which no longer see it there. No upper clamp (x <= 0) and ``tl.exp2``, whose
+    ftz flush is that 0, instead of ``tl.exp``'s range fix-ups: 7 instructions, not 11."""
+    xc = tl.maximum(x, EXP_MIN)  # drops NaN, so that the correction stays finite; e carries the NaN
+    t = xc * LOG2E
+    r = tl.fma(xc, LOG2E_LO, tl.fma(xc, LOG2E, -t))
+    e = tl.exp2(x * LOG2E)
+    return tl.fma(e, r * LN2, e)
+
+
+@triton.jit
 def tanh_small(x, ACC: tl.constexpr):
     """tanh x near 0: x + x^3 P(x^2), relative error 2^-24.6 for |x| <= 0.55 (ACC) and 2^-21
     for |x| <= 0.25 (fitted by benchmarks/fit_coefficients.py)."""
@@ -236,7 +248,17 @@ def tanh_abs(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """tanh |x|. Beyond the series range (1 - z) / (1 + z), z = e^(-2|x|): the subtraction
     loses at most a bit there. fp16/bf16 take a shorter series over a shorter range."""
     a = tl.abs(x)
-    z, r = tanh_parts(x, ACC, PAIRED)
+    if ACC:  # tanh alone: z below 2^-126 may flush (sech^2 = 4 z r^2 keeps tanh_parts' full exp)
+        z = exp_neg_flushed(a * -2.0)
+        return tanh_abs_of_parts(a, z, rcp_acc(1.0 + z, ACC), ACC)
+    else:
+        z, r = tanh_parts(x, ACC, PAIRED)
+        return tanh_abs_of_parts(a, z, r, ACC)
+
+
+@triton.jit
+def tanh_abs_of_parts(a, z, r, ACC: tl.constexpr):
+    """tanh a for a = |x| from :func:`tanh_parts`' z and r (for kernels that need those anyway)."""
     if ACC:
         return tl.where(a < 0.55, tanh_small(a, ACC), (1.0 - z) * r)
     else:
