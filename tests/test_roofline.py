@@ -42,11 +42,9 @@ KNOWN_BELOW_1_5 = {
     ("softplus", "forward"): "bf16 fp16",
     ("tanhshrink", "forward"): "bf16 fp16",
     # Few-bit forwards: the activation plus its code (a byte-table gather by x's bits for 16-bit x, a
-    # cell-table gather and a compare for fp32) and its place in the word, where the activation alone
-    # fills most of the budget (GELU's and tanhshrink's are over it already).
+    # cell-table gather and a compare for fp32) and its place in the word, where GELU's and
+    # tanhshrink's activations alone are over the budget already.
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
-    ("gelu_tanh", "few-bit forward, 3 bits"): "bf16 fp16",
-    ("lisht", "few-bit forward, 7 bits"): "fp32",
     ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
 }
 KNOWN = {(activation, launch, dtype) for (activation, launch), dtypes in KNOWN_BELOW_1_5.items()
