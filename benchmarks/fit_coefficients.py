@@ -45,6 +45,25 @@ def tanh_small(x0: float, degree: int):
     return c, np.abs(approx / np.tanh(xs) - 1).max()
 
 
+def tanhshrink_small(x0: float, degree: int):
+    """x - tanh x = x^3 P(x^2), |x| <= x0: coefficients of P (degree - 1). The reference is mpmath's
+    (float64's x - tanh x cancels)."""
+    import mpmath as mp
+
+    mp.mp.dps = 40
+
+    def exact(values):
+        return np.array([float(mp.mpf(v) - mp.tanh(mp.mpf(v))) for v in values])
+
+    x = _nodes(1e-3, x0, 2000)
+    basis = np.stack([x ** 3 * (x * x) ** k for k in range(degree)], 1)
+    target = exact(x)
+    c = _lawson(basis, target, target).astype(np.float32)
+    xs = np.linspace(1e-3, x0, 4001)
+    approx = xs ** 3 * sum(float(ck) * (xs * xs) ** k for k, ck in enumerate(c))
+    return c, np.abs(approx / exact(xs) - 1).max()
+
+
 def log1p_atanh(degree: int):
     """log1p(z) = 2 s + s * P(s^2), s = z / (2 + z) in [0, 1/3]: coefficients of P."""
     s = _nodes(1e-6, 1 / 3)

@@ -544,12 +544,23 @@ def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
     # tanh itself: the fp32 polynomial up to 0.55 where its relative error, magnified by the
     # cancellation, matters most; beyond it the cheap exp, whose error x - tanh x no longer
     # magnifies much.
-    # 16-bit results take the same split (the exp form's 2^-22 at 0.25, magnified 48 times by the
-    # cancellation, misrounded 0.4% of fp16 inputs), with paired reciprocals.
     a = tl.abs(x)
-    z, r = fm.tanh_parts(x, False, not ACC)
-    t = tl.where(a < 0.55, fm.tanh_small(a, True), (1.0 - z) * r)
-    return tl.where(a < 0.1, series, x - fm.copysign(t, x))
+    if ACC:
+        z, r = fm.tanh_parts(x, False, False)
+        t = tl.where(a < 0.55, fm.tanh_small(a, True), (1.0 - z) * r)
+        return tl.where(a < 0.1, series, x - fm.copysign(t, x))
+    else:
+        # 16-bit results: x - tanh x itself as x^3 P(x^2) up to 0.55 (relative error 2^-24,
+        # benchmarks/fit_coefficients.py), one polynomial for what the series and tanh's took two;
+        # beyond, x - sign(x) (1 - 2z / (1 + z)), z = e^(-2|x|), where the cancellation magnifies the
+        # exp form's few ulp at most 10 times. 2z from one ex2 (its argument + 1), 1 + z = 2z / 2 + 1,
+        # and 2z / (1 + z) one FFMA (NaN x: x carries it; rcp_pairs keeps it from the pair's other).
+        x2 = x * x
+        p = x2 * x * (0.3333331048488617 + x2 * (-0.13330480456352234 + x2 * (0.05338740348815918 + x2 * (
+            -0.01798945665359497))))
+        z2 = tl.exp2(a * (-2.0 * fm.LOG2E) + 1.0)
+        r = fm.rcp_pairs(z2 * 0.5 + 1.0)
+        return tl.where(a < 0.5, p, x - fm.copysign(tl.fma(-z2, r, 1.0), x))
 
 
 @triton.jit
