@@ -162,7 +162,7 @@ def relu6_zero(x, p0, p1):
 @triton.jit
 def leaky_relu_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = negative_slope
-    return tl.where(x > 0.0, x, x * p0)
+    return tl.where(x > 0.0, fm.opaque(x), x * p0)  # opaque: see fp32math.opaque
 
 
 @triton.jit
@@ -173,7 +173,7 @@ def leaky_relu_bwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def elu_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = alpha
-    return tl.where(x <= 0.0, fm.expm1_neg(x, ACC) * p0, x)
+    return tl.where(x <= 0.0, fm.expm1_neg(x, ACC) * p0, fm.opaque(x))  # opaque: see fp32math.opaque
 
 
 @triton.jit
@@ -191,7 +191,7 @@ def elu_bwd_y(y, p0, p1, ACC: tl.constexpr):
 def celu_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = alpha: alpha * (exp(x / alpha) - 1) below zero. 1 / alpha is a scalar, computed once
     # per program, so the per-element quotient is a product (one rounding more than x / alpha).
-    return tl.where(x <= 0.0, fm.expm1(x * (1.0 / p0), ACC) * p0, x)
+    return tl.where(x <= 0.0, fm.expm1(x * (1.0 / p0), ACC) * p0, fm.opaque(x))
 
 
 @triton.jit
@@ -437,7 +437,12 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # 1 / beta is a scalar (once per program); the max propagates no NaN but the log1p does.
     bx = x * p0
     sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
-    return tl.where(bx > p1, x, sp * (1.0 / p0))
+    if ACC:
+        return tl.where(bx > p1, x, sp * (1.0 / p0))
+    else:
+        # x hidden from LLVM (fp32math.opaque): picking x itself, it selects between 16-bit halves
+        # after rounding (PRMTs, predicate registers: 2 instructions per element more in fp16).
+        return tl.where(bx > p1, fm.opaque(x), sp * (1.0 / p0))
 
 
 @triton.jit

@@ -90,6 +90,17 @@ def to_fp32(v):
 
 
 @triton.jit
+def opaque(x):
+    """x, which LLVM cannot see through (a ``mov`` that ptxas then removes): for a select of a
+    loaded 16-bit value, which LLVM would otherwise move past the rounding of the other operand
+    and make between packed 16-bit halves."""
+    if INTERPRET:
+        return x
+    else:
+        return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def rcp(x):
     """1 / x, ``rcp.approx.ftz.f32`` (1 ulp) on GPUs; an exact division in the interpreter."""
     if INTERPRET:
@@ -341,12 +352,6 @@ def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
         return tl.fma(s, p, s + s)
     else:
         return s * (2.0 + s2 * (0.6667348146438599 + s2 * (0.39635974168777466 + s2 * 0.3398353159427643)))
-
-
-@triton.jit
-def softplus(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
-    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|); the max is a `where` so that NaN propagates.
-    return tl.where(x > 0.0, x, 0.0) + log1p_unit(exp_low(-tl.abs(x), ACC), ACC, PAIRED)
 
 
 @triton.jit
