@@ -37,7 +37,7 @@ import triton.language as tl
 from . import fp32math as fm
 from .launch import kernel
 from .layout import (BLOCK, LEARNABLE_BWD_WARPS, LEARNABLE_SUM_COLS, LEARNABLE_SUM_ROWS, NUM_WARPS, check_dtype,
-                     in_layout)
+                     elementwise_warps, in_layout)
 
 
 # -- device functions: F(x, a) and, given dy, (dy * dF/dx, dy * dF/da) ----------------------
@@ -246,7 +246,9 @@ def forward(x: torch.Tensor, a: torch.Tensor, fn) -> torch.Tensor:
         C, inner = channel_layout(y, a.numel())
         outer = n // (C * inner)
         tiles, (_, n_cb, n_ib), programs = _grid(C, inner, outer)
-        kernel(learnable_fwd_kernel, F=fn, **tiles, num_warps=NUM_WARPS)(
+        # The elementwise kernels' rule, four 128-bit vectors a thread (swish_beta's 16-bit NC forward
+        # 17.9 -> 14.9 instructions per element on sm_90; PReLU's fp16 NC forward 6.0 -> 8.4, at 3.2).
+        kernel(learnable_fwd_kernel, F=fn, **tiles, num_warps=elementwise_warps(x.element_size()))(
             (programs,), in_layout(x, y), a.contiguous(), y, outer, C, inner, n_cb, n_ib)
     return y
 
