@@ -543,14 +543,15 @@ def logsigmoid_bwd_y(y, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
-    # x - tanh(x) cancels for small |x|: use its series x^3/3 - 2x^5/15 + 17x^7/315 - 62x^9/2835.
-    x2 = x * x
-    series = x * x2 * (0.3333333333333333 + x2 * (-0.13333333333333333 + x2 * (0.05396825396825397 + x2 * (-0.021869488536155203))))
-    # tanh itself: the fp32 polynomial up to 0.55 where its relative error, magnified by the
-    # cancellation, matters most; beyond it the cheap exp, whose error x - tanh x no longer
-    # magnifies much.
     a = tl.abs(x)
+    x2 = x * x
     if ACC:
+        # x - tanh(x) cancels for small |x|: its series x^3/3 - 2x^5/15 + 17x^7/315 - 62x^9/2835
+        # there. tanh itself: the fp32 polynomial up to 0.55 where its relative error, magnified by
+        # the cancellation, matters most; beyond it the cheap exp, whose error x - tanh x no longer
+        # magnifies much.
+        series = x * x2 * (0.3333333333333333 + x2 * (-0.13333333333333333 + x2 * (0.05396825396825397 + x2 * (
+            -0.021869488536155203))))
         z, r = fm.tanh_parts(x, False, False)
         t = tl.where(a < 0.55, fm.tanh_small(a, True), (1.0 - z) * r)
         return tl.where(a < 0.1, series, x - fm.copysign(t, x))
@@ -562,7 +563,6 @@ def tanhshrink_fwd(x, p0, p1, ACC: tl.constexpr):
         # 2 / (1 + e^(2x)) = 1 / (e^(2x - ln 2) + 1/2): the ex2's argument and the reciprocal take
         # the constants. rcp_pairs' clamp keeps e^(2x) = inf (x > 44) and NaN out of the pair's
         # other element; x carries a NaN.
-        x2 = x * x
         p = x2 * x * (0.3333331048488617 + x2 * (-0.13330480456352234 + x2 * (0.05338740348815918 + x2 * (
             -0.01798945665359497))))
         r2 = fm.rcp_pairs(tl.exp2(x * (2.0 * fm.LOG2E) - 1.0) + 0.5)

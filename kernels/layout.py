@@ -29,6 +29,8 @@ ELEMENTWISE_VECTORS_PER_THREAD = 4
 def elementwise_warps(element_size: int) -> int:
     """Warps of an elementwise program over BLOCK elements of this size: four 128-bit vectors a thread."""
     return max(1, BLOCK * element_size // (16 * ELEMENTWISE_VECTORS_PER_THREAD * 32))
+
+
 # Few-bit kernels whose 32 // bits codes per word is not a power of two (3, 5, 6 bits) walk words,
 # not elements. The backward takes 1024 words, 8 per thread (one 128-bit load of their 16-bit dy
 # per code position). The forward gives each thread as many words as one 128-bit vector holds
