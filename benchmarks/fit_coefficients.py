@@ -165,6 +165,7 @@ def main() -> None:
         "erfc ACC (p = 0.5)": erfc_tail(9),
         "erfc fast (p = 0.4), scaled for ex2": erfc_tail_log2(6, 0.4),
         "erfc fast FINE (p = 0.45), scaled for ex2": erfc_tail_log2(7, 0.45),
+        "tanhshrink fast, x - tanh x (|x| <= 0.5)": tanhshrink_small(0.5, 4),
         "GELU 16-bit backward: S(t) (k = 0.36), then A0, D(A0); error on a <= 6": gelu_slope_ratio(),
     }.items():
         print(f"{name}: max relative error 2^{np.log2(err):.1f}\n    {', '.join(repr(float(v)) for v in c)}")

@@ -322,12 +322,12 @@ def test_code_tables_start_on_a_64_kib_boundary():
     """The 16-bit code tables' gathers add x's bits to the table address's low word without a carry into
     the high word, which holds only for a table inside one 4 GiB window: it must start on LUT_ALIGN."""
     pytest.importorskip("triton")
-    from actkit.kernels import fewbit as kernels_fewbit
+    from actkit.kernels import fewbit as kernels
 
-    codes = kernels_fewbit.code_lut(np.array([-1.0, 0.0, 2.0], dtype=np.float32), torch.float16, None)
+    codes = kernels.code_lut(np.array([-1.0, 0.0, 2.0], dtype=np.float32), torch.float16, None)
     held = [torch.empty(n, dtype=torch.uint8) for n in (1, 333, 4097)]  # other allocations in between
     for _ in range(3):
-        lut = kernels_fewbit._aligned_lut(codes, torch.device("cpu"))
-        assert lut.data_ptr() % kernels_fewbit.LUT_ALIGN == 0
+        lut = kernels._aligned_lut(codes, torch.device("cpu"))
+        assert lut.data_ptr() % kernels.LUT_ALIGN == 0
         assert torch.equal(lut, torch.from_numpy(codes))
         held.append(lut)
