@@ -217,6 +217,14 @@ class ActivationSpec:
         entry = TABLE[self.table_key]
         return entry.fwd, entry.bwd
 
+    def triton_forward(self, p0: float, p1: float):
+        """The device function of f for these kernel arguments (:meth:`kernel_args`): the table's
+        cheaper special form where it serves them (softplus at its usual parameters), else f. Imports Triton."""
+        from actkit.kernels.activations import TABLE
+
+        entry = TABLE[self.table_key]
+        return entry.fwd_special if entry.fwd_special is not None and entry.special_if(p0, p1) else entry.fwd
+
     def triton_derivative(self, saved: str):
         """The device function of f' in terms of the saved tensor ("x" or "y"). Imports Triton."""
         from actkit.kernels.activations import TABLE

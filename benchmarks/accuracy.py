@@ -339,6 +339,9 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
     if hasattr(kernels, "TABLE"):
         entry = kernels.TABLE[case.prefix]
         fwd, bwd = entry.fwd, entry.bwd_y if case.saves == "y" else entry.bwd
+        special = getattr(entry, "fwd_special", None)  # the f these arguments launch (softplus's plain form)
+        if special is not None and entry.special_if(p0, p1):
+            fwd = special
     else:  # kernels of an older commit (``--before``), from before the table: by name
         fwd = getattr(kernels, f"{case.prefix}_fwd")
         bwd = getattr(kernels, f"{case.prefix}_bwd{'_y' if case.saves == 'y' else ''}", None)

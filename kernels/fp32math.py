@@ -344,14 +344,30 @@ def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
     """log(1 + z) for z in [0, 1]: 2 atanh(s) with s = z / (2 + z) in [0, 1/3], an odd
     polynomial in s (no rounding of 1 + z, no cancellation at small z); relative error of the
     polynomial 2^-27.5 (ACC) and 2^-22.3 (fitted by benchmarks/fit_coefficients.py)."""
-    s = z * rcp_fast(2.0 + z, ACC, PAIRED)  # 2 + z in [2, 3]: pairs allowed
-    s2 = s * s
     if ACC:
+        s = z * rcp_fast(2.0 + z, ACC, PAIRED)
+        s2 = s * s
         p = s2 * (0.666664183139801 + s2 * (0.4002152681350708 + s2 * (0.2800181210041046
                                                                         + s2 * 0.2801195979118347)))
         return tl.fma(s, p, s + s)
     else:
-        return s * (2.0 + s2 * (0.6667348146438599 + s2 * (0.39635974168777466 + s2 * 0.3398353159427643)))
+        s, s2 = log1p_unit_parts(z, PAIRED)
+        return s * log1p_unit_poly(s2, 1.0)
+
+
+@triton.jit
+def log1p_unit_parts(z, PAIRED: tl.constexpr):
+    """(s, s^2) of :func:`log1p_unit`'s fast form: log(1 + z) = s P(s^2)."""
+    s = z * rcp_fast(2.0 + z, False, PAIRED)  # 2 + z in [2, 3]: pairs allowed
+    return s, s * s
+
+
+@triton.jit
+def log1p_unit_poly(s2, scale):
+    """:func:`log1p_unit`'s fast polynomial P(s^2) times ``scale``, a scalar folded into its
+    coefficients (once per program: a caller's 1 / beta costs no multiply per element)."""
+    return 2.0 * scale + s2 * (0.6667348146438599 * scale + s2 * (0.39635974168777466 * scale + s2 * (
+        0.3398353159427643 * scale)))
 
 
 @triton.jit

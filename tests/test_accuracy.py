@@ -23,6 +23,7 @@ from pathlib import Path
 import mpmath as mp
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -127,3 +128,23 @@ import triton.language as tl  # noqa: E402
 @triton.jit
 def refs_exp2(x, p0, p1, ACC: tl.constexpr):
     return tl.exp2(x)
+
+
+@pytest.mark.parametrize("beta", [2.0 ** -12, 0.37, 3.0, 100.0])
+def test_softplus_plain_form_meets_the_16_bit_bars_at_other_betas(beta, after):
+    """softplus with beta > 0 and a threshold that changes no result runs its plain form, with 1 / beta
+    folded into log1p's coefficients and beta into the exp's argument: the bars above (measured at
+    beta 1) at betas that move the exp's range and the coefficients' exponents, against float64's
+    log(1 + e^(beta x)) / beta (16-bit results need far less than its precision; ties asked of mpmath)."""
+    entry = after.TABLE["softplus"]
+    assert entry.special_if(beta, 20.0)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = accuracy.all_finite(dtype).float()
+        x64 = x.double().numpy()
+        exact = np.where(beta * x64 > 20.0, x64, np.logaddexp(0.0, beta * x64) / beta)
+        accuracy.settle_ties(x64, exact, dtype,
+                             lambda v: v if beta * v > 20 else mp.log1p(mp.exp(beta * v)) / beta)
+        keep = np.isfinite(exact) & (np.abs(exact) <= torch.finfo(dtype).max)
+        ys = accuracy.modelled(entry.fwd_special, x, beta, 20.0, False, False)
+        m = accuracy._measure_half(ys, exact, keep, dtype)
+        assert m["correct"] >= 0.999 and m["max_ulp"] <= 1, (dtype, m)

@@ -143,6 +143,33 @@ def test_softplus_at_exactly_its_threshold(beta, threshold, backend_name):
         torch.testing.assert_close(dx, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("beta, threshold", [(1.0, 20.0), (3.0, 15.0), (0.5, 40.0), (2.0, 14.5), (-1.5, 20.0),
+                                             (-0.5, 1.0), (2.0 ** -12, 20.0)])
+def test_softplus_plain_forward_only_where_the_threshold_changes_nothing(beta, threshold):
+    """softplus has two Triton forwards: the plain one (no test of beta x; 1 / beta folded into log1p)
+    for beta > 0 and a threshold of 15 or more, where x + log1p(e^(-beta x)) / beta rounds to x itself
+    wherever beta x passes the threshold, and the general one for every other beta and threshold. The
+    plain one is launched exactly there; past the threshold either gives x to the bit (torch's linear
+    branch), and elsewhere both match torch, in every dtype."""
+    from actkit.kernels import activations
+
+    spec, params = actkit.get("softplus"), dict(beta=beta, threshold=threshold)
+    entry = activations.TABLE["softplus"]
+    plain = spec.triton_forward(beta, threshold) is entry.fwd_special
+    assert plain == (beta > 0 and threshold >= 15)
+    g = torch.Generator().manual_seed(1)
+    at = threshold / beta
+    x = torch.cat([torch.randn(2000, generator=g, dtype=torch.float64) * 3 * abs(at),
+                   torch.tensor([at, math.nextafter(at, math.inf), 2 * at, -at, 1e30, -1e30] + SPECIAL_VALUES,
+                                dtype=torch.float64)])
+    for dtype in DTYPES.values():
+        xd = x.to(dtype).to(KERNEL_DEVICE)
+        y, _ = check(spec, xd, params, "triton")
+        linear = (xd.float() * beta > threshold).cpu()
+        assert linear.any()
+        assert torch.equal(y.cpu()[linear], xd.cpu()[linear])
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("spec, saves", POLICY_CASES, ids=POLICY_IDS)

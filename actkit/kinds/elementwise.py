@@ -171,7 +171,7 @@ class ElementwiseOp(ScalarBoundOp):
     def make_triton(self) -> ElementwiseImpl:
         from actkit.kernels import elementwise
 
-        fwd = self.spec.triton_functions[0]
+        fwd = self.spec.triton_forward(self.p0, self.p1)
         dfn = self.spec.triton_derivative(self.saves) if self.saves != "none" else None
         p0, p1 = self.p0, self.p1
         # Looked up on the module at each call, so that tests can watch the launchers.
