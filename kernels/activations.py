@@ -295,9 +295,7 @@ def gelu_tanh_fwd(x, p0, p1, ACC: tl.constexpr):
         # fp32math.sigmoid's fast form with exp's -log2(e) / 2 folded into v's constants and |x| for
         # |v| (v has x's sign): h = e^(-|v| / 2) in three instructions, not four.
         h = tl.exp2(tl.abs(x) * (GELU_TANH_K1 + x * x * GELU_TANH_K3))
-        z = h * h
-        r = fm.rcp_fast(1.0 + z, ACC, True)
-        return fm.times_half_and_more(x, tl.where(x >= 0.0, r, z * r), ACC)  # NaN x takes z r: NaN
+        return fm.times_half_and_more(x, fm.sigmoid_times_x(h, x), ACC)
 
 
 @triton.jit
@@ -348,7 +346,8 @@ def gelu_sigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     if ACC:
         return times_sigmoid_32(x, x * GELU_SIGMOID_K)
     else:
-        return fm.times_half_and_more(x, fm.sigmoid(x * GELU_SIGMOID_K, ACC, True), ACC)
+        h = tl.exp2(tl.abs(x) * (-GELU_SIGMOID_K * fm.HALF_LOG2E))
+        return fm.times_half_and_more(x, fm.sigmoid_times_x(h, x), ACC)
 
 
 @triton.jit
@@ -368,7 +367,7 @@ def silu_fwd(x, p0, p1, ACC: tl.constexpr):
     if ACC:
         return times_sigmoid_32(x, x)
     else:
-        return fm.times_half_and_more(x, fm.sigmoid(x, ACC, True), ACC)
+        return fm.times_half_and_more(x, fm.sigmoid_times_x(tl.exp2(tl.abs(x) * -fm.HALF_LOG2E), x), ACC)
 
 
 @triton.jit
@@ -395,9 +394,10 @@ def mish_fwd(x, p0, p1, ACC: tl.constexpr):
         n = m * tl.fma(m, fm.TWO_M32, 2.0)
         t = n * fm.rcp(tl.fma(n, fm.TWO_M32, 2.0))
         return tl.where(x > MISH_CLAMP, x, (xc * t) * fm.TWO_M32)
-    e = fm.exp(tl.minimum(x, MISH_CLAMP, propagate_nan=tl.PropagateNan.ALL), ACC)
+    # 16-bit: the clamp drops NaN (x carries it), so n + 2 is never NaN and the pair needs no clamp.
+    e = fm.exp(tl.minimum(x, MISH_CLAMP), ACC)
     n = e * (e + 2.0)
-    return x * (n * fm.rcp_pairs(n + 2.0))  # n + 2 in [2, 2.4e17]: the pair's product stays normal
+    return x * (n * fm.rcp_pairs_nan_free(n + 2.0))  # n + 2 in [2, 2.4e17]: the pair's product stays normal
 
 
 @triton.jit
@@ -436,10 +436,13 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
     # 1 / beta is a scalar (once per program); the max propagates no NaN but the log1p does.
     bx = x * p0
-    sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
     if ACC:
+        sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
         return tl.where(bx > p1, x, sp * (1.0 / p0))
     else:
+        # e^(-|beta x|) NaN-free (square_unit), x's NaN through the max.
+        s, s2 = fm.log1p_unit_parts(fm.square_unit(tl.exp2(tl.abs(bx) * -fm.HALF_LOG2E)), True, True)
+        sp = tl.fma(s, fm.log1p_unit_poly(s2, 1.0), tl.maximum(bx, 0.0, propagate_nan=tl.PropagateNan.ALL))
         # x hidden from LLVM (fp32math.opaque): picking x itself, it selects between 16-bit halves
         # after rounding (PRMTs, predicate registers: 2 instructions per element more in fp16).
         return tl.where(bx > p1, fm.opaque(x), sp * (1.0 / p0))
@@ -465,10 +468,11 @@ def softplus_plain_fwd(x, p0, p1, ACC: tl.constexpr):
     if ACC:
         return softplus_fwd(x, p0, p1, ACC)
     else:
+        # e^(-beta |x|) = h^2 as fp32math.exp, NaN taken to 0 (square_unit): x's NaN comes through the max.
         rb = 1.0 / p0
-        h = tl.exp2(tl.abs(x) * (p0 * -fm.HALF_LOG2E))  # e^(-beta |x|) = h^2, as fp32math.exp
-        s, s2 = fm.log1p_unit_parts(h * h, True)
-        return tl.fma(s, fm.log1p_unit_poly(s2, rb), tl.maximum(x, 0.0))
+        h = tl.exp2(tl.abs(x) * (p0 * -fm.HALF_LOG2E))
+        s, s2 = fm.log1p_unit_parts(fm.square_unit(h), True, True)
+        return tl.fma(s, fm.log1p_unit_poly(s2, rb), tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.jit
@@ -552,7 +556,11 @@ def hardsigmoid_zero_y(y, p0, p1):
 def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow; the min propagates no
     # NaN but the log1p does.
-    return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp_low(-tl.abs(x), ACC), ACC, True)
+    if ACC:
+        return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp_low(-tl.abs(x), ACC), ACC, True)
+    else:  # as softplus_plain_fwd: e^(-|x|) NaN-free, x's NaN through the min
+        s, s2 = fm.log1p_unit_parts(fm.square_unit(tl.exp2(tl.abs(x) * -fm.HALF_LOG2E)), True, True)
+        return tl.fma(-s, fm.log1p_unit_poly(s2, 1.0), tl.minimum(x, 0.0, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.jit

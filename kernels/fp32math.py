@@ -129,9 +129,30 @@ def rcp_pairs(d):
     # A NaN d would make its partner's result NaN too: the clamp (min.f32 drops NaN) turns it into
     # PAIR_MAX, so a NaN element's own result is finite and meaningless: callers carry its NaN
     # through another factor (z, x), as every caller here does. One ALU instruction per element.
-    a, b = tl.split(tl.reshape(tl.minimum(d, PAIR_MAX), [d.numel // 2, 2]))
+    return rcp_pairs_nan_free(tl.minimum(d, PAIR_MAX))
+
+
+@triton.jit
+def rcp_pairs_nan_free(d):
+    """:func:`rcp_pairs` without its clamp, for d in [1, PAIR_MAX] that is never NaN (made so by
+    :func:`square_unit`, whose saturation costs no instruction): one ALU instruction per element less."""
+    shape: tl.constexpr = d.shape
+    a, b = tl.split(tl.reshape(d, [d.numel // 2, 2]))
     r = rcp(a * b)
     return tl.reshape(tl.join(b * r, a * r), shape)
+
+
+@triton.jit
+def square_unit(h):
+    """h^2 for h in [0, 1] (an exp of a non-positive argument), NaN taken to 0: ``mul.sat.f32``,
+    the product's own instruction, so that what follows is NaN-free (a paired reciprocal needs no
+    clamp); the caller carries x's NaN another way."""
+    if INTERPRET:
+        p = h * h
+        return tl.where(p == p, tl.minimum(p, 1.0), 0.0)
+    else:
+        return tl.inline_asm_elementwise("mul.sat.f32 $0, $1, $1;", "=r,r", [h], dtype=tl.float32,
+                                         is_pure=True, pack=1)
 
 
 @triton.jit
@@ -324,6 +345,16 @@ def sigmoid(x, ACC: tl.constexpr, PAIRED: tl.constexpr):
 
 
 @triton.jit
+def sigmoid_times_x(h, v):
+    """sigmoid(v) from h = e^(-|v| / 2) (the caller's exp, constants folded), for 16-bit forwards
+    x sigmoid(v) with v of x's sign: z = h^2 through :func:`square_unit` and a reciprocal paired
+    without its clamp. NaN v gives a finite value (z = 0): the product with x carries the NaN."""
+    z = square_unit(h)
+    r = rcp_pairs_nan_free(1.0 + z)
+    return tl.where(v >= 0.0, r, z * r)
+
+
+@triton.jit
 def times_half_and_more(x, s, ACC: tl.constexpr):
     """x s for s = sigmoid(c x), c > 0, or s = Phi(x): f(x) = x / 2 + c x^2 / 4 + ... (x / 2 +
     x^2 / sqrt(2 pi) + ...), which lies above x / 2 at every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
@@ -351,14 +382,18 @@ def log1p_unit(z, ACC: tl.constexpr, PAIRED: tl.constexpr):
                                                                         + s2 * 0.2801195979118347)))
         return tl.fma(s, p, s + s)
     else:
-        s, s2 = log1p_unit_parts(z, PAIRED)
+        s, s2 = log1p_unit_parts(z, PAIRED, False)
         return s * log1p_unit_poly(s2, 1.0)
 
 
 @triton.jit
-def log1p_unit_parts(z, PAIRED: tl.constexpr):
-    """(s, s^2) of :func:`log1p_unit`'s fast form: log(1 + z) = s P(s^2)."""
-    s = z * rcp_fast(2.0 + z, False, PAIRED)  # 2 + z in [2, 3]: pairs allowed
+def log1p_unit_parts(z, PAIRED: tl.constexpr, NAN_FREE: tl.constexpr):
+    """(s, s^2) of :func:`log1p_unit`'s fast form: log(1 + z) = s P(s^2). NAN_FREE: z is never NaN
+    (:func:`square_unit`), so a paired reciprocal needs no clamp."""
+    if NAN_FREE:
+        s = z * rcp_pairs_nan_free(2.0 + z)
+    else:
+        s = z * rcp_fast(2.0 + z, False, PAIRED)  # 2 + z in [2, 3]: pairs allowed
     return s, s * s
 
 
