@@ -38,7 +38,7 @@ KNOWN_BELOW_1_5 = {
     # issue slots per element where 17.9 is the budget (a degree-7 fit for the accuracy bars).
     # softplus at other parameters than torch's usual ones (beta < 0, or a threshold below 15 that
     # changes results): the test of beta x, the select and beta's sign on top of logsigmoid's math
-    # (17.0 instructions per element, 1.58). At beta > 0 and threshold >= 15 it is at 1.54.
+    # (16.0 instructions per element, 1.68): 19.4, 1.38. At beta > 0 and threshold >= 15 it is at 1.63.
     ("gelu", "forward"): "bf16 fp16",
     ("softplus", "forward, other parameters"): "bf16 fp16",
     # Few-bit forwards: the activation plus its code (a byte-table gather by x's bits for 16-bit x, a
