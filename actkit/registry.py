@@ -218,12 +218,13 @@ class ActivationSpec:
         return entry.fwd, entry.bwd
 
     def triton_forward(self, p0: float, p1: float):
-        """The device function of f for these kernel arguments (:meth:`kernel_args`): the table's
-        cheaper special form where it serves them (softplus at its usual parameters), else f. Imports Triton."""
+        """(device function of f, its two scalars) for the elementwise and few-bit forwards at these
+        kernel arguments (:meth:`kernel_args`): the table's plan where it has one (softplus's cheaper
+        forms), else f with the arguments as they are. Imports Triton."""
         from actkit.kernels.activations import TABLE
 
         entry = TABLE[self.table_key]
-        return entry.fwd_special if entry.fwd_special is not None and entry.special_if(p0, p1) else entry.fwd
+        return entry.fwd_plan(p0, p1) if entry.fwd_plan is not None else (entry.fwd, p0, p1)
 
     def triton_derivative(self, saved: str):
         """The device function of f' in terms of the saved tensor ("x" or "y"). Imports Triton."""

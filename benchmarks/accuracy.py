@@ -336,12 +336,13 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
     """Forward and backward errors of one activation's device functions (module ``kernels``)."""
     case = refs.CASES[name]
     p0, p1 = case.kernel_args
+    fwd_p0, fwd_p1 = p0, p1
     if hasattr(kernels, "TABLE"):
         entry = kernels.TABLE[case.prefix]
         fwd, bwd = entry.fwd, entry.bwd_y if case.saves == "y" else entry.bwd
-        special = getattr(entry, "fwd_special", None)  # the f these arguments launch (softplus's plain form)
-        if special is not None and entry.special_if(p0, p1):
-            fwd = special
+        plan = getattr(entry, "fwd_plan", None)  # the f these arguments launch (softplus's plain form)
+        if plan is not None:
+            fwd, fwd_p0, fwd_p1 = plan(p0, p1)
     else:  # kernels of an older commit (``--before``), from before the table: by name
         fwd = getattr(kernels, f"{case.prefix}_fwd")
         bwd = getattr(kernels, f"{case.prefix}_bwd{'_y' if case.saves == 'y' else ''}", None)
@@ -355,7 +356,7 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
         exact = case.forward(x64)
         if not acc:
             settle_ties(x64, exact, dtype, case.mp_forward)
-        ys = modelled(fwd, x, p0, p1, acc, legacy)
+        ys = modelled(fwd, x, fwd_p0, fwd_p1, acc, legacy)
         keep = np.isfinite(exact) & (np.abs(exact) <= torch.finfo(dtype).max)
         label = str(dtype).replace("torch.", "").replace("float", "fp").replace("bfp16", "bf16")
         out["forward"][label] = (_measure_fp32(ys, exact, keep) if acc else _measure_half(ys, exact, keep, dtype))

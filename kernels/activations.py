@@ -25,6 +25,7 @@ guards are clamps where a ``where`` would compute a second branch.
 """
 from typing import Callable, NamedTuple
 
+import numpy as np
 import triton
 import triton.language as tl
 
@@ -444,8 +445,9 @@ def lisht_bwd(x, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
-    # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch.
-    # 1 / beta is a scalar (once per program).
+    # p0 = beta, p1 = threshold: linear once beta * x exceeds the threshold, as torch. The form for
+    # the raw parameters, which the GLU kernels pass to f and f' alike; the elementwise forward
+    # takes a cheaper one (softplus_forward_plan). 1 / beta is a scalar (once per program).
     bx = x * p0
     if ACC:  # the max propagates no NaN but the log1p does
         sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
@@ -465,25 +467,92 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
 SOFTPLUS_INERT_THRESHOLD = 15.0
 
 
-def softplus_plain_if(p0: float, p1: float) -> bool:
-    """Whether :func:`softplus_plain_fwd` serves these kernel arguments (beta, threshold)."""
-    return p0 > 0.0 and p1 >= SOFTPLUS_INERT_THRESHOLD
+def softplus_forward_plan(beta: float, threshold: float):
+    """(device function, p0, p1) of softplus's elementwise forward for the kernel arguments (beta,
+    threshold). beta > 0 with a threshold of 15 or more: :func:`softplus_plain_fwd`, no test at all.
+    Otherwise torch's linear branch, ``beta * x > threshold`` in fp32, is a test of x alone against
+    p1 = :func:`linear_boundary`: x > p1 for beta > 0 (:func:`softplus_above_fwd`), x <= p1 for
+    beta < 0 (:func:`softplus_below_fwd`), to the bit; the product costs no instruction."""
+    if beta > 0 and threshold >= SOFTPLUS_INERT_THRESHOLD:
+        return softplus_plain_fwd, beta, threshold
+    return (softplus_above_fwd if beta > 0 else softplus_below_fwd), beta, linear_boundary(beta, threshold)
+
+
+def linear_boundary(beta: float, threshold: float) -> float:
+    """The largest fp32 x at which ``fp32(x * beta) > threshold`` (all in fp32, as torch's kernels
+    compute softplus's test) is false for beta > 0, true for beta < 0: the product rounds
+    monotonically in x, so the test is ``x > boundary`` or its negation. A bisection over the fp32
+    values in order (their int32 keys), 32 steps, once per parameter set."""
+    b, t = np.float32(beta), np.float32(threshold)
+    side = b > 0  # for beta > 0 the test is false below the boundary, for beta < 0 true below it
+
+    def below(key: int) -> bool:  # does the x of this ordered key still sit on the lower side?
+        x = np.array([key if key >= 0 else -(key + 1) | -(1 << 31)], dtype=np.int32).view(np.float32)[0]
+        with np.errstate(over="ignore"):
+            return bool((x * b > t) != side)
+
+    lo, hi = -(1 << 31) + (1 << 23), (1 << 31) - (1 << 23) - 1  # the keys of -max and +max finite
+    if not below(lo):
+        return float("-inf")  # the lower side is empty: every finite x is above
+    while lo < hi:  # invariant: below(lo)
+        mid = (lo + hi + 1) // 2
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(np.array([lo if lo >= 0 else -(lo + 1) | -(1 << 31)], dtype=np.int32).view(np.float32)[0])
 
 
 @triton.jit
 def softplus_plain_fwd(x, p0, p1, ACC: tl.constexpr):
-    # softplus for beta > 0 and a threshold that changes no result (softplus_plain_if): no test of
-    # beta x, and 1 / beta folded into log1p's coefficients (scalars, once per program), so that
+    # softplus for beta > 0 and a threshold that changes no result (softplus_forward_plan): no test,
+    # and 1 / beta folded into log1p's coefficients (scalars, once per program), so that
     # max(x, 0) + log1p(e^(-beta |x|)) / beta is log1p_unit's last FMA: 16.4 instructions per
-    # element in 16-bit, where the general form takes 19.4. fp32 keeps the general form.
+    # element in 16-bit. fp32: the general form.
     if ACC:
         return softplus_fwd(x, p0, p1, ACC)
     else:
-        # e^(-beta |x|) = h^2 as fp32math.exp, NaN taken to 0 (square_unit): x's NaN comes through the max.
-        rb = 1.0 / p0
-        h = tl.exp2(tl.abs(x) * (p0 * -fm.HALF_LOG2E))
-        s, s2 = fm.log1p_unit_parts(fm.square_unit(h), True, True)
-        return tl.fma(s, fm.log1p_unit_poly(s2, rb), tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL))
+        return _softplus_16(x, p0, 1)
+
+
+@triton.jit
+def softplus_above_fwd(x, p0, p1, ACC: tl.constexpr):
+    # beta > 0, p1 = linear_boundary: torch's linear branch (beta x > threshold) is x > p1.
+    if ACC:
+        return tl.where(x > p1, x, _softplus_32(x, p0))
+    else:
+        return tl.where(x > p1, fm.opaque(x), _softplus_16(x, p0, 1))
+
+
+@triton.jit
+def softplus_below_fwd(x, p0, p1, ACC: tl.constexpr):
+    # beta < 0, p1 = linear_boundary: the linear branch is x <= p1, and NaN x (NaN, as torch) takes it.
+    if ACC:
+        return tl.where(x > p1, _softplus_32(x, p0), x)
+    else:
+        return tl.where(x > p1, _softplus_16(x, p0, -1), fm.opaque(x))
+
+
+@triton.jit
+def _softplus_32(x, p0):
+    # (max(beta x, 0) + log1p(e^(-|beta x|))) / beta: the max propagates no NaN but the log1p does.
+    bx = x * p0
+    return (tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), True), True, True)) * (1.0 / p0)
+
+
+@triton.jit
+def _softplus_16(x, p0, SIGN: tl.constexpr):
+    # SIGN = sign of beta: max(beta x, 0) / beta is max(x, 0) or min(x, 0), exact, and 1 / beta rides
+    # in log1p's coefficients. e^(-|beta x|) = h^2 as fp32math.exp, its NaN taken to 0 (square_unit):
+    # x's NaN comes through the max or min. fp32 x (picked by the callers' selects) is hidden from
+    # LLVM (fp32math.opaque), which would otherwise select between 16-bit halves after rounding.
+    h = tl.exp2(tl.abs(x) * (p0 * (-SIGN * fm.HALF_LOG2E)))
+    s, s2 = fm.log1p_unit_parts(fm.square_unit(h), True, True)
+    if SIGN > 0:
+        m = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    else:
+        m = tl.minimum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    return tl.fma(s, fm.log1p_unit_poly(s2, 1.0 / p0), m)
 
 
 @triton.jit
@@ -630,10 +699,13 @@ class DeviceFunctions(NamedTuple):
     zero: triton.JITFunction | None = None
     zero_y: triton.JITFunction | None = None
     fwd_bwd: triton.JITFunction | None = None
-    fwd_special: triton.JITFunction | None = None
-    """A cheaper f for the kernel arguments (p0, p1) where ``special_if(p0, p1)`` holds (softplus
-    with beta > 0 and a threshold that changes no result); ``fwd`` serves every argument."""
-    special_if: Callable[[float, float], bool] | None = None
+    fwd_plan: Callable[[float, float], tuple[triton.JITFunction, float, float]] | None = None
+    """For the elementwise and few-bit forwards: the kernel arguments (p0, p1) -> a cheaper f and the
+    arguments it takes (softplus: three forms, see :func:`softplus_forward_plan`); ``fwd`` serves
+    every argument as it is (the GLU kernels pass the same ones to f and f')."""
+    fwd_plan_cases: tuple[tuple[str, float, float], ...] = ()
+    """(what, p0, p1): kernel arguments that reach each form the plan has besides the default
+    parameters' (the static roofline compiles every one)."""
 
 
 # The table the registry points to: ``ActivationSpec.kernel`` (default: its name) is a key here.
@@ -661,8 +733,8 @@ TABLE: dict[str, DeviceFunctions] = {
     "silu": DeviceFunctions(silu_fwd, silu_bwd, fwd_bwd=silu_fwd_bwd),
     "mish": DeviceFunctions(mish_fwd, mish_bwd),
     "lisht": DeviceFunctions(lisht_fwd, lisht_bwd),
-    "softplus": DeviceFunctions(softplus_fwd, softplus_bwd, softplus_bwd_y, fwd_special=softplus_plain_fwd,
-                                special_if=softplus_plain_if),
+    "softplus": DeviceFunctions(softplus_fwd, softplus_bwd, softplus_bwd_y, fwd_plan=softplus_forward_plan,
+                                fwd_plan_cases=(("threshold below 15", 1.0, 5.0), ("beta below 0", -1.0, 20.0))),
     "softsign": DeviceFunctions(softsign_fwd, softsign_bwd, softsign_bwd_y),
     "hardswish": DeviceFunctions(hardswish_fwd, hardswish_bwd, zero=hardswish_zero),
     "hardsigmoid": DeviceFunctions(hardsigmoid_fwd, hardsigmoid_bwd, hardsigmoid_bwd_y, hardsigmoid_zero,

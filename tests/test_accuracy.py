@@ -130,21 +130,23 @@ def refs_exp2(x, p0, p1, ACC: tl.constexpr):
     return tl.exp2(x)
 
 
-@pytest.mark.parametrize("beta", [2.0 ** -12, 0.37, 3.0, 100.0])
-def test_softplus_plain_form_meets_the_16_bit_bars_at_other_betas(beta, after):
-    """softplus with beta > 0 and a threshold that changes no result runs its plain form, with 1 / beta
-    folded into log1p's coefficients and beta into the exp's argument: the bars above (measured at
-    beta 1) at betas that move the exp's range and the coefficients' exponents, against float64's
-    log(1 + e^(beta x)) / beta (16-bit results need far less than its precision; ties asked of mpmath)."""
-    entry = after.TABLE["softplus"]
-    assert entry.special_if(beta, 20.0)
+@pytest.mark.parametrize("beta, threshold", [(2.0 ** -12, 20.0), (0.37, 15.0), (3.0, 20.0), (100.0, 20.0),
+                                             (1.0, 5.0), (0.5, -2.0), (-1.0, 20.0), (-0.37, 3.0)])
+def test_softplus_forms_meet_the_16_bit_bars_at_other_parameters(beta, threshold, after):
+    """softplus's elementwise forward has three forms (``softplus_forward_plan``): no test where the
+    threshold changes no result (beta > 0, threshold >= 15), x against a boundary for beta > 0 and for
+    beta < 0, with 1 / beta folded into log1p's coefficients and beta into the exp's argument. The
+    bars above (measured at torch's defaults) at parameters that reach each form and move the exp's
+    range and the coefficients' exponents, against float64's log(1 + e^(beta x)) / beta and x where
+    torch's fp32 test (beta x > threshold) takes the linear branch; ties asked of mpmath."""
+    fn, p0, p1 = after.TABLE["softplus"].fwd_plan(beta, threshold)
     for dtype in (torch.bfloat16, torch.float16):
         x = accuracy.all_finite(dtype).float()
         x64 = x.double().numpy()
-        exact = np.where(beta * x64 > 20.0, x64, np.logaddexp(0.0, beta * x64) / beta)
+        linear = (x * beta > threshold).numpy()  # fp32 x (exact) times the fp32 beta, as torch
+        exact = np.where(linear, x64, np.logaddexp(0.0, beta * x64) / beta)
         accuracy.settle_ties(x64, exact, dtype,
-                             lambda v: v if beta * v > 20 else mp.log1p(mp.exp(beta * v)) / beta)
+                             lambda v: v if float(v) * beta > threshold else mp.log1p(mp.exp(beta * v)) / beta)
         keep = np.isfinite(exact) & (np.abs(exact) <= torch.finfo(dtype).max)
-        ys = accuracy.modelled(entry.fwd_special, x, beta, 20.0, False, False)
-        m = accuracy._measure_half(ys, exact, keep, dtype)
-        assert m["correct"] >= 0.999 and m["max_ulp"] <= 1, (dtype, m)
+        m = accuracy._measure_half(accuracy.modelled(fn, x, p0, p1, False, False), exact, keep, dtype)
+        assert m["correct"] >= 0.999 and m["max_ulp"] <= 1, (fn.fn.__name__, dtype, m)

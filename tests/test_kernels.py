@@ -143,31 +143,62 @@ def test_softplus_at_exactly_its_threshold(beta, threshold, backend_name):
         torch.testing.assert_close(dx, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("beta, threshold", [(1.0, 20.0), (3.0, 15.0), (0.5, 40.0), (2.0, 14.5), (-1.5, 20.0),
-                                             (-0.5, 1.0), (2.0 ** -12, 20.0)])
-def test_softplus_plain_forward_only_where_the_threshold_changes_nothing(beta, threshold):
-    """softplus has two Triton forwards: the plain one (no test of beta x; 1 / beta folded into log1p)
-    for beta > 0 and a threshold of 15 or more, where x + log1p(e^(-beta x)) / beta rounds to x itself
-    wherever beta x passes the threshold, and the general one for every other beta and threshold. The
-    plain one is launched exactly there; past the threshold either gives x to the bit (torch's linear
-    branch), and elsewhere both match torch, in every dtype."""
+SOFTPLUS_FORMS = [(1.0, 20.0), (3.0, 15.0), (0.5, 40.0), (2.0 ** -12, 20.0), (2.0, 14.5), (1.0, 1.0), (0.5, -2.0),
+                  (-1.5, 20.0), (-0.5, 1.0), (-3.0, -4.0)]
+
+
+@pytest.mark.parametrize("beta, threshold", SOFTPLUS_FORMS)
+def test_softplus_forms_take_the_linear_branch_exactly_where_torch_does(beta, threshold):
+    """softplus's elementwise forward: no test where the threshold changes no result (beta > 0,
+    threshold >= 15: x + log1p(e^(-beta x)) / beta rounds to x wherever beta x passes it), else x
+    against a boundary computed once (``linear_boundary``) in place of torch's beta x > threshold.
+    Past the threshold (torch's fp32 test) every form gives x to the bit, and everywhere it matches
+    torch, in every dtype: random values around the boundary and its neighbours, large, special."""
     from actkit.kernels import activations
 
     spec, params = actkit.get("softplus"), dict(beta=beta, threshold=threshold)
-    entry = activations.TABLE["softplus"]
-    plain = spec.triton_forward(beta, threshold) is entry.fwd_special
-    assert plain == (beta > 0 and threshold >= 15)
+    fn, _, _ = spec.triton_forward(beta, threshold)
+    plain = beta > 0 and threshold >= 15
+    assert fn.fn.__name__ == ("softplus_plain_fwd" if plain else "softplus_above_fwd" if beta > 0
+                              else "softplus_below_fwd")
     g = torch.Generator().manual_seed(1)
     at = threshold / beta
-    x = torch.cat([torch.randn(2000, generator=g, dtype=torch.float64) * 3 * abs(at),
-                   torch.tensor([at, math.nextafter(at, math.inf), 2 * at, -at, 1e30, -1e30] + SPECIAL_VALUES,
-                                dtype=torch.float64)])
+    near = [math.nextafter(at, math.inf), at, math.nextafter(at, -math.inf)]
+    if not plain:
+        b = activations.linear_boundary(beta, threshold)
+        near += [b, math.nextafter(b, math.inf), math.nextafter(b, -math.inf)]
+    x = torch.cat([torch.randn(2000, generator=g, dtype=torch.float64) * 3 * abs(at) + at,
+                   torch.tensor(near + [2 * at, -at, 1e30, -1e30] + SPECIAL_VALUES, dtype=torch.float64)])
     for dtype in DTYPES.values():
         xd = x.to(dtype).to(KERNEL_DEVICE)
         y, _ = check(spec, xd, params, "triton")
         linear = (xd.float() * beta > threshold).cpu()
-        assert linear.any()
+        assert linear.any() and (~linear).any()
         assert torch.equal(y.cpu()[linear], xd.cpu()[linear])
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5e-3, 7.0, 1e30, 1e-40, -1.0, -3e-3, -1e30])
+@pytest.mark.parametrize("threshold", [20.0, 5.0, 0.0, -3.5, 1e-30, 3e38, -3e38])
+def test_softplus_linear_boundary_is_torch_fp32_test(beta, threshold):
+    """``linear_boundary``: torch's fp32 test ``x * beta > threshold`` is ``x > boundary`` for
+    beta > 0 and its negation for beta < 0, at the boundary, its neighbours and a spread of values
+    (torch's fp32 product is the reference), also where the product over- or underflows."""
+    from actkit.kernels import activations
+
+    b = activations.linear_boundary(beta, threshold)
+    g = torch.Generator().manual_seed(2)
+    around = [b]
+    for _ in range(3):
+        around += [math.nextafter(around[-1], math.inf)]
+    down = b
+    for _ in range(3):
+        down = math.nextafter(down, -math.inf)
+        around.append(down)
+    spread = torch.randn(4000, generator=g) * torch.exp2(torch.randint(-130, 128, (4000,), generator=g).float())
+    x = torch.cat([torch.tensor(around, dtype=torch.float32), spread, torch.tensor([math.inf, -math.inf, 0.0])])
+    x = x[torch.isfinite(x) | torch.isinf(x)]
+    test = x * torch.tensor(beta, dtype=torch.float32) > torch.tensor(threshold, dtype=torch.float32)
+    assert torch.equal(test, x > b if beta > 0 else ~(x > b))
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

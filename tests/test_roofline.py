@@ -36,14 +36,11 @@ KNOWN_BELOW_1_5 = {
     # Elementwise 16-bit forwards. GELU: an exp and a reciprocal per element (erf's tail) plus the
     # F2FP store bind the 16-per-clock XU at 1.34, and with the reciprocal paired it takes about 22.5
     # issue slots per element where 17.9 is the budget (a degree-7 fit for the accuracy bars).
-    # softplus at other parameters than torch's usual ones (beta < 0, or a threshold below 15 that
-    # changes results): the test of beta x, the select and beta's sign on top of logsigmoid's math
-    # (16.0 instructions per element, 1.68): 19.4, 1.38. At beta > 0 and threshold >= 15 it is at 1.63.
     ("gelu", "forward"): "bf16 fp16",
-    ("softplus", "forward, other parameters"): "bf16 fp16",
     # Few-bit forwards: the activation plus its code (a byte-table gather by x's bits for 16-bit x, a
-    # cell-table gather and a compare for fp32) and its place in the word, where GELU's and
-    # tanhshrink's activations alone are over the budget already.
+    # cell-table gather and a compare for fp32) and its place in the word: GELU's activation alone is
+    # over the budget, and tanhshrink's (17.0 instructions per element) leaves 1.4 of the 1-bit
+    # forward's 18.4 for a compare, a select and the packing, which take 3.2.
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
     ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
 }

@@ -151,10 +151,9 @@ def elementwise_workload(spec, dtype):
     impl = op.triton()
     x = _aligned(2 ** 16, dtype)
     yield "forward", lambda: impl.forward(x)
-    entry = activations.TABLE[spec.table_key]
-    if entry.fwd_special is not None:  # the other f, which other parameters launch (softplus: beta < 0, a low threshold)
-        other = entry.fwd if spec.triton_forward(op.p0, op.p1) is entry.fwd_special else entry.fwd_special
-        yield "forward, other parameters", lambda: elementwise.forward(x, other, op.p0, op.p1)
+    for what, q0, q1 in activations.TABLE[spec.table_key].fwd_plan_cases:  # the forms other parameters launch
+        fwd, q0, q1 = spec.triton_forward(q0, q1)
+        yield f"forward, {what}", lambda fwd=fwd, q0=q0, q1=q1: elementwise.forward(x, fwd, q0, q1)
     if op.saves != "none":
         saved, dy = (impl.forward(x) if op.saves == "y" else x), _aligned(2 ** 16, dtype)
         yield f"backward from {op.saves}", lambda: impl.dx(dy, saved)

@@ -171,11 +171,11 @@ class ElementwiseOp(ScalarBoundOp):
     def make_triton(self) -> ElementwiseImpl:
         from actkit.kernels import elementwise
 
-        fwd = self.spec.triton_forward(self.p0, self.p1)
+        fwd, q0, q1 = self.spec.triton_forward(self.p0, self.p1)
         dfn = self.spec.triton_derivative(self.saves) if self.saves != "none" else None
         p0, p1 = self.p0, self.p1
         # Looked up on the module at each call, so that tests can watch the launchers.
-        return ElementwiseImpl(TRITON, lambda x: elementwise.forward(x, fwd, p0, p1),
+        return ElementwiseImpl(TRITON, lambda x: elementwise.forward(x, fwd, q0, q1),
                                lambda grad, saved: elementwise.backward(saved, grad, dfn, p0, p1),
                                self.saves, self.spec.differentiable, self.inplace_hint)
 

@@ -380,8 +380,8 @@ class FewBitOp(ScalarBoundOp):
     def make_triton(self) -> FewBitImpl:
         from actkit.kernels import elementwise, fewbit as kernels
 
-        fwd = self.spec.triton_forward(self.p0, self.p1)
-        p0, p1, bits, q = self.p0, self.p1, self.bits, self.quantizer
+        fwd, p0, p1 = self.spec.triton_forward(self.p0, self.p1)
+        bits, q = self.bits, self.quantizer
         tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by device index
 
         def on(t: torch.Tensor):
