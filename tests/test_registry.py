@@ -106,6 +106,11 @@ def test_every_device_function_table_entry_serves_a_spec_and_back():
     assert _table_users(activations.TABLE, pointwise=True) == set(activations.TABLE)
     assert _table_users(learnable.TABLE, pointwise=False) == set(learnable.TABLE)
     listed = {fn for entry in activations.TABLE.values() for fn in entry if fn is not None}
+    for spec in actkit.registry.REGISTRY.values():  # and the forms a plan reaches (softplus's), each
+        entry = activations.TABLE.get(spec.table_key) if spec.kind.scalar_params else None
+        if entry is not None and entry.fwd_plan is not None:
+            cases = [spec.kernel_args(spec.defaults)] + [(p0, p1) for _, p0, p1 in entry.fwd_plan_cases]
+            listed |= {entry.fwd_plan(p0, p1)[0] for p0, p1 in cases}
     defined = {v for k, v in vars(activations).items() if k.endswith(("_fwd", "_bwd", "_bwd_y", "_zero", "_zero_y"))}
     assert defined <= listed
     for spec in actkit.registry.REGISTRY.values():
