@@ -449,9 +449,8 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     # the raw parameters, which the GLU kernels pass to f and f' alike; the elementwise forward
     # takes a cheaper one (softplus_forward_plan). 1 / beta is a scalar (once per program).
     bx = x * p0
-    if ACC:  # the max propagates no NaN but the log1p does
-        sp = tl.maximum(bx, 0.0) + fm.log1p_unit(fm.exp_low(-tl.abs(bx), ACC), ACC, True)
-        return tl.where(bx > p1, x, sp * (1.0 / p0))
+    if ACC:
+        return tl.where(bx > p1, x, _softplus_32(x, p0))
     else:
         # e^(-|beta x|) NaN-free (square_unit), x's NaN through the max.
         s, s2 = fm.log1p_unit_parts(fm.square_unit(tl.exp2(tl.abs(bx) * -fm.HALF_LOG2E)), True, True)

@@ -135,7 +135,8 @@ def rcp_pairs(d):
 @triton.jit
 def rcp_pairs_nan_free(d):
     """:func:`rcp_pairs` without its clamp, for d in [1, PAIR_MAX] that is never NaN (made so by
-    :func:`square_unit`, whose saturation costs no instruction): one ALU instruction per element less."""
+    :func:`square_unit`, whose saturation costs no instruction, or by a clamp the caller has anyway):
+    one ALU instruction per element less."""
     shape: tl.constexpr = d.shape
     a, b = tl.split(tl.reshape(d, [d.numel // 2, 2]))
     r = rcp(a * b)
