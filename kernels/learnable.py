@@ -77,29 +77,14 @@ def sigmoid_parts_16(x, b, PAIRS: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_parts_32(x, b):
-    """fp32 outputs: (t, e, deep, r), t = b x, r = 1 / (1 + e^-|t|), and e^-|t| as e (deep: |t| > 86,
-    where e^-|t| would be subnormal and keep few bits, e = e^(-|t|/2) and e^-|t| = e^2)."""
-    t = b * x
-    a = tl.abs(t)
-    deep = a > 86.0
-    e = fm.exp(-tl.where(deep, a * 0.5, a), True)
-    return t, e, deep, fm.rcp_acc(1.0 + tl.where(deep, e * e, e), True)
-
-
-@triton.jit
-def times_exp(y, e, deep):
-    """y e^-|t| of :func:`sigmoid_parts_32`'s e, rounded once where e^-|t| is subnormal."""
-    ye = y * e
-    return tl.where(deep, ye * e, ye)
-
-
-@triton.jit
 def swish_beta_fwd(x, b, ACC: tl.constexpr):
     # x s(bx) = x r, or (x z) r for bx < 0. +-inf: inf r = inf, -inf * 0 = NaN, as torch's x * s.
     if ACC:
-        t, e, deep, r = sigmoid_parts_32(x, b)
-        return tl.where(t < 0.0, times_exp(x, e, deep), x) * r
+        # e^-|t| 2^32 on the FMA pipe (fm.exp_scaled, about 1 ulp where ex2.approx has 2), the scale
+        # taken off last so that x e^-|t| r rounds once where it is subnormal, as silu's fp32 forward.
+        t = b * x
+        m, r = fm.sigmoid_parts_scaled(t, False)
+        return tl.where(t < 0.0, (x * (m * r)) * fm.TWO_M32, x * r)
     else:
         v, z, r = sigmoid_parts_16(x, b, True)
         # x s(bx) = x / 2 + b x^2 / 4 + ...: on b's side of x / 2. Where x / 2 is subnormal (bf16's
@@ -117,13 +102,15 @@ def swish_beta_bwd(x, b, dy, ACC: tl.constexpr):
     # s(-t) = z r or r, exact to the last bits (1 - s would cancel to a few bits). Products in
     # autograd's order so that +-inf gives NaN exactly where torch does (inf * 0).
     if ACC:
-        t, e, deep, r = sigmoid_parts_32(x, b)
-        zr = times_exp(r, e, deep)
+        t = b * x
+        m, r = fm.sigmoid_parts_scaled(t, True)
+        mr = m * r  # s(-|t|) 2^32
         negative = t < 0.0
-        s = tl.where(negative, zr, r)
-        # s + (s x)(b (1 - s)) in one FMA: one rounding where the sum cancels (dy/dx = 0 at t = -1.28).
-        # x and b apart, not t: a finite x whose b x overflows keeps torch's finite dy/dx (s x = 0).
-        dx = tl.fma(s * x, b * tl.where(negative, r, zr), s)
+        zr = mr * fm.TWO_M32
+        # s + x b s s(-t), s s(-t) = mr r 2^-32: in units of 2^-32, one FMA (one rounding where the
+        # sum cancels, dy/dx = 0 at t = -1.28), scaled last. x and b apart, not t: a finite x whose
+        # b x overflows keeps torch's finite dy/dx (m = 0).
+        dx = tl.fma(x, b * (mr * r), tl.where(negative, mr, r * fm.TWO_P32)) * fm.TWO_M32
     else:
         v, z, r = sigmoid_parts_16(x, b, False)
         zr = z * r
