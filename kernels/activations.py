@@ -485,10 +485,12 @@ def linear_boundary(beta: float, threshold: float) -> float:
     b, t = np.float32(beta), np.float32(threshold)
     side = b > 0  # for beta > 0 the test is false below the boundary, for beta < 0 true below it
 
+    def value(key: int) -> np.float32:  # the fp32 value of an ordered key (negative keys: -0 is -1)
+        return np.array([key if key >= 0 else -(key + 1) | -(1 << 31)], dtype=np.int32).view(np.float32)[0]
+
     def below(key: int) -> bool:  # does the x of this ordered key still sit on the lower side?
-        x = np.array([key if key >= 0 else -(key + 1) | -(1 << 31)], dtype=np.int32).view(np.float32)[0]
         with np.errstate(over="ignore"):
-            return bool((x * b > t) != side)
+            return bool((value(key) * b > t) != side)
 
     lo, hi = -(1 << 31) + (1 << 23), (1 << 31) - (1 << 23) - 1  # the keys of -max and +max finite
     if not below(lo):
@@ -499,7 +501,7 @@ def linear_boundary(beta: float, threshold: float) -> float:
             lo = mid
         else:
             hi = mid - 1
-    return float(np.array([lo if lo >= 0 else -(lo + 1) | -(1 << 31)], dtype=np.int32).view(np.float32)[0])
+    return float(value(lo))
 
 
 @triton.jit
