@@ -462,7 +462,8 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
 
 # From this threshold (and beta > 0) softplus's linear branch changes no result: where beta x > t,
 # log1p(e^(-beta x)) / beta is below x e^(-t) / t < x 2^-25.5, under half an fp32 ulp of x, so
-# x + it rounds to x itself in fp32, fp16 and bf16. torch's default is 20.
+# x + it rounds to x itself in fp32, fp16 and bf16. torch's default is 20. The same fact lets the
+# registry save y from this threshold (actkit.registry.SOFTPLUS_Y_MIN_THRESHOLD; tests hold them equal).
 SOFTPLUS_INERT_THRESHOLD = 15.0
 
 

@@ -117,3 +117,11 @@ def test_every_device_function_table_entry_serves_a_spec_and_back():
         if spec.kind.scalar_params and spec.differentiable:
             for saved in {"x", spec.saves_for(spec.defaults)} - {"none"}:
                 assert spec.triton_derivative(saved) is not None, (spec.name, saved)
+
+
+def test_softplus_thresholds_of_the_registry_and_the_kernels_agree():
+    """Saving y (the registry) and skipping the linear branch's test (the kernels' plain forward) rest
+    on one fact, that past this threshold x + log1p(e^(-beta x)) / beta rounds to x: one number."""
+    from actkit.kernels import activations
+
+    assert actkit.registry.SOFTPLUS_Y_MIN_THRESHOLD == activations.SOFTPLUS_INERT_THRESHOLD
