@@ -343,8 +343,9 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
         plan = getattr(entry, "fwd_plan", None)  # the f these arguments launch (softplus's plain form)
         if plan is not None:
             fwd, fwd_p0, fwd_p1 = plan(p0, p1)
+        fwd_fp16 = getattr(entry, "fwd_fp16", None) or fwd  # the f fp16 results launch (gelu's)
     else:  # kernels of an older commit (``--before``), from before the table: by name
-        fwd = getattr(kernels, f"{case.prefix}_fwd")
+        fwd = fwd_fp16 = getattr(kernels, f"{case.prefix}_fwd")
         bwd = getattr(kernels, f"{case.prefix}_bwd{'_y' if case.saves == 'y' else ''}", None)
     if case.backward is None and case.backward_y is None:  # no derivative to measure (step, identity)
         bwd = None
@@ -356,7 +357,7 @@ def measure(name: str, kernels, legacy: bool, sweep: int) -> dict:
         exact = case.forward(x64)
         if not acc:
             settle_ties(x64, exact, dtype, case.mp_forward)
-        ys = modelled(fwd, x, fwd_p0, fwd_p1, acc, legacy)
+        ys = modelled(fwd_fp16 if dtype == torch.float16 else fwd, x, fwd_p0, fwd_p1, acc, legacy)
         keep = np.isfinite(exact) & (np.abs(exact) <= torch.finfo(dtype).max)
         label = str(dtype).replace("torch.", "").replace("float", "fp").replace("bfp16", "bf16")
         out["forward"][label] = (_measure_fp32(ys, exact, keep) if acc else _measure_half(ys, exact, keep, dtype))

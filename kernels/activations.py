@@ -224,15 +224,51 @@ def selu_bwd_y(y, p0, p1, ACC: tl.constexpr):
 
 @triton.jit
 def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
-    # x Phi(x) with Phi(x) = q or 1 - q, q = Phi(-|x|) computed from erfc: 1 + erf(x / sqrt 2)
-    # cancels for x < 0, so the lower tail is computed directly.
-    # x Phi(x) > x / 2 too: the subnormal tie-breaker applies. It needs the product on the exact
-    # value's side of x / 2, so q (<= 1/2 exactly) is clamped there: near x = 0 the fit and a 2-ulp
-    # ex2 can put it a few ulp above 1/2, and at bf16's smallest x that decides the tie.
-    q = fm.phi_lower(x, ACC)
-    if not ACC:
-        q = tl.minimum(q, 0.5)
-    return fm.times_half_and_more(x, tl.where(x < 0.0, q, 1.0 - q), ACC)
+    # x Phi(x) with Phi(x) = q or 1 - q, q = Phi(-|x|): 1 + erf(x / sqrt 2) cancels for x < 0, so the
+    # lower tail is computed directly. x = -inf gives -inf * 0 = NaN, as torch's x Phi(x) does.
+    if ACC:
+        q = fm.phi_lower(x)
+    else:
+        # 16-bit results (bf16's form; fp16 launches gelu_fwd_fp16): q = 2^E(|x|), E a polynomial of
+        # degree 9 in |x| itself, fitted on |x| <= 13.6, where bf16's GELU is still nonzero; relative
+        # error 2^-14.6, against bf16's 2^-9 (benchmarks/fit_coefficients.py, gelu_tail_exponent).
+        # No reciprocal: one MUFU per element with the store's F2FP, 1.5 XU slots. ex2 of E / 2,
+        # squared: ex2.approx.ftz would flush q below 2^-126 (|x| > 12.95). Past 13.6 the exponent
+        # falls without bound (negative leading coefficient): q is 0 at |x| = inf.
+        a = tl.abs(x)
+        e = tl.fma(a, -8.772391701938886e-10, 6.537077723578477e-08)
+        e = tl.fma(e, a, -2.1382243176049087e-06)
+        e = tl.fma(e, a, 4.061731306137517e-05)
+        e = tl.fma(e, a, -0.0005014692433178425)
+        e = tl.fma(e, a, 0.004294146317988634)
+        e = tl.fma(e, a, -0.02688191458582878)
+        e = tl.fma(e, a, -0.2295141965150833)
+        e = tl.fma(e, a, -0.5754344463348389)
+        h = tl.exp2(tl.fma(e, a, -0.5000191926956177))
+        q = h * h
+    return x * tl.where(x < 0.0, q, 1.0 - q)
+
+
+@triton.jit
+def gelu_fwd_fp16(x, p0, p1, ACC: tl.constexpr):
+    # GELU for fp16 results (DeviceFunctions.fwd_fp16): fp16's GELU is -0 below x = -5.9 and fp16 keeps
+    # 11 bits, so E is fitted on |x| <= 5.9 only, to 2^-21.1 with degree 10; q >= 2^-30 there, so one
+    # ex2 of E itself. The polynomial past 5.9 falls as bf16's does. Other dtypes: gelu_fwd.
+    if ACC:
+        return gelu_fwd(x, p0, p1, ACC)
+    else:
+        a = tl.abs(x)
+        e = tl.fma(a, -1.3266822307400616e-08, 4.412360112837632e-07)
+        e = tl.fma(e, a, -6.253071660466958e-06)
+        e = tl.fma(e, a, 4.7327139327535406e-05)
+        e = tl.fma(e, a, -0.0001723083114484325)
+        e = tl.fma(e, a, -0.00024124329502228647)
+        e = tl.fma(e, a, 0.007271543610841036)
+        e = tl.fma(e, a, -0.05268799886107445)
+        e = tl.fma(e, a, -0.45912715792655945)
+        e = tl.fma(e, a, -1.1511178016662598)
+        q = tl.exp2(tl.fma(e, a, -0.9999997019767761))
+        return x * tl.where(x < 0.0, q, 1.0 - q)
 
 
 @triton.jit
@@ -269,7 +305,7 @@ def _gelu_parts(x, ACC: tl.constexpr):
     # (Phi(x), phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi); Phi from the erfc pieces
     # (see fp32math.erfc_parts), the Gaussian factor shared: f' = Phi + x phi.
     if ACC:
-        t, p = fm.erfc_parts(x, ACC, False, 1.0, 0.0, False)
+        t, p = fm.erfc_parts(x, ACC, False, 1.0, 0.0)
         g = fm.exp(x * x * -0.5, ACC)
         q = t * g * tl.exp2(p * fm.LOG2E) * 0.5
         return tl.where(x < 0.0, q, 1.0 - q), g * INV_SQRT_2PI
@@ -279,7 +315,7 @@ def _gelu_parts(x, ACC: tl.constexpr):
         # t e^(-x^2/2) 2^(2p) = (t phi) 2^(2p - log2(1 / sqrt(2 pi))), that exponent folded into p's
         # coefficients (erfc_parts' SCALE, SHIFT). Paired reciprocal: three MUFU per element (two
         # ex2, the store's F2FP) would bind an H200's XU.
-        t, p2 = fm.erfc_parts(x, ACC, True, 2.0, -LOG2_INV_SQRT_2PI, False)
+        t, p2 = fm.erfc_parts(x, ACC, True, 2.0, -LOG2_INV_SQRT_2PI)
         h = tl.exp2(tl.fma(x * x, fm.QUARTER_LOG2E, LOG2_INV_SQRT_2PI * 0.5))
         phi = h * h
         q = (t * phi) * tl.exp2(p2)
@@ -708,6 +744,10 @@ class DeviceFunctions(NamedTuple):
     fwd_plan_cases: tuple[tuple[str, float, float], ...] = ()
     """(what, p0, p1): kernel arguments that reach each form the plan has besides the default
     parameters' (the static roofline compiles every one)."""
+    fwd_fp16: triton.JITFunction | None = None
+    """f for fp16 results where a cheaper form suffices there (gelu: fp16's GELU is 0 below x = -5.9,
+    so its polynomial covers a third of bf16's range); the forward launchers choose it by the output's
+    dtype (:func:`form_for`), and ``fwd`` serves bf16 and fp32."""
 
 
 # The table the registry points to: ``ActivationSpec.kernel`` (default: its name) is a key here.
@@ -729,7 +769,7 @@ TABLE: dict[str, DeviceFunctions] = {
     "elu": DeviceFunctions(elu_fwd, elu_bwd, elu_bwd_y),
     "celu": DeviceFunctions(celu_fwd, celu_bwd, celu_bwd_y),
     "selu": DeviceFunctions(selu_fwd, selu_bwd, selu_bwd_y),
-    "gelu": DeviceFunctions(gelu_fwd, gelu_bwd, fwd_bwd=gelu_fwd_bwd),
+    "gelu": DeviceFunctions(gelu_fwd, gelu_bwd, fwd_bwd=gelu_fwd_bwd, fwd_fp16=gelu_fwd_fp16),
     "gelu_tanh": DeviceFunctions(gelu_tanh_fwd, gelu_tanh_bwd, fwd_bwd=gelu_tanh_fwd_bwd),
     "gelu_sigmoid": DeviceFunctions(gelu_sigmoid_fwd, gelu_sigmoid_bwd),
     "silu": DeviceFunctions(silu_fwd, silu_bwd, fwd_bwd=silu_fwd_bwd),
@@ -746,10 +786,19 @@ TABLE: dict[str, DeviceFunctions] = {
 }
 
 
-def _by_derivative() -> tuple[dict[int, triton.JITFunction], dict[int, triton.JITFunction]]:
-    """(zero masks, fused f-and-f' functions), each by the id of the derivative of x or y it goes with."""
+def form_for(fn: triton.JITFunction, fp16: bool) -> triton.JITFunction:
+    """The device function a forward launched with f = ``fn`` runs: ``fn``, or for fp16 results its
+    table entry's ``fwd_fp16`` where it has one. Called where a launcher builds its kernel, not per call."""
+    return _maps()[2].get(id(fn), fn) if fp16 else fn
+
+
+def _by_derivative() -> tuple[dict[int, triton.JITFunction], dict[int, triton.JITFunction],
+                              dict[int, triton.JITFunction]]:
+    """(zero masks, fused f-and-f' functions, each by the id of the derivative of x or y it goes with;
+    fp16 forms, by the id of f)."""
     masks: dict[int, triton.JITFunction] = {}
     fused: dict[int, triton.JITFunction] = {}
+    fp16: dict[int, triton.JITFunction] = {}
     for entry in TABLE.values():
         for derivative, zero in ((entry.bwd, entry.zero), (entry.bwd_y, entry.zero_y)):
             if derivative is not None and zero is not None:
@@ -757,21 +806,23 @@ def _by_derivative() -> tuple[dict[int, triton.JITFunction], dict[int, triton.JI
                     raise ValueError(f"{derivative.fn.__name__} is given two different zero masks")
         if entry.fwd_bwd is not None:
             fused[id(entry.bwd)] = entry.fwd_bwd
-    return masks, fused
+        if entry.fwd_fp16 is not None:
+            fp16[id(entry.fwd)] = entry.fwd_fp16
+    return masks, fused, fp16
 
 
-# By the derivative's id: a JITFunction hashes its source on every dict lookup; the device
+# By the device function's id: a JITFunction hashes its source on every dict lookup; the device
 # functions are module globals, so their ids stay theirs while the process runs. Rebuilt when the
 # table changes size: an activation added at run time (see README, "Extending actkit") brings its own.
-_ZERO_MASKS, _FUSED = _by_derivative()
+_MAPS = _by_derivative()
 _MAPPED_ENTRIES = len(TABLE)
 
 
-def _maps() -> tuple[dict, dict]:
-    global _ZERO_MASKS, _FUSED, _MAPPED_ENTRIES
+def _maps() -> tuple[dict, dict, dict]:
+    global _MAPS, _MAPPED_ENTRIES
     if _MAPPED_ENTRIES != len(TABLE):
-        (_ZERO_MASKS, _FUSED), _MAPPED_ENTRIES = _by_derivative(), len(TABLE)
-    return _ZERO_MASKS, _FUSED
+        _MAPS, _MAPPED_ENTRIES = _by_derivative(), len(TABLE)
+    return _MAPS
 
 
 def zero_where(derivative: triton.JITFunction) -> triton.JITFunction | None:

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from . import fp32math as fm
-from .activations import zero_where
+from .activations import form_for, zero_where
 from .launch import Kernel
 from .layout import BLOCK, check_dtype, elementwise_warps, in_layout
 
@@ -52,18 +52,19 @@ def _grid(n: int) -> tuple[int]:
     return ((n + BLOCK - 1) // BLOCK,)
 
 
-# One launcher per device function and element size, made on first use: a call costs a dict
-# lookup, not a JIT bind. Keyed by id: a JITFunction hashes its source key on every lookup; the
-# device functions are module globals, alive (so their ids unique) as long as the process.
-_FORWARD: dict[tuple[int, int], Kernel] = {}
-_BACKWARD: dict[tuple[int, int], Kernel] = {}
+# One launcher per device function and dtype, made on first use: a call costs a dict lookup, not a
+# JIT bind. Keyed by id: a JITFunction hashes its source key on every lookup; the device functions
+# are module globals, alive (so their ids unique) as long as the process.
+_FORWARD: dict[tuple[int, torch.dtype], Kernel] = {}
+_BACKWARD: dict[tuple[int, torch.dtype], Kernel] = {}
 
 
-def _kernel(cache: dict, kernel, fn, name: str, element_size: int, **meta) -> Kernel:
-    found = cache.get((id(fn), element_size))
+def _kernel(cache: dict, kernel, fn, name: str, dtype: torch.dtype, **meta) -> Kernel:
+    found = cache.get((id(fn), dtype))
     if found is None:
-        found = cache[id(fn), element_size] = Kernel(kernel, **{name: fn}, **meta, BLOCK=BLOCK,
-                                                     num_warps=elementwise_warps(element_size))
+        device_fn = form_for(fn, dtype == torch.float16) if name == "F" else fn  # a forward's fp16 form
+        found = cache[id(fn), dtype] = Kernel(kernel, **{name: device_fn}, **meta, BLOCK=BLOCK,
+                                              num_warps=elementwise_warps(dtype.itemsize))
     return found
 
 
@@ -73,7 +74,7 @@ def forward(x: torch.Tensor, fn, p0: float = 0.0, p1: float = 0.0) -> torch.Tens
     y = torch.empty_like(x)
     n = x.numel()
     if n:
-        _kernel(_FORWARD, activation_fwd_kernel, fn, "F", x.element_size())(_grid(n), in_layout(x, y), y, n, float(p0), float(p1))
+        _kernel(_FORWARD, activation_fwd_kernel, fn, "F", x.dtype)(_grid(n), in_layout(x, y), y, n, float(p0), float(p1))
     return y
 
 
@@ -86,6 +87,6 @@ def backward(saved: torch.Tensor, grad: torch.Tensor, dfn, p0: float = 0.0, p1: 
     if n:
         if grad.dtype != saved.dtype:
             grad = grad.to(saved.dtype)
-        _kernel(_BACKWARD, activation_bwd_kernel, dfn, "DF", saved.element_size(), ZERO=zero_where(dfn))(
+        _kernel(_BACKWARD, activation_bwd_kernel, dfn, "DF", saved.dtype, ZERO=zero_where(dfn))(
             _grid(n), in_layout(saved, dx), in_layout(grad, dx), dx, n, float(p0), float(p1))
     return dx

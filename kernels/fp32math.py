@@ -422,17 +422,14 @@ def expm1_neg(x, ACC: tl.constexpr):
 
 
 @triton.jit
-def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, SHIFT: tl.constexpr,
-               FINE: tl.constexpr):
+def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, SHIFT: tl.constexpr):
     """(t, p): erfc(|x| / sqrt 2) = t e^(p - x^2 / 2) for every x (ACC), or
     erfc(|x| / sqrt 2) / 2 = t (2^(p - x^2 log2(e) / 4))^2 (fast: the constants of the exp folded
     into p's coefficients), t = 1 / (1 + k |x|) and p a polynomial in t; relative error of the
     fit 2^-23.7 (ACC) and 2^-18.7 (fitted by benchmarks/fit_coefficients.py in a = |x| / sqrt 2,
     so k = 0.5 / sqrt 2 or 0.4 / sqrt 2). The fast p comes as SCALE p + SHIFT, folded into its
     coefficients at compile time (a caller's own exponent, free); PAIRED: see :func:`rcp_fast`
-    (1 + k |x| is clamped there; beyond the clamp erfc is 0 in fp32 anyway). FINE (fast form only):
-    one degree more, 2^-20.8 (k = 0.45 / sqrt 2), for GELU's forward, whose fp16 results the
-    degree-6 fit misrounds on 0.23% of inputs (its backward keeps degree 6: the issue budget)."""
+    (1 + k |x| is clamped there; beyond the clamp erfc is 0 in fp32 anyway)."""
     if ACC:
         t = rcp(tl.abs(x) * 0.35355339059327373 + 1.0)
         p = -1.2654414176940918 + t * (0.9984925389289856 + t * (0.3878994286060333 + t * (
@@ -440,40 +437,29 @@ def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, 
                 -0.651259183883667 + t * (1.1224092245101929 + t * (-0.6660666465759277
                                                                    + t * 0.14219491183757782))))))))
     else:
-        # Held as (P(t) - ln 2) log2(e) / 2, for phi_lower's ex2 (see there).
-        if FINE:
-            t = rcp_fast(tl.abs(x) * 0.31819805153394637 + 1.0, ACC, PAIRED)
-            p = (-1.4884663820266724 * SCALE + SHIFT) + t * (0.7133839130401611 * SCALE + t * (
-                0.35156965255737305 * SCALE + t * (-0.18042780458927155 * SCALE + t * (
-                    0.6618708372116089 * SCALE + t * (-1.03963303565979 * SCALE + t * (
-                        0.6090034246444702 * SCALE + t * (-0.12730026245117188 * SCALE)))))))
-        else:
-            t = rcp_fast(tl.abs(x) * 0.28284271247461906 + 1.0, ACC, PAIRED)
-            p = (-1.5737038850784302 * SCALE + SHIFT) + t * (0.7176278829574585 * SCALE + t * (
-                0.33858197927474976 * SCALE + t * (-0.038478560745716095 * SCALE + t * (
-                    0.41380366683006287 * SCALE + t * (-0.5261754989624023 * SCALE + t * (0.1683461219072342 * SCALE))))))
+        # Held as (P(t) - ln 2) log2(e) / 2, for an ex2 squared (see gelu's _gelu_parts).
+        t = rcp_fast(tl.abs(x) * 0.28284271247461906 + 1.0, ACC, PAIRED)
+        p = (-1.5737038850784302 * SCALE + SHIFT) + t * (0.7176278829574585 * SCALE + t * (
+            0.33858197927474976 * SCALE + t * (-0.038478560745716095 * SCALE + t * (
+                0.41380366683006287 * SCALE + t * (-0.5261754989624023 * SCALE + t * (0.1683461219072342 * SCALE))))))
     return t, p
 
 
 @triton.jit
-def phi_lower(x, ACC: tl.constexpr):
-    """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal CDF's lower tail, to full relative
+def phi_lower(x):
+    """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal CDF's lower tail, to full fp32 relative
     precision down to its underflow (no 1 - erf cancellation)."""
-    t, p = erfc_parts(x, ACC, False, 1.0, 0.0, True)
-    if ACC:
-        # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
-        # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.
-        xa = tl.minimum(tl.abs(x), 30.0)
-        x2 = xa * xa
-        x2_lo = tl.fma(xa, xa, -x2)
-        # The sum p - x^2/2 rounds (2^-18 of the result at |x| = 11, ~100 fp32 ulp, where
-        # PyTorch's 1 + erf has lost every digit); splitting it costs a third MUFU and the
-        # H200 headroom (benchmarks/accuracy.py, static roofline).
-        arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
-        return t * exp_corrected(arg, arg) * 0.5
-    else:
-        h = tl.exp2(tl.fma(x * x, QUARTER_LOG2E, p))  # never below 2^-145: no flush to zero
-        return t * (h * h)
+    t, p = erfc_parts(x, True, False, 1.0, 0.0)
+    # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
+    # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.
+    xa = tl.minimum(tl.abs(x), 30.0)
+    x2 = xa * xa
+    x2_lo = tl.fma(xa, xa, -x2)
+    # The sum p - x^2/2 rounds (2^-18 of the result at |x| = 11, ~100 fp32 ulp, where
+    # PyTorch's 1 + erf has lost every digit); splitting it costs a third MUFU and the
+    # H200 headroom (benchmarks/accuracy.py, static roofline).
+    arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
+    return t * exp_corrected(arg, arg) * 0.5
 
 
 @triton.jit

@@ -33,14 +33,12 @@ runner = CliRunner()
 # (activation, launch) -> dtypes whose headroom on the H200 model is below 1.5 today (triton 3.8;
 # actkit roofline --arch sm_90 --below 1.5 prints them with their headroom and binding resource).
 KNOWN_BELOW_1_5 = {
-    # Elementwise 16-bit forwards. GELU: an exp and a reciprocal per element (erf's tail) plus the
-    # F2FP store bind the 16-per-clock XU at 1.34, and with the reciprocal paired it takes about 22.5
-    # issue slots per element where 17.9 is the budget (a degree-7 fit for the accuracy bars).
-    ("gelu", "forward"): "bf16 fp16",
     # Few-bit forwards: the activation plus its code (a byte-table gather by x's bits for 16-bit x, a
-    # cell-table gather and a compare for fp32) and its place in the word: GELU's activation alone is
-    # over the budget, and tanhshrink's (17.0 instructions per element) leaves 1.4 of the 1-bit
-    # forward's 18.4 for a compare, a select and the packing, which take 3.2.
+    # cell-table gather and a compare for fp32) and its place in the word. GELU's 16-bit activation
+    # (14 instructions per element of math) leaves 5 of the 2-bit forward's 19 for its code, which
+    # takes 7; its fp32 one is the accurate erfc (a reciprocal with a Newton step, a corrected exp).
+    # tanhshrink's (17.0 instructions per element) leaves 1.4 of the 1-bit forward's 18.4 for a
+    # compare, a select and the packing, which take 3.2.
     ("gelu", "few-bit forward, 2 bits"): "fp32 bf16 fp16",
     ("tanhshrink", "few-bit forward, 1 bits"): "bf16 fp16",
 }
