@@ -150,3 +150,25 @@ def test_softplus_forms_meet_the_16_bit_bars_at_other_parameters(beta, threshold
         keep = np.isfinite(exact) & (np.abs(exact) <= torch.finfo(dtype).max)
         m = accuracy._measure_half(accuracy.modelled(fn, x, p0, p1, False, False), exact, keep, dtype)
         assert m["correct"] >= 0.999 and m["max_ulp"] <= 1, (fn.fn.__name__, dtype, m)
+
+
+def test_fp16_launches_run_the_fp16_form(after):
+    """gelu has a form for fp16 results (``DeviceFunctions.fwd_fp16``, fitted on fp16's shorter range;
+    the bars above measure it for fp16): every forward launcher that takes f (elementwise, GLU,
+    few-bit) runs it for fp16. Checked bit for bit against the harness's own run of that form on every
+    finite fp16 input, where the bf16 form gives other values on some inputs (so that the test tells
+    them apart). bf16 results run f itself; the interpreter's bf16 stores truncate, so that side is
+    left to the bars (measured on the form) and tests/test_kernels.py (through the launchers)."""
+    from actkit.kernels import activations, elementwise, fewbit, glu
+
+    entry = after.TABLE["gelu"]
+    x = accuracy.all_finite(torch.float16)
+    expected, unlike = (accuracy.run_device_function(f, x.float(), 0.0, 0.0, False, False).half()
+                        for f in (entry.fwd_fp16, entry.fwd))
+    assert not torch.equal(expected, unlike)
+    results = {"elementwise": elementwise.forward(x, entry.fwd),
+               "GLU": glu.forward(x, torch.ones_like(x), -1, entry.fwd),
+               "few-bit": fewbit.forward(x, entry.fwd, 0.0, 0.0, torch.tensor([-0.5, 0.0, 0.5]), 2)[0]}
+    for launcher, y in results.items():
+        assert torch.equal(y.view(torch.int16), expected.view(torch.int16)), launcher
+    assert activations.form_for(entry.fwd, False) is entry.fwd
