@@ -356,6 +356,13 @@ def sigmoid_times_x(h, v):
 
 
 @triton.jit
+def horner4(p, a, c3, c2, c1, c0):
+    """p a^4 + c3 a^3 + c2 a^2 + c1 a + c0 by Horner's rule, four FMAs: a long polynomial in steps,
+    each FMA rounding once as on the GPU (the interpreter too: no contraction left to the compiler)."""
+    return tl.fma(tl.fma(tl.fma(tl.fma(p, a, c3), a, c2), a, c1), a, c0)
+
+
+@triton.jit
 def times_half_and_more(x, s, ACC: tl.constexpr):
     """x s for s = sigmoid(c x), c > 0, or s = Phi(x): f(x) = x / 2 + c x^2 / 4 + ... (x / 2 +
     x^2 / sqrt(2 pi) + ...), which lies above x / 2 at every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
