@@ -779,7 +779,9 @@ TABLE: dict[str, DeviceFunctions] = {
 
 def form_for(fn: triton.JITFunction, fp16: bool) -> triton.JITFunction:
     """The device function a forward launched with f = ``fn`` runs: ``fn``, or for fp16 results its
-    table entry's ``fwd_fp16`` where it has one. Called where a launcher builds its kernel, not per call."""
+    table entry's ``fwd_fp16`` where it has one: a length check and a dict lookup (the elementwise
+    launcher, the hot path, asks once per kernel it builds; GLU and few-bit, which key their kernels
+    per call anyway, per call)."""
     return _maps()[2].get(id(fn), fn) if fp16 else fn
 
 

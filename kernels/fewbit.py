@@ -348,8 +348,8 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     if n:
         how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
         words, rows, warps, vectors = _forward_launch(bits, x.element_size())
-        kernel(fewbit_fwd_kernel, F=form_for(fn, x.dtype == torch.float16), K=bits, W=words, HOW=int(how), NAN_CODE=nan_code, ROWS=rows, T=vectors,
-               num_warps=warps)(
+        kernel(fewbit_fwd_kernel, F=form_for(fn, x.dtype == torch.float16), K=bits, W=words, HOW=int(how),
+               NAN_CODE=nan_code, ROWS=rows, T=vectors, num_warps=warps)(
             (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints, table, n, n_words,
             float(p0), float(p1), float(lo), float(scale), int(last))
     return y, codes

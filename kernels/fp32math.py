@@ -364,8 +364,8 @@ def horner4(p, a, c3, c2, c1, c0):
 
 @triton.jit
 def times_half_and_more(x, s, ACC: tl.constexpr):
-    """x s for s = sigmoid(c x), c > 0, or s = Phi(x): f(x) = x / 2 + c x^2 / 4 + ... (x / 2 +
-    x^2 / sqrt(2 pi) + ...), which lies above x / 2 at every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
+    """x s for s = sigmoid(c x), c > 0: f(x) = x / 2 + c x^2 / 4 + ..., which lies above x / 2 at
+    every x. Where x / 2 is subnormal, fp32 holds s as exactly 1/2 and x s as exactly x / 2, which
     for a 16-bit result can be a tie that round-to-nearest-even sends the wrong way (bf16 keeps
     fp32's exponent range, so its subnormal inputs meet this). For 16-bit results the product is
     fused with the smallest subnormal, 2^-149, standing for the part above x / 2: it breaks such a

@@ -151,7 +151,8 @@ def forward(x: torch.Tensor, y: torch.Tensor | None, dim: int, fn, p0: float = 0
     out = torch.empty(_half_shape(x, y, dim), dtype=x.dtype, device=x.device)
     if out.numel():
         a, b, rows, cols, a_row, b_row = _operands(x, y, dim)
-        _launch(glu_fwd_kernel, {"F": form_for(fn, x.dtype == torch.float16)}, rows, cols, a, b, out, rows, cols, a_row, b_row, cols, float(p0), float(p1))
+        _launch(glu_fwd_kernel, {"F": form_for(fn, x.dtype == torch.float16)}, rows, cols,
+                a, b, out, rows, cols, a_row, b_row, cols, float(p0), float(p1))
     return out
 
 
@@ -173,8 +174,8 @@ def backward(x: torch.Tensor, y: torch.Tensor | None, grad: torch.Tensor, dim: i
         if grad.dtype != x.dtype:
             grad = grad.to(x.dtype)
         grad, g_row = _as_rows(grad, cols)
-        _launch(glu_bwd_kernel, {"F": form_for(fn, x.dtype == torch.float16), "DF": dfn, "DF_OF_Y": dfn_of_y, "ZERO": zero_where(dfn),
-                                 "FUSED": None if dfn_of_y else fused_with(dfn)}, rows, cols,
+        _launch(glu_bwd_kernel, {"F": form_for(fn, x.dtype == torch.float16), "DF": dfn, "DF_OF_Y": dfn_of_y,
+                                 "ZERO": zero_where(dfn), "FUSED": None if dfn_of_y else fused_with(dfn)}, rows, cols,
                 a, b, grad, da, db,
                 rows, cols, a_row, b_row, g_row, d_row, d_row, float(p0), float(p1))
     return (da, None) if y is None else (da, db)
