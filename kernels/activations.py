@@ -479,9 +479,7 @@ def softplus_fwd(x, p0, p1, ACC: tl.constexpr):
     if ACC:
         return tl.where(bx > p1, x, _softplus_32(x, p0))
     else:
-        # e^(-|beta x|) NaN-free (square_unit), x's NaN through the max.
-        s, s2 = fm.log1p_unit_parts(fm.square_unit(tl.exp2(tl.abs(bx) * -fm.HALF_LOG2E)), True, True)
-        sp = tl.fma(s, fm.log1p_unit_poly(s2, 1.0), tl.maximum(bx, 0.0, propagate_nan=tl.PropagateNan.ALL))
+        sp = _softplus_16(bx, 1.0, 1)  # softplus(beta x), divided by beta below
         # x hidden from LLVM (fp32math.opaque): picking x itself, it selects between 16-bit halves
         # after rounding (PRMTs, predicate registers: 2 instructions per element more in fp16).
         return tl.where(bx > p1, fm.opaque(x), sp * (1.0 / p0))
@@ -666,9 +664,8 @@ def logsigmoid_fwd(x, p0, p1, ACC: tl.constexpr):
     # min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), with no overflow.
     if ACC:  # the min propagates no NaN but the log1p does
         return tl.minimum(x, 0.0) - fm.log1p_unit(fm.exp_low(-tl.abs(x), ACC), ACC, True)
-    else:  # as softplus_plain_fwd: e^(-|x|) NaN-free, x's NaN through the min
-        s, s2 = fm.log1p_unit_parts(fm.square_unit(tl.exp2(tl.abs(x) * -fm.HALF_LOG2E)), True, True)
-        return tl.fma(-s, fm.log1p_unit_poly(s2, 1.0), tl.minimum(x, 0.0, propagate_nan=tl.PropagateNan.ALL))
+    else:  # softplus with beta = -1 (its 16-bit form): min(x, 0) - log1p(e^(-|x|)), x's NaN through the min
+        return _softplus_16(x, -1.0, -1)
 
 
 @triton.jit
