@@ -66,6 +66,8 @@ SIGN_BIT = tl.constexpr(-0x80000000)  # an fp32's sign bit, as int32
 # exp_scaled: 1.5 2^23 + 159, whose fp32 ulp is 1, so that fma(x, log2(e), EXP_SHIFT) rounds
 # x log2(e) to an integer n and holds n + 159 in its low bits.
 EXP_SHIFT = tl.constexpr(12583071.0)
+LN2X2 = tl.constexpr(1.3862943649291992)  # fp32(2 ln 2)
+LN2X2_LO = tl.constexpr(-3.809308424251867e-09)  # 2 ln 2 - LN2X2
 LN2_HI = tl.constexpr(0.6931471824645996)  # fp32(ln 2)
 LN2_LO = tl.constexpr(-1.9046542121259336e-09)  # ln 2 - LN2_HI
 TWO_M32 = tl.constexpr(2.3283064365386963e-10)  # 2^-32: exp_scaled's scale
@@ -434,12 +436,12 @@ def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, 
     erfc(|x| / sqrt 2) / 2 = t (2^(p - x^2 log2(e) / 4))^2 (fast: the constants of the exp folded
     into p's coefficients), t = 1 / (1 + k |x|) and p a polynomial in t; relative error of the
     fit 2^-23.7 (ACC) and 2^-18.7 (fitted by benchmarks/fit_coefficients.py in a = |x| / sqrt 2,
-    so k = 0.5 / sqrt 2 or 0.4 / sqrt 2). The fast p comes as SCALE p + SHIFT, folded into its
-    coefficients at compile time (a caller's own exponent, free); PAIRED: see :func:`rcp_fast`
+    so k = 0.5 / sqrt 2 or 0.4 / sqrt 2). p comes as p + SHIFT (ACC) or SCALE p + SHIFT (fast),
+    folded into its coefficients at compile time (a caller's own exponent, free); PAIRED: see :func:`rcp_fast`
     (1 + k |x| is clamped there; beyond the clamp erfc is 0 in fp32 anyway)."""
     if ACC:
         t = rcp(tl.abs(x) * 0.35355339059327373 + 1.0)
-        p = -1.2654414176940918 + t * (0.9984925389289856 + t * (0.3878994286060333 + t * (
+        p = (-1.2654414176940918 + SHIFT) + t * (0.9984925389289856 + t * (0.3878994286060333 + t * (
             0.028358561918139458 + t * (0.020191535353660583 + t * (-0.11677888035774231 + t * (
                 -0.651259183883667 + t * (1.1224092245101929 + t * (-0.6660666465759277
                                                                    + t * 0.14219491183757782))))))))
@@ -456,7 +458,7 @@ def erfc_parts(x, ACC: tl.constexpr, PAIRED: tl.constexpr, SCALE: tl.constexpr, 
 def phi_lower(x):
     """Phi(-|x|) = erfc(|x| / sqrt 2) / 2, the standard normal CDF's lower tail, to full fp32 relative
     precision down to its underflow (no 1 - erf cancellation)."""
-    t, p = erfc_parts(x, True, False, 1.0, 0.0)
+    t, p = erfc_parts(x, True, False, 1.0, -LN2)  # the / 2 in p: Phi(-|x|) = t e^(p - x^2 / 2)
     # x^2 / 2 exactly enough: its rounding would cost |x|^2 2^-25 relative. |x| is clamped
     # where the result is 0 anyway, so that x = +-inf gives 0, not inf - inf.
     xa = tl.minimum(tl.abs(x), 30.0)
@@ -465,8 +467,17 @@ def phi_lower(x):
     # The sum p - x^2/2 rounds (2^-18 of the result at |x| = 11, ~100 fp32 ulp, where
     # PyTorch's 1 + erf has lost every digit); splitting it costs a third MUFU and the
     # H200 headroom (benchmarks/accuracy.py, static roofline).
-    arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -451: no clamp needed
-    return t * exp_corrected(arg, arg) * 0.5
+    arg = tl.fma(x2, -0.5, p) - x2_lo * 0.5  # finite, >= -452: no clamp needed
+    # e^arg = h^2 e^d, h = 2^u, u = fp32(arg log2(e) / 2), d = arg - 2 u ln 2 (two FMAs, Cody and
+    # Waite: d is the exact rest, |d| < 2^-15, so e^d = 1 + d). h by ex2.approx.ftz, squared: h is
+    # normal down to arg = -174.7, below which Phi(-|x|) < 2^-251 and GELU's x Phi is 0 anyway. 7
+    # instructions; tl.exp's range fix-up (a compare, two multiplies), its exponent's correction
+    # and the * 0.5 took 11.
+    u = arg * HALF_LOG2E
+    d = tl.fma(-u, LN2X2_LO, tl.fma(-u, LN2X2, arg))
+    h = tl.exp2(u)
+    th2 = t * h * h
+    return tl.fma(th2, d, th2)
 
 
 @triton.jit
