@@ -248,17 +248,18 @@ def gelu_fwd(x, p0, p1, ACC: tl.constexpr):
 @triton.jit
 def gelu_fwd_fp16(x, p0, p1, ACC: tl.constexpr):
     # GELU for fp16 results (DeviceFunctions.fwd_fp16): fp16's GELU is -0 below x = -5.9 and fp16 keeps
-    # 11 bits, so E is fitted on |x| <= 5.9 only, to 2^-21.1 with degree 10; q >= 2^-30 there, so one
+    # 11 bits, so E is fitted on |x| <= 5.9 only, to 2^-18.2 with degree 8 and E(0) = -1 exactly (a
+    # subnormal x / 2 is a tie that only the x^2 term breaks: fit_coefficients.py); q >= 2^-30, so one
     # ex2 of E itself. The polynomial past 5.9 falls as bf16's does. Other dtypes: gelu_fwd.
     if ACC:
         return gelu_fwd(x, p0, p1, ACC)
     else:
         a = tl.abs(x)
-        e = tl.fma(a, -1.3266822307400616e-08, 4.412360112837632e-07)
-        e = fm.horner4(e, a, -6.253071660466958e-06, 4.7327139327535406e-05, -0.0001723083114484325,
-                       -0.00024124329502228647)
-        e = fm.horner4(e, a, 0.007271543610841036, -0.05268799886107445, -0.45912715792655945, -1.1511178016662598)
-        q = tl.exp2(tl.fma(e, a, -0.9999997019767761))
+        e = tl.fma(a, -6.674184049870746e-08, -3.208118926067982e-07)
+        e = fm.horner4(e, a, 4.76689929200802e-05, -0.0008638019789941609, 0.008330248296260834,
+                       -0.053700342774391174)
+        e = tl.fma(tl.fma(e, a, -0.45865678787231445), a, -1.1511913537979126)
+        q = tl.exp2(tl.fma(e, a, -1.0))
         return x * tl.where(x < 0.0, q, 1.0 - q)
 
 
