@@ -17,12 +17,14 @@ codes are shifted into place by constants and summed (disjoint bits) per word. O
 vectors; element j of its run is position ``j % PER_WORD`` of its word ``j // PER_WORD``, both
 known when compiling, so the selects that move each code into its word fold away. Backward reads
 dy and writes dx in rows, or for 3, 5, 6 bits in the strided tile ``word * PER_WORD + c``, beside
-its words. Past the end x reads -inf, whose code is 0: the last word's unused bits stay 0.
+its words. Past the end x is not read (no fill instructions): the last word's unused bits are
+unspecified. Codes of 1 and 2 bits lie in a word as :func:`actkit.kinds.fewbit.code_shifts` says:
+its even elements in the low half, its odd ones in the high half.
 
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
 code, or ``NAN_CODE``), found one of four ways (``HOW``):
 
-* 16-bit x (2 bits and more): one byte gather from a table of the code of every 16-bit value,
+* 16-bit x, 3 bits and more: one byte gather from a table of the code of every 16-bit value,
   indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
   For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
   shift-add (and its carry); for fp16 a pair's register is split by a mask and a shift (PTX), which
@@ -39,7 +41,12 @@ code, or ``NAN_CODE``), found one of four ways (``HOW``):
   b[T], and ``code = T + (x > b[T])``. s is the coarsest for which no cell holds two breakpoints;
   breakpoints too close together for a table of ``MAX_CELLS`` fall back to a binary search (K
   dependent gathers).
-* 1 bit, and 2 bits of fp32 x: comparisons with every breakpoint (at most 3), read once per program.
+* 1 and 2 bits: comparisons with every breakpoint (at most 3), read once per program. 16-bit x
+  compares a register pair of neighbours at once (``HSET2``; bf16 from sm_90) with the breakpoint
+  rounded down to x's dtype, which sets both their codes' bits in the word's two halves, placed by
+  one LOP3 each: 1 instruction per element for 1 bit, 3 for 2 (the byte gather, its address and the
+  shift into place took 4). fp32 x: the comparisons' predicates combined as they are set
+  (:func:`compare_asm`).
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from triton.runtime import driver
 
 from . import fp32math as fm
 from .activations import form_for
@@ -54,10 +62,13 @@ from .launch import kernel
 from .layout import BLOCK, FEWBIT_FORWARD_WARPS, FEWBIT_THREAD_VECTORS, FEWBIT_WORDS, NUM_WARPS, check_dtype, in_layout
 
 MAX_CELLS = 1 << 13  # 64 KiB of 8-byte entries at most
-NEG_INF = tl.constexpr(float("-inf"))
 # How a kernel finds the codes (HOW): by the bits of 16-bit x, a cell table, comparisons with every
 # breakpoint, a binary search.
 LUT, CELLS, COUNT, SEARCH = (tl.constexpr(i) for i in range(4))
+# How the forward of power-of-two codes per word (ROWS) combines them (BY): each element's code (HOW)
+# shifted into place; 1 or 2 bits of fp32 x by comparisons (:func:`compare_asm`); of 16-bit x by
+# comparisons of register pairs.
+CODES, SINGLES, PAIRS = (tl.constexpr(i) for i in range(3))
 LOW_WORD_CLEAR = tl.constexpr(-(1 << 32))  # an int64 with its low 32 bits clear
 LUT_ALIGN = 1 << 16  # the 16-bit code tables' alignment: a table never crosses a 4 GiB boundary
 MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds to an integer in the low bits
@@ -114,6 +125,107 @@ def _search_code(x, breakpoint_ptr, K: tl.constexpr):
 
 
 @triton.jit
+def _slot_shift(pos, per_word: tl.constexpr, K: tl.constexpr):
+    """The shift of the code of element ``pos`` of its word (actkit.kinds.fewbit.code_shifts): codes
+    of 1 and 2 bits keep the word's even elements in its low half, the odd ones in its high half."""
+    if K <= 2:
+        return (pos % 2 * (per_word // 2) + pos // 2) * K
+    else:
+        return pos * K
+
+
+@triton.jit
+def _pairs_above(x, b, NAN_ABOVE: tl.constexpr):
+    """16-bit x of shape [T, threads, V] in pairs of neighbours (2j, 2j + 1), which share a register on
+    GPUs: at element 2j, 0xFFFF where x[2j] > b or'ed with 0xFFFF0000 where x[2j + 1] > b (NaN > b
+    where NAN_ABOVE), at element 2j + 1 zero. One ``HSET2`` per pair. b is x's dtype (16-bit x > b
+    exactly where it is above the fp32 breakpoint that b was rounded down from)."""
+    if fm.INTERPRET:
+        xf = fm.to_fp32(x)
+        above = xf > fm.to_fp32(b)
+        if NAN_ABOVE:
+            above = above | (xf != xf)
+        lo, hi = tl.split(tl.reshape(above.to(tl.int32), [x.shape[0], x.shape[1], x.shape[2] // 2, 2]))
+        pair = lo * 0xFFFF | hi * -0x10000
+        return tl.reshape(tl.join(pair, tl.zeros_like(pair)), x.shape)
+    else:
+        bb = tl.broadcast_to(b, x.shape)
+        if x.dtype == tl.bfloat16:
+            if NAN_ABOVE:
+                return tl.inline_asm_elementwise("{ set.gtu.u32.bf16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
+                                                 [x, bb], dtype=tl.int32, is_pure=True, pack=2)
+            else:
+                return tl.inline_asm_elementwise("{ set.gt.u32.bf16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
+                                                 [x, bb], dtype=tl.int32, is_pure=True, pack=2)
+        elif NAN_ABOVE:
+            return tl.inline_asm_elementwise("{ set.gtu.u32.f16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
+                                             [x, bb], dtype=tl.int32, is_pure=True, pack=2)
+        else:
+            return tl.inline_asm_elementwise("{ set.gt.u32.f16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
+                                             [x, bb], dtype=tl.int32, is_pure=True, pack=2)
+
+
+@triton.jit
+def _or(a, b):
+    return a | b
+
+
+def compare_asm(bits: int, nan_above: int) -> str:
+    """PTX for the code of fp32 x (1 or 2 bits) shifted into its word: operands ``$0`` the result,
+    ``$1`` x, then the 2^bits - 1 breakpoints, then the code's bit 0 and bit 1 in place. NaN is
+    above the first ``nan_above`` breakpoints (``.gtu``), not the others (``.gt``). For 2 bits the
+    predicates combine as they are set: bit 1 is x > b1 (sorted breakpoints), bit 0 the parity of
+    the three comparisons, each FSETP xor-ing its own into the last; a select and a predicated
+    add then build the code: 5 instructions, where each comparison's select and their sum took 8."""
+    op = [".gtu" if i < nan_above else ".gt" for i in range(3)]
+    if bits == 1:
+        return f"{{ .reg .pred p; setp{op[0]}.f32 p, $1, $2; selp.b32 $0, $3, 0, p; }}"
+    return (f"{{ .reg .pred p, q; setp{op[1]}.f32 p, $1, $3; setp{op[0]}.xor.f32 q, $1, $2, p; "
+            f"setp{op[2]}.xor.f32 q, $1, $4, q; selp.b32 $0, $5, 0, q; @p add.s32 $0, $0, $6; }}")
+
+
+@triton.jit
+def _compared_fp32(x, table_ptr, pos, per_word: tl.constexpr, K: tl.constexpr, NAN_ABOVE: tl.constexpr,
+                   COMPARE: tl.constexpr):
+    """Each fp32 element's code of 1 or 2 bits, from comparisons with the 2^K - 1 breakpoints at
+    ``table_ptr``, shifted into its place in the word (summed per word): ``COMPARE``
+    (:func:`compare_asm`) on GPUs."""
+    one = 1 << _slot_shift(pos, per_word, K)
+    if fm.INTERPRET:
+        code = ((x > tl.load(table_ptr)) | ((0 < NAN_ABOVE) & (x != x))).to(tl.int32)
+        for i in tl.static_range(1, (1 << K) - 1):
+            code += ((x > tl.load(table_ptr + i)) | ((i < NAN_ABOVE) & (x != x))).to(tl.int32)
+        return code * one
+    elif K == 1:
+        return tl.inline_asm_elementwise(COMPARE, "=r,r,r,r", [x, tl.broadcast_to(tl.load(table_ptr), x.shape), one],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(
+            COMPARE, "=r,r,r,r,r,r,r", [x, tl.broadcast_to(tl.load(table_ptr), x.shape),
+                                        tl.broadcast_to(tl.load(table_ptr + 1), x.shape),
+                                        tl.broadcast_to(tl.load(table_ptr + 2), x.shape), one, one * 2],
+            dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _compared_pairs(x, table_ptr, pos, K: tl.constexpr, NAN_ABOVE: tl.constexpr):
+    """16-bit x's codes of 1 or 2 bits from comparisons with the 2^K - 1 breakpoints at ``table_ptr``
+    (x's dtype), in pairs: each comparison sets both codes' bits of a pair at once, merged by one
+    LOP3 each (bit 0 of a code is the parity of the three comparisons, bit 1 the middle one: the
+    breakpoints are sorted). Returns [T, threads, V, 2]: each element's bits in two parts, side by
+    side, so that the word's or-fold takes each with its own and (or'ed together first, ptxas
+    spends a third LOP3)."""
+    low = (1 << (pos // 2 * K)) * 0x10001  # bit 0 of both codes of the pair starting at pos (even)
+    m = _pairs_above(x, tl.load(table_ptr), 0 < NAN_ABOVE)
+    if K == 1:
+        return tl.join(m & low, tl.zeros_like(m))
+    else:
+        mid = _pairs_above(x, tl.load(table_ptr + 1), 1 < NAN_ABOVE)
+        parity = m ^ mid ^ _pairs_above(x, tl.load(table_ptr + 2), 2 < NAN_ABOVE)
+        return tl.join(parity & low, mid & (low << 1))
+
+
+@triton.jit
 def _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K: tl.constexpr, HOW: tl.constexpr,
           NAN_CODE: tl.constexpr):
     if HOW == LUT:
@@ -145,7 +257,8 @@ def _span(n_elements, per_word: tl.constexpr, W: tl.constexpr):
 @triton.jit
 def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_elements, n_words, p0, p1,
                       lo, scale, last, F: tl.constexpr, K: tl.constexpr, W: tl.constexpr,
-                      HOW: tl.constexpr, NAN_CODE: tl.constexpr, ROWS: tl.constexpr, T: tl.constexpr):
+                      HOW: tl.constexpr, NAN_CODE: tl.constexpr, BY: tl.constexpr, NAN_ABOVE: tl.constexpr,
+                      COMPARE: tl.constexpr, ROWS: tl.constexpr, T: tl.constexpr):
     per_word: tl.constexpr = 32 // K
     word0, base, left = _span(n_elements, per_word, W)
     x_ptr += base
@@ -153,7 +266,8 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
     code_ptr += word0
     words_left = tl.minimum(n_words - word0, W).to(tl.int32)
     acc: tl.constexpr = y_ptr.dtype.element_ty == tl.float32
-    # Elements past the end read -inf, whose code is 0: the last word's unused bits stay 0 unmasked.
+    # Elements past the end are not read (no fill): their codes, the last word's unused bits, are
+    # whatever the registers held, which no reader looks at.
     if ROWS:  # 32 // K a power of two: each thread owns E consecutive elements, T vectors of V
         V: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
         E: tl.constexpr = T * V
@@ -162,19 +276,28 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         inner = tl.arange(0, T)[:, None, None] * V + tl.arange(0, V)[None, None, :]  # the thread's element
         offsets = tl.arange(0, threads)[None, :, None] * E + inner
         mask = offsets < left
-        x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
-        # The gathers before F: ptxas then recomputes less of F to spare registers (measured on sm_90).
-        code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
+        x = tl.load(x_ptr + offsets, mask=mask)
+        pos = inner % per_word  # the element's place in its word (a thread's words are whole)
+        # Codes shifted by constants to their places, combined per word in the thread, which then
+        # holds whole words: stored as they lie, no exchange between threads, in G vectors of Q words
+        # laid out as x's ([G, threads, Q]). Found before F: ptxas then recomputes less of F to spare
+        # registers (measured on sm_90).
+        if BY == PAIRS:
+            bits = _compared_pairs(x, table_ptr, pos, K, NAN_ABOVE)
+        elif BY == SINGLES:
+            bits = _compared_fp32(x, table_ptr, pos, per_word, K, NAN_ABOVE, COMPARE)
+        else:
+            bits = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE) << _slot_shift(pos, per_word, K)
         tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
-        # Codes shifted by constants to their places (disjoint bits: sums are ors), summed per word
-        # in the thread, which then holds whole words: stored as they lie, no exchange between threads,
-        # in G vectors of Q words laid out as x's ([G, threads, Q]).
-        code = tl.permute(code << (inner % per_word * K), (1, 0, 2))
+        if BY == PAIRS:  # [T, threads, V, 2]; or'ed: and-or, one LOP3 per comparison
+            words_of = tl.reduce(tl.reshape(tl.permute(bits, (1, 0, 2, 3)), [threads, E // per_word, 2 * per_word]),
+                                 2, _or)
+        else:  # disjoint bits: sums are ors
+            words_of = tl.sum(tl.reshape(tl.permute(bits, (1, 0, 2)), [threads, E // per_word, per_word]), axis=2)
         # (not min(): Triton 3.3 takes it for tl.minimum, which needs tensors)
         Q: tl.constexpr = E // per_word if E // per_word < 4 else 4
         G: tl.constexpr = E // per_word // Q
-        packed = tl.permute(tl.reshape(tl.sum(tl.reshape(code, [threads, E // per_word, per_word]), axis=2),
-                                       [threads, G, Q]), (1, 0, 2))
+        packed = tl.permute(tl.reshape(words_of, [threads, G, Q]), (1, 0, 2))
         words = (tl.arange(0, threads)[None, :, None] * (E // per_word) + tl.arange(0, G)[:, None, None] * Q
                  + tl.arange(0, Q)[None, None, :])
         tl.store(code_ptr + words, packed, mask=words < words_left)
@@ -187,7 +310,7 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         for c in tl.static_range(per_word):
             offsets = thread * (V * per_word) + c * V + v
             mask = offsets < left
-            x = tl.load(x_ptr + offsets, mask=mask, other=NEG_INF)
+            x = tl.load(x_ptr + offsets, mask=mask)
             tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
             code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
             for i in tl.static_range(V):  # element j of the thread's run: position j % per_word of word j // per_word
@@ -222,7 +345,7 @@ def fewbit_bwd_kernel(code_ptr, level_ptr, dy_ptr, dx_ptr, n_elements, n_words,
         offsets = tl.arange(0, W * per_word)
         mask = offsets < left
         words = tl.load(code_ptr + offsets // per_word, mask=mask, other=0)
-        code = (words >> ((offsets % per_word) * K)) & ((1 << K) - 1)
+        code = (words >> _slot_shift(offsets % per_word, per_word, K)) & ((1 << K) - 1)
         dy = fm.to_fp32(tl.load(dy_ptr + offsets, mask=mask))
         tl.store(dx_ptr + offsets, _times_level(dy, tl.load(level_ptr + code), SELECTS).to(dx_ptr.dtype.element_ty),
                  mask=mask)
@@ -298,6 +421,16 @@ def code_lut(breakpoints: np.ndarray, dtype: torch.dtype, nan_code: int | None) 
     return codes.astype(np.uint8)
 
 
+def _rounded_down(breakpoints: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Each fp32 breakpoint as the largest ``dtype`` value at or below it (-inf below them all):
+    16-bit x is above the one exactly where it is above the other."""
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype)
+    every = every[~every.isnan()]
+    ordered = every.float().sort().values.numpy()
+    at = np.searchsorted(ordered, np.asarray(breakpoints, dtype=np.float32), side="right") - 1
+    return torch.from_numpy(ordered[np.maximum(at, 0)]).to(dtype)
+
+
 def _aligned_lut(codes: np.ndarray, device: torch.device) -> torch.Tensor:
     """The 65536 codes in device memory starting on a LUT_ALIGN boundary (the kernel's address
     arithmetic relies on it): a view of a buffer one alignment longer."""
@@ -319,8 +452,9 @@ def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: in
     found = _TABLES.get(key)
     if found is None or found[0] is not breakpoints:
         b = breakpoints.cpu().numpy()
-        if bits == 1 or (bits == 2 and dtype == torch.float32):
-            found = (breakpoints, COUNT, breakpoints, 0.0, 1.0, 0)
+        if bits <= 2:
+            table = breakpoints if dtype == torch.float32 else _rounded_down(b, dtype).to(breakpoints.device)
+            found = (breakpoints, COUNT, table, 0.0, 1.0, 0)
         elif dtype != torch.float32:
             lut = _aligned_lut(code_lut(b, dtype, nan_code), breakpoints.device)
             found = (breakpoints, LUT, lut, 0.0, 1.0, 0)
@@ -333,6 +467,14 @@ def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: in
                 found = (breakpoints, CELLS, torch.from_numpy(entries).to(breakpoints.device), lo, scale, last)
         _TABLES[key] = found  # keeps the breakpoints alive, so the id stays theirs
     return found[1:]
+
+
+def _paired(x: torch.Tensor) -> bool:
+    """Whether 16-bit x can be compared in pairs: fp16 anywhere, bf16 from sm_90 (PTX's
+    ``set.*.bf16x2``); under the interpreter, as on the newest GPUs."""
+    if x.dtype != torch.bfloat16 or fm.INTERPRET:
+        return True
+    return driver.active.get_current_target().arch >= 90
 
 
 def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor, bits: int,
@@ -348,8 +490,14 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     if n:
         how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
         words, rows, warps, vectors = _forward_launch(bits, x.element_size())
+        nan_above = (1 << bits) - 1 if nan_code is None else nan_code
+        by = CODES
+        if how == COUNT and bits <= 2:
+            by = SINGLES if x.dtype == torch.float32 else PAIRS if _paired(x) else CODES
         kernel(fewbit_fwd_kernel, F=form_for(fn, x.dtype == torch.float16), K=bits, W=words, HOW=int(how),
-               NAN_CODE=nan_code, ROWS=rows, T=vectors, num_warps=warps)(
+               NAN_CODE=nan_code, BY=int(by), NAN_ABOVE=nan_above,
+               COMPARE=compare_asm(bits, nan_above) if by == SINGLES else "", ROWS=rows, T=vectors,
+               num_warps=warps)(
             (triton.cdiv(n_words, words),), in_layout(x, y), y, codes, breakpoints, table, n, n_words,
             float(p0), float(p1), float(lo), float(scale), int(last))
     return y, codes

@@ -260,6 +260,16 @@ def test_modules_with_saved_bits_pickle_and_show_it():
         torch.testing.assert_close(torch.autograd.grad(clone(x).sum(), x)[0], torch.autograd.grad(m(x).sum(), x)[0])
 
 
+def assert_same_codes(words, expected_words, n, bits):
+    """The n codes two packings hold are equal (a word's bits past the last element are unspecified),
+    and so are the words up to the last."""
+    words = words.cpu()
+    assert words.shape == expected_words.shape
+    torch.testing.assert_close(fewbit.unpack_codes(words, n, bits), fewbit.unpack_codes(expected_words, n, bits),
+                               rtol=0, atol=0)
+    assert torch.equal(words[:-1], expected_words[:-1])
+
+
 @pytest.mark.parametrize("how", ["CELLS", "COUNT", "SEARCH"], ids=["cell table", "comparisons", "binary search"])
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits, how):
@@ -288,17 +298,23 @@ def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits
         y, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], 0.0, 0.0, b, bits)
     finally:
         kernels._TABLES.pop((id(b), torch.float32, None), None)
-    assert torch.equal(codes.cpu(), fewbit.pack_codes(x, q))
+    assert_same_codes(codes, fewbit.pack_codes(x, q), x.numel(), bits)
 
 
+@pytest.mark.parametrize("paired", [True, False], ids=["pairs", "one at a time"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("name, bits", [("silu", b) for b in range(1, 9)] + [("leaky_relu", 1), ("hardtanh", 2)])
-def test_kernel_codes_of_every_16_bit_value_equal_bucketize(name, bits, dtype):
-    """16-bit x takes its code from a table indexed by its bits: on all 65536 values (every NaN, both
-    infinities and zeros, the subnormals) the packed codes are torch.bucketize's of x in fp32, and NaN
-    takes the quantiser's NaN code where it has one (Leaky ReLU's negative slope, hardtanh's pass)."""
+def test_kernel_codes_of_every_16_bit_value_equal_bucketize(name, bits, dtype, paired, monkeypatch):
+    """16-bit x takes its code from a table indexed by its bits (3 bits and more) or from comparisons
+    (1 and 2 bits: in register pairs, or one element at a time where the GPU has no paired compare
+    for the dtype, bf16 before sm_90): on all 65536 values (every NaN, both infinities and zeros,
+    the subnormals) the packed codes are torch.bucketize's of x in fp32, and NaN takes the
+    quantiser's NaN code where it has one (Leaky ReLU's negative slope, hardtanh's pass)."""
     from actkit.kernels import fewbit as kernels
 
+    if not paired and bits > 2:
+        pytest.skip("comparisons are for 1 and 2 bits")
+    monkeypatch.setattr(kernels, "_paired", lambda x: paired)
     spec = actkit.get(name)
     q = fewbit.quantizer(spec, spec.defaults, bits)
     x = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype)
@@ -306,7 +322,28 @@ def test_kernel_codes_of_every_16_bit_value_equal_bucketize(name, bits, dtype):
     b, _ = q.tables(KERNEL_DEVICE)
     p0, p1 = spec.kernel_args(spec.defaults)
     _, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], p0, p1, b, bits, q.nan_code)
-    assert torch.equal(codes.cpu(), fewbit.pack_codes(x.float(), q))
+    assert_same_codes(codes, fewbit.pack_codes(x.float(), q), x.numel(), bits)
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["pairs", "one at a time"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("breakpoints", [(-1 / 3, 0.1, 2.7), (-1e5, 1e-30, 7e4), (-3.5e38, -1e-40, 3.0e38), (0.3,)],
+                         ids=["between 16-bit values", "past fp16's range", "past bf16's range", "one"])
+def test_16_bit_comparisons_with_breakpoints_no_16_bit_value_equals(breakpoints, dtype, paired, monkeypatch):
+    """16-bit x is compared with each fp32 breakpoint rounded down to x's dtype (-inf below its range):
+    on every 16-bit value the codes are torch.bucketize's of x in fp32 against the fp32 breakpoints."""
+    from actkit.kernels import fewbit as kernels
+
+    monkeypatch.setattr(kernels, "_paired", lambda x: paired)
+    bits = {1: 1, 3: 2}[len(breakpoints)]
+    b = torch.tensor(breakpoints, dtype=torch.float32)
+    x = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype)
+    x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(bits))]
+    _, codes = kernels.forward(x.to(KERNEL_DEVICE), actkit.get("relu").triton_functions[0], 0.0, 0.0,
+                               b.to(KERNEL_DEVICE), bits)
+    expected = torch.bucketize(x.float(), b, right=False).to(torch.int32)
+    expected[x.float().isnan()] = len(breakpoints)
+    torch.testing.assert_close(fewbit.unpack_codes(codes.cpu(), x.numel(), bits), expected, rtol=0, atol=0)
 
 
 def test_cell_table_refuses_breakpoints_it_cannot_separate():

@@ -51,6 +51,19 @@ def codes_per_word(bits: int) -> int:
     return 32 // bits
 
 
+def code_shifts(bits: int, device=None) -> torch.Tensor:
+    """Where each of a word's ``codes_per_word(bits)`` elements keeps its code: the shift of its
+    lowest bit. Codes of 3 bits and more lie in element order. Codes of 1 and 2 bits, which the
+    kernels find by comparisons, keep a word's even elements in its low half and its odd ones in
+    its high half (element 2r at slot r, element 2r + 1 at slot 16 / bits + r): two neighbouring
+    16-bit elements share a register, and one paired comparison then sets both codes in place
+    (kernels/fewbit.py). A word's bits past the last element are unspecified."""
+    per = codes_per_word(bits)
+    e = torch.arange(per, dtype=torch.int32, device=device)
+    slot = e % 2 * (per // 2) + e // 2 if bits <= 2 else e
+    return slot * bits
+
+
 def saved_bytes_per_element(bits: int) -> float:
     return 4 / codes_per_word(bits)
 
@@ -268,17 +281,18 @@ def pack_codes(x: torch.Tensor, q: Quantizer) -> torch.Tensor:
     n = codes.numel()
     padded = torch.zeros(-(-n // per) * per, dtype=torch.int32, device=x.device)
     padded[:n] = codes
-    shifts = torch.arange(per, dtype=torch.int32, device=x.device) * q.bits
-    return (padded.view(-1, per) << shifts).sum(1, dtype=torch.int32)
+    return (padded.view(-1, per) << code_shifts(q.bits, x.device)).sum(1, dtype=torch.int32)
+
+
+def unpack_codes(words: torch.Tensor, n: int, bits: int) -> torch.Tensor:
+    """The codes (int32) of the n elements whose packed codes ``words`` holds, in memory order."""
+    return ((words[:, None] >> code_shifts(bits, words.device)) & ((1 << bits) - 1)).reshape(-1)[:n]
 
 
 def unpack_derivative(words: torch.Tensor, n: int, q: Quantizer) -> torch.Tensor:
     """f' (fp32) of the n elements whose codes ``words`` holds, in memory order."""
-    per = codes_per_word(q.bits)
-    shifts = torch.arange(per, dtype=torch.int32, device=words.device) * q.bits
-    codes = ((words[:, None] >> shifts) & ((1 << q.bits) - 1)).reshape(-1)[:n]
     _, levels = q.tables(words.device)
-    return levels[codes.long()]
+    return levels[unpack_codes(words, n, q.bits).long()]
 
 
 # -- the bound op: y as the activation gives it, codes instead of x for backward -------------------
