@@ -469,12 +469,22 @@ def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: in
     return found[1:]
 
 
+_BF16_PAIRS: dict[int, bool] = {}  # CUDA device index -> whether it compares bf16 pairs
+
+
 def _paired(x: torch.Tensor) -> bool:
     """Whether 16-bit x can be compared in pairs: fp16 anywhere, bf16 from sm_90 (PTX's
-    ``set.*.bf16x2``); under the interpreter, as on the newest GPUs."""
+    ``set.*.bf16x2``), asked of x's own GPU once (the compile-only driver's target for CPU tensors);
+    under the interpreter, as on the newest GPUs."""
     if x.dtype != torch.bfloat16 or fm.INTERPRET:
         return True
-    return driver.active.get_current_target().arch >= 90
+    if not x.is_cuda:
+        return driver.active.get_current_target().arch >= 90
+    index = x.device.index
+    found = _BF16_PAIRS.get(index)
+    if found is None:
+        found = _BF16_PAIRS[index] = torch.cuda.get_device_capability(x.device) >= (9, 0)
+    return found
 
 
 def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor, bits: int,
