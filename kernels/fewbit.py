@@ -24,7 +24,7 @@ its even elements in the low half, its odd ones in the high half.
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
 code, or ``NAN_CODE``), found one of four ways (``HOW``):
 
-* 16-bit x, 3 bits and more: one byte gather from a table of the code of every 16-bit value,
+* 16-bit x, 3 bits and more (and 2 bits of bf16 before sm_90): one byte gather from a table of the code of every 16-bit value,
   indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
   For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
   shift-add (and its carry); for fp16 a pair's register is split by a mask and a shift (PTX), which
@@ -42,7 +42,8 @@ code, or ``NAN_CODE``), found one of four ways (``HOW``):
   breakpoints too close together for a table of ``MAX_CELLS`` fall back to a binary search (K
   dependent gathers).
 * 1 and 2 bits: comparisons with every breakpoint (at most 3), read once per program. 16-bit x
-  compares a register pair of neighbours at once (``HSET2``; bf16 from sm_90) with the breakpoint
+  compares a register pair of neighbours at once (``HSET2``; bf16 from sm_90, before it one element
+  at a time, and its 2 bits by the gather above) with the breakpoint
   rounded down to x's dtype, which sets both their codes' bits in the word's two halves, placed by
   one LOP3 each: 1 instruction per element for 1 bit, 3 for 2 (the byte gather, its address and the
   shift into place took 4). fp32 x: the comparisons' predicates combined as they are set
@@ -149,20 +150,11 @@ def _pairs_above(x, b, NAN_ABOVE: tl.constexpr):
         pair = lo * 0xFFFF | hi * -0x10000
         return tl.reshape(tl.join(pair, tl.zeros_like(pair)), x.shape)
     else:
-        bb = tl.broadcast_to(b, x.shape)
-        if x.dtype == tl.bfloat16:
-            if NAN_ABOVE:
-                return tl.inline_asm_elementwise("{ set.gtu.u32.bf16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
-                                                 [x, bb], dtype=tl.int32, is_pure=True, pack=2)
-            else:
-                return tl.inline_asm_elementwise("{ set.gt.u32.bf16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
-                                                 [x, bb], dtype=tl.int32, is_pure=True, pack=2)
-        elif NAN_ABOVE:
-            return tl.inline_asm_elementwise("{ set.gtu.u32.f16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
-                                             [x, bb], dtype=tl.int32, is_pure=True, pack=2)
-        else:
-            return tl.inline_asm_elementwise("{ set.gt.u32.f16x2 $0, $2, $3; mov.b32 $1, 0; }", "=r,=r,r,r",
-                                             [x, bb], dtype=tl.int32, is_pure=True, pack=2)
+        op: tl.constexpr = "gtu" if NAN_ABOVE else "gt"
+        pair: tl.constexpr = "bf16x2" if x.dtype == tl.bfloat16 else "f16x2"
+        return tl.inline_asm_elementwise("{ set." + op + ".u32." + pair + " $0, $2, $3; mov.b32 $1, 0; }",
+                                         "=r,=r,r,r", [x, tl.broadcast_to(b, x.shape)], dtype=tl.int32,
+                                         is_pure=True, pack=2)
 
 
 @triton.jit
@@ -441,18 +433,20 @@ def _aligned_lut(codes: np.ndarray, device: torch.device) -> torch.Tensor:
     return lut
 
 
-# (id(breakpoints), dtype, nan_code) -> (breakpoints, HOW, table, lo, scale, last cell)
+# (id(breakpoints), dtype, nan_code, paired) -> (breakpoints, HOW, table, lo, scale, last cell)
 _TABLES: dict[tuple, tuple] = {}
 
 
-def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: int | None) -> tuple:
-    """How the forward finds the codes of ``dtype`` x, and its table: 16-bit x by its bits; fp32 x by
-    comparisons with all (at most 3) breakpoints for 1 or 2 bits, else the cell table where one fits."""
-    key = (id(breakpoints), dtype, nan_code)
+def _plan(breakpoints: torch.Tensor, dtype: torch.dtype, bits: int, nan_code: int | None, paired: bool) -> tuple:
+    """How the forward finds the codes of ``dtype`` x, and its table: comparisons with all (at most 3)
+    breakpoints for 1 bit, and for 2 bits of fp32 x or of 16-bit x compared in pairs (``paired``);
+    otherwise 16-bit x by its bits (2 bits of bf16 before sm_90: three compares an element cost more
+    than the gather), fp32 x by the cell table where one fits."""
+    key = (id(breakpoints), dtype, nan_code, paired)
     found = _TABLES.get(key)
     if found is None or found[0] is not breakpoints:
         b = breakpoints.cpu().numpy()
-        if bits <= 2:
+        if bits == 1 or (bits == 2 and paired):
             table = breakpoints if dtype == torch.float32 else _rounded_down(b, dtype).to(breakpoints.device)
             found = (breakpoints, COUNT, table, 0.0, 1.0, 0)
         elif dtype != torch.float32:
@@ -498,12 +492,13 @@ def forward(x: torch.Tensor, fn, p0: float, p1: float, breakpoints: torch.Tensor
     n_words = -(-n // per_word)
     codes = torch.empty(n_words, dtype=torch.int32, device=x.device)
     if n:
-        how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code)
+        paired = _paired(x)
+        how, table, lo, scale, last = _plan(breakpoints, x.dtype, bits, nan_code, paired)
         words, rows, warps, vectors = _forward_launch(bits, x.element_size())
         nan_above = (1 << bits) - 1 if nan_code is None else nan_code
         by = CODES
         if how == COUNT and bits <= 2:
-            by = SINGLES if x.dtype == torch.float32 else PAIRS if _paired(x) else CODES
+            by = SINGLES if x.dtype == torch.float32 else PAIRS if paired else CODES
         kernel(fewbit_fwd_kernel, F=form_for(fn, x.dtype == torch.float16), K=bits, W=words, HOW=int(how),
                NAN_CODE=nan_code, BY=int(by), NAN_ABOVE=nan_above,
                COMPARE=compare_asm(bits, nan_above) if by == SINGLES else "", ROWS=rows, T=vectors,

@@ -293,11 +293,11 @@ def test_kernel_codes_equal_bucketize_at_the_breakpoints_and_special_values(bits
     entries, lo, scale, last = made
     plan = {"CELLS": (kernels.CELLS, torch.from_numpy(entries).to(KERNEL_DEVICE), lo, scale, last),
             "COUNT": (kernels.COUNT, b, 0.0, 1.0, 0), "SEARCH": (kernels.SEARCH, b, 0.0, 1.0, 0)}[how]
-    kernels._TABLES[id(b), torch.float32, None] = (b, *plan)
+    kernels._TABLES[id(b), torch.float32, None, True] = (b, *plan)
     try:
         y, codes = kernels.forward(x.to(KERNEL_DEVICE), spec.triton_functions[0], 0.0, 0.0, b, bits)
     finally:
-        kernels._TABLES.pop((id(b), torch.float32, None), None)
+        kernels._TABLES.pop((id(b), torch.float32, None, True), None)
     assert_same_codes(codes, fewbit.pack_codes(x, q), x.numel(), bits)
 
 
