@@ -24,16 +24,16 @@ its even elements in the low half, its odd ones in the high half.
 The code of x is the number of breakpoints below it (``torch.bucketize``; NaN takes the top
 code, or ``NAN_CODE``), found one of four ways (``HOW``):
 
-* 16-bit x, 3 bits and more (and 2 bits of bf16 before sm_90): one byte gather from a table of the code of every 16-bit value,
-  indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB per quantiser and dtype.
-  For bf16 the index is the top half of the fp32 x that F converts anyway, so the address is one
-  shift-add (and its carry); for fp16 a pair's register is split by a mask and a shift (PTX), which
-  ptxas folds into the high one's address as well. Its hot part: 99% of x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16
-  (2.3 KiB; a warp's 32 gathers touch about 11 lines), 172 for fp16 (22 KiB; about 26 lines a
-  warp), against 1 to 14 lines a warp for the fp32 cell tables of 3 to 8 bits. No GPU measured
-  what the L1 makes of that; the static roofline counts a gather as one instruction, and the
-  table's 64 KiB as traffic of its 2^16-element probe (1 byte per element, nothing in a launch
-  of millions of elements).
+* 16-bit x, 3 bits and more (and 2 bits of bf16 before sm_90): one byte gather from a table of the
+  code of every 16-bit value, indexed by x's bits (:func:`code_lut`; NaN's code included), 64 KiB
+  per quantiser and dtype. For bf16 the index is the top half of the fp32 x that F converts anyway,
+  so the address is one shift-add (and its carry); for fp16 a pair's register is split by a mask and
+  a shift (PTX), which ptxas folds into the high one's address as well. Its hot part: 99% of
+  x ~ N(0, 1) reads 18 of the table's 128-byte lines for bf16 (2.3 KiB; a warp's 32 gathers touch
+  about 11 lines), 172 for fp16 (22 KiB; about 26 lines a warp), against 1 to 14 lines a warp for
+  the fp32 cell tables of 3 to 8 bits. No GPU measured what the L1 makes of that; the static
+  roofline counts a gather as one instruction, and the table's 64 KiB as traffic of its
+  2^16-element probe (1 byte per element, nothing in a launch of millions of elements).
 * fp32 x, 3 bits and more: one 64-bit gather from a table of uniform cells (:func:`code_table`):
   x's cell is ``round((max(x, lo) - lo) * s)`` for a power of two s, which is exact in fp32 (the
   product is exact, the rounding is the one addition of 1.5 * 2^23), clamped to the last cell,
@@ -43,13 +43,14 @@ code, or ``NAN_CODE``), found one of four ways (``HOW``):
   dependent gathers).
 * 1 and 2 bits: comparisons with every breakpoint (at most 3), read once per program. 16-bit x
   compares a register pair of neighbours at once (``HSET2``; bf16 from sm_90, before it one element
-  at a time, and its 2 bits by the gather above) with the breakpoint
-  rounded down to x's dtype, which sets both their codes' bits in the word's two halves, placed by
-  one LOP3 each: 1 instruction per element for 1 bit, 3 for 2 (the byte gather, its address and the
-  shift into place took 4). fp32 x: the comparisons' predicates combined as they are set
-  (:func:`compare_asm`).
+  at a time, and its 2 bits by the gather above) with the breakpoint rounded down to x's dtype,
+  which sets both their codes' bits in the word's two halves, placed by one LOP3 each: 1
+  instruction per element for 1 bit, 3 for 2 (the byte gather, its address and the shift into
+  place took 4). fp32 x: the comparisons' predicates combined as they are set (:func:`compare_asm`).
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -162,6 +163,7 @@ def _or(a, b):
     return a | b
 
 
+@functools.lru_cache(maxsize=None)
 def compare_asm(bits: int, nan_above: int) -> str:
     """PTX for the code of fp32 x (1 or 2 bits) shifted into its word: operands ``$0`` the result,
     ``$1`` x, then the 2^bits - 1 breakpoints, then the code's bit 0 and bit 1 in place. NaN is
@@ -279,7 +281,8 @@ def fewbit_fwd_kernel(x_ptr, y_ptr, code_ptr, breakpoint_ptr, table_ptr, n_eleme
         elif BY == SINGLES:
             bits = _compared_fp32(x, table_ptr, pos, per_word, K, NAN_ABOVE, COMPARE)
         else:
-            bits = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE) << _slot_shift(pos, per_word, K)
+            code = _code(x, breakpoint_ptr, table_ptr, lo, scale, last, K, HOW, NAN_CODE)
+            bits = code << _slot_shift(pos, per_word, K)
         tl.store(y_ptr + offsets, F(fm.to_fp32(x), p0, p1, acc).to(y_ptr.dtype.element_ty), mask=mask)
         if BY == PAIRS:  # [T, threads, V, 2]; or'ed: and-or, one LOP3 per comparison
             words_of = tl.reduce(tl.reshape(tl.permute(bits, (1, 0, 2, 3)), [threads, E // per_word, 2 * per_word]),
