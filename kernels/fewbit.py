@@ -186,8 +186,8 @@ def _compared_fp32(x, table_ptr, pos, per_word: tl.constexpr, K: tl.constexpr, N
     (:func:`compare_asm`) on GPUs."""
     one = 1 << _slot_shift(pos, per_word, K)
     if fm.INTERPRET:
-        code = ((x > tl.load(table_ptr)) | ((0 < NAN_ABOVE) & (x != x))).to(tl.int32)
-        for i in tl.static_range(1, (1 << K) - 1):
+        code = tl.zeros(x.shape, dtype=tl.int32)
+        for i in tl.static_range((1 << K) - 1):
             code += ((x > tl.load(table_ptr + i)) | ((i < NAN_ABOVE) & (x != x))).to(tl.int32)
         return code * one
     elif K == 1:
