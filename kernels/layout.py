@@ -35,7 +35,8 @@ def elementwise_warps(element_size: int) -> int:
 # not elements. The backward takes 1024 words, 8 per thread (one 128-bit load of their 16-bit dy
 # per code position). The forward gives each thread as many words as one 128-bit vector holds
 # elements (8 for 16-bit x, 4 for fp32) and so reads 10, 6 or 5 vectors per thread: programs of 2
-# warps keep the unused part of the last program small.
+# warps keep the unused part of the last program small. Few-bit forwards of any width take at
+# least FEWBIT_FORWARD_WARPS warps.
 FEWBIT_WORDS = 1024
 FEWBIT_FORWARD_WARPS = 2
 # GLU programs take the block on 2 warps (32 elements per thread): a tile's row and column indices
@@ -43,12 +44,16 @@ FEWBIT_FORWARD_WARPS = 2
 # elements per thread halve them per element (GELU-gated forwards in bf16: 27.4 -> 23.9 instructions
 # per element on sm_90; no spills, sm_80 or sm_90).
 GLU_WARPS = 2
-# The few-bit forward of power-of-two codes per word gives each thread 4 consecutive 128-bit vectors
-# (32 elements of 16-bit x, 16 of fp32; a word of 32 1-bit fp32 codes, 8 vectors), so that a thread
-# packs whole words and stores them itself, and more elements share its fixed instructions
-# (gelu_sigmoid's 4-bit fp16 forward: 20.8 instructions per element at 2 vectors, 19.5 at 4). Not 8
-# for fp32: lisht's 7-bit forward took 42.7 there against 41.0 (ptxas recomputes parts of F).
-FEWBIT_THREAD_VECTORS = 4
+# The few-bit forward of power-of-two codes per word gives each thread T consecutive 128-bit vectors
+# (a word of 32 1-bit fp32 codes, 8 vectors, at least), so that a thread packs whole words and
+# stores them itself, and more elements share its fixed instructions: T = 4 for fp32 (16 elements;
+# at 8, lisht's 7-bit forward took 42.7 instructions per element on sm_90 against 41.0: ptxas
+# recomputes parts of F), T = 8 for 16-bit x (64 elements; from 4: GELU's 2-bit bf16 forward 19.3 ->
+# 18.9, gelu_sigmoid's 4-bit 17.1 -> 15.3, hardswish's 8-bit fp16 13.5 -> 12.6; lisht's 7-bit bf16
+# 20.8 -> 20.9 the one not gaining). A program then takes more words than the backward's, so that
+# it keeps FEWBIT_FORWARD_WARPS warps: with one, the 32 blocks an SM holds at most would be half
+# its warps.
+FEWBIT_THREAD_VECTORS = {4: 4, 2: 8}  # by element size
 # The learnable backward with a parameter gradient takes the block on 2 warps (32 elements per
 # thread): its per-channel partial sums cross threads and warps (shuffles, shared memory) once per
 # thread, so twice the elements per thread halve that cost per element (Swish-beta's 16-bit
